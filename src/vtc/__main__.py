@@ -1,0 +1,3 @@
+from vtc.cli import main
+
+main()

@@ -1,0 +1,251 @@
+"""The `vtc` command line.
+
+check, plan, explain, fmt and schema import only the compiler (lark, jsonschema, click); run and ask import the
+training stack inside their own code path. Every command turns problems into rendered diagnostics and an exit
+code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vtc import __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="vtc")
+def cli() -> None:
+    """vtc, the vision tuning compiler.
+
+    Write a recipe (a .vt file), check it, see the plan, run it:
+
+    \b
+        vtc check xray.vt
+        vtc explain xray.vt
+        vtc run xray.vt
+    """
+
+
+def _emit(diagnostics, sources, fmt: str, stream=None) -> None:
+    from vtc.diagnostics import render_all, to_json
+
+    if fmt == "json":
+        click.echo(to_json(diagnostics))
+    elif diagnostics:
+        click.echo(render_all(diagnostics, sources), err=True if stream is None else False)
+
+
+FORMAT_OPTION = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="How to print problems: text for people, json for editors and CI.",
+)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@FORMAT_OPTION
+@click.option("--data", is_flag=True, help="Also scan every data row (reads the images; slower).")
+def check(files, fmt, data):
+    """Check recipes: every problem, with file:line:col and what to write instead.
+
+    Exit code 0 when there is no error (warnings allowed), 1 otherwise. Fit for a pre-commit hook.
+
+    \b
+    Examples:
+        vtc check xray.vt
+        vtc check recipes/*.vt --format json
+    """
+    from vtc.compiler.pipeline import compile_file
+
+    diagnostics, sources = [], {}
+    for path in files:
+        result = compile_file(path)
+        diagnostics.extend(result.diagnostics)
+        sources.update(result.sources)
+        if data and result.plan is not None:
+            from vtc.runtime.validate import scan_plan_data  # imports only pillow
+
+            diagnostics.extend(scan_plan_data(result.plan))
+    _emit(diagnostics, sources, fmt)
+    errors = any(d.is_error for d in diagnostics)
+    if fmt == "text" and not errors:
+        click.echo(f"ok: {len(files)} recipe{'s' * (len(files) != 1)} checked", err=True)
+    sys.exit(1 if errors else 0)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of a summary.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the plan (JSON) to this file.")
+@FORMAT_OPTION
+def plan(file, as_json, output, fmt):
+    """Compile a recipe into its execution plan and show exactly what will run.
+
+    \b
+    Examples:
+        vtc plan xray.vt                 # a readable summary, with where each value came from
+        vtc plan xray.vt --json          # the plan itself
+        vtc plan xray.vt -o plan.json    # save it; `vtc run plan.json` runs exactly that
+    """
+    from vtc.compiler.pipeline import compile_file
+    from vtc.compiler.plan import plan_to_json, summarize_plan
+
+    result = compile_file(file)
+    _emit(result.diagnostics, result.sources, fmt)
+    if result.plan is None:
+        sys.exit(1)
+    text = plan_to_json(result.plan)
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+        click.echo(f"plan written to {output}", err=True)
+    if as_json:
+        click.echo(text, nl=False)
+    elif not output:
+        click.echo(summarize_plan(result.plan))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@FORMAT_OPTION
+def explain(file, fmt):
+    """Say in plain English what a recipe will do: what trains, on which data, how long, where results go,
+    how much GPU memory.
+
+    \b
+    Example:
+        vtc explain xray.vt
+    """
+    from vtc.compiler.explain import explain_plan
+    from vtc.compiler.pipeline import compile_file
+
+    result = compile_file(file)
+    _emit(result.diagnostics, result.sources, fmt)
+    if result.plan is None:
+        sys.exit(1)
+    click.echo(explain_plan(result.plan))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--check", "check_only", is_flag=True, help="Change nothing; exit 1 if a file is not formatted.")
+@FORMAT_OPTION
+def fmt(files, check_only, fmt):
+    """Rewrite recipes in the canonical layout (one clause a line, comments kept).
+
+    \b
+    Examples:
+        vtc fmt xray.vt
+        vtc fmt --check recipes/*.vt     # in CI or a pre-commit hook
+    """
+    from vtc.compiler.fmt import format_file
+
+    failed = False
+    for path in files:
+        formatted, diagnostics, sources = format_file(path)
+        _emit(diagnostics, sources, fmt)
+        if formatted is None:
+            failed = True
+            continue
+        original = sources.get(path)
+        if formatted == original:
+            continue
+        if check_only:
+            click.echo(f"would reformat {path}", err=True)
+            failed = True
+        else:
+            with open(path, "w", encoding="utf-8", newline="\n") as f:
+                f.write(formatted)
+            click.echo(f"reformatted {path}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@cli.command(context_settings=CONTEXT)
+def schema():
+    """Print the JSON Schema that every compiled recipe document is validated against.
+
+    \b
+    Example:
+        vtc schema > vt.schema.json
+    """
+    from vtc.compiler.validate import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option(
+    "--backend", type=click.Choice(["auto", "transformers", "unsloth"]), default="auto", show_default=True,
+    help="auto: unsloth when CUDA is present and unsloth is installed, otherwise transformers.",
+)
+@click.option("--runs-dir", type=click.Path(file_okay=False), help="Put the run folder here instead of the plan's.")
+@FORMAT_OPTION
+def run(target, backend, runs_dir, fmt):
+    """Train, evaluate and save: a recipe (.vt) or a saved plan (.json), end to end.
+
+    Each run gets a new folder (adapter, plan.json, manifest.json, metrics.jsonl, eval.json, loss.png,
+    predictions.jsonl).
+
+    \b
+    Examples:
+        vtc run recipes/demo-shapes.vt
+        vtc run plan.json --backend transformers
+    """
+    from vtc.diagnostics import VtcError
+
+    try:
+        from vtc.runtime.run import run_target
+
+        run_target(target, backend=backend, runs_dir=runs_dir)
+    except VtcError as exc:
+        _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.argument("image", type=click.Path())
+@click.argument("question", required=False)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="For a folder of images: write answers here (.jsonl or .csv).")
+@click.option("--backend", type=click.Choice(["auto", "transformers", "unsloth"]), default="auto", show_default=True)
+@FORMAT_OPTION
+def ask(run_dir, image, question, output, backend, fmt):
+    """Ask a trained model about an image (or every image in a folder).
+
+    The question defaults to the recipe's instruction.
+
+    \b
+    Examples:
+        vtc ask runs/demo-shapes/run-001 circle.png
+        vtc ask runs/demo-shapes/run-001 circle.png "What colour is the shape?"
+        vtc ask runs/demo-shapes/run-001 ./new-images -o answers.csv
+    """
+    from vtc.diagnostics import VtcError
+
+    try:
+        from vtc.runtime.ask import ask_command
+
+        ask_command(run_dir, image, question, output=output, backend=backend)
+    except VtcError as exc:
+        _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
+        sys.exit(1)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C outside a command body
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
