@@ -1,0 +1,204 @@
+"""`vtc fmt`: rewrite a recipe in the canonical layout without changing what it means.
+
+The layout: the comment block at the top of the file stays at the top; then the includes, the `finetune ... on ...`
+header and the other clauses one a line, in the order of the language table (docs/internals.md), with normalised
+spacing (`finetune vision, mlp on qwen2.5-vl`, `with responses_only, rslora`) and strings re-quoted; a trailing
+newline. Comments are kept: an own-line comment stays right before the statement that follows it, a trailing
+comment stays on the line of the (first) statement it trailed, comments after the last statement stay at the end.
+Blank lines between groups are kept (several become one).
+
+Order only changes where it cannot change meaning. Clauses of the same kind keep their relative order (a later
+clause overrides an earlier one). If every include comes before the other clauses, includes go first and the rest
+is sorted; otherwise includes stay where they are and only the clauses between two includes are sorted, since a
+clause before an include may be overridden by it and one after it overrides it.
+
+A file with syntax errors is not formatted: (None, diagnostics).
+"""
+
+from __future__ import annotations
+
+from vtc.compiler import ast
+from vtc.compiler.parser import CLAUSE_KEYWORDS, decode_source, parse_source
+from vtc.diagnostics import Diagnostic, Span, error
+
+__all__ = ["format_source", "format_file", "render_statement"]
+
+_RANK = {keyword: i for i, keyword in enumerate(CLAUSE_KEYWORDS)}
+_RANK["without"] = _RANK["with"]  # `with x` and `without x` keep their relative order
+
+
+def _rank(statement) -> int:
+    return _RANK[statement.keyword]
+
+
+def _value(value: ast.Value) -> str:
+    if value.quoted:
+        return '"' + value.text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value.text
+
+
+def _values(values) -> str:
+    return ", ".join(_value(v) for v in values)
+
+
+def render_statement(st) -> str:
+    """One statement in canonical form, e.g. `finetune vision, mlp on qwen2.5-vl`."""
+    if isinstance(st, ast.Finetune):
+        return f"finetune {_values(st.parts)} on {_value(st.model)}"
+    if isinstance(st, ast.Include):
+        return f"include {_value(st.path)}"
+    if isinstance(st, ast.Using):
+        return f"using {_value(st.method)}"
+    if isinstance(st, ast.Precision):
+        return f"precision {_value(st.dtype)}"
+    if isinstance(st, ast.Flags):
+        return f"{'with' if st.enabled else 'without'} {_values(st.flags)}"
+    if isinstance(st, (ast.From, ast.EvaluateOn)):
+        split = f" split {_value(st.split)}" if st.split is not None else ""
+        return f"{st.keyword} {_value(st.source)}{split}"
+    if isinstance(st, ast.Holdout):
+        return f"holdout {st.share.text}%"
+    if isinstance(st, (ast.Ask, ast.System)):
+        return f"{st.keyword} {_value(st.text)}"
+    if isinstance(st, ast.Answer):
+        column = f" {_value(st.column)}" if st.column is not None else ""
+        return f"answer from {st.source.text}{column}"
+    if isinstance(st, ast.Images):
+        return f"images from column {_value(st.column)}"
+    if isinstance(st, ast.Resize):
+        return f"resize {st.size.text}"
+    if isinstance(st, ast.Lora):
+        return " ".join(["lora"] + [f"{s.name.text} {s.value.text}" for s in st.settings])
+    if isinstance(st, ast.TrainFor):
+        return f"train for {st.amount.text} {st.unit.text}"
+    if isinstance(st, (ast.Number, ast.Choice)):
+        return f"{st.name} {_value(st.value)}"
+    if isinstance(st, ast.Warmup):
+        if st.unit.text == "%":
+            return f"warmup {st.amount.text}%"
+        return f"warmup {st.amount.text} {st.unit.text}"
+    if isinstance(st, ast.Metric):
+        return f"metric {_values(st.names)}"
+    if isinstance(st, ast.SaveTo):
+        return f"save to {_value(st.path)}"
+    if isinstance(st, ast.Export):
+        return f"export {_values(st.kinds)}"
+    raise TypeError(f"not a statement: {st!r}")  # pragma: no cover
+
+
+def _canonical_order(statements: list) -> list:
+    """Includes first and the rest in table order, or, if a clause comes before an include, sort only between
+    includes. Python's sort is stable, so clauses of one kind keep their order."""
+    first_other = next((i for i, s in enumerate(statements) if not isinstance(s, ast.Include)), len(statements))
+    if not any(isinstance(s, ast.Include) for s in statements[first_other:]):
+        return statements[:first_other] + sorted(statements[first_other:], key=_rank)
+    ordered, segment = [], []
+    for st in statements:
+        if isinstance(st, ast.Include):
+            ordered.extend(sorted(segment, key=_rank))
+            ordered.append(st)
+            segment = []
+        else:
+            segment.append(st)
+    return ordered + sorted(segment, key=_rank)
+
+
+def format_source(text: str, file: str) -> tuple[str | None, list[Diagnostic]]:
+    """Canonical text of one recipe, or (None, diagnostics) if it has syntax errors. Never raises."""
+    recipe, diagnostics = parse_source(text, file)
+    if recipe is None:
+        return None, diagnostics
+    return _layout(recipe, text), diagnostics
+
+
+def _layout(recipe: ast.Recipe, text: str) -> str:
+    lines = text.splitlines()
+    by_line: dict[int, list] = {}
+    for st in recipe.statements:
+        by_line.setdefault(st.span.line, []).append(st)
+    own = {c.span.line: c for c in recipe.comments if c.own_line}
+    trailing = {c.span.line: c for c in recipe.comments if not c.own_line}
+
+    header: list[str] = []  # comment lines ("" for a blank line) before the first statement
+    header_gap = False  # a blank line between the header and the first statement
+    before: dict[int, tuple[bool, list[str]]] = {}  # id(statement) -> (blank line before, comment lines)
+    after_comment: dict[int, str] = {}  # id(statement) -> its trailing comment
+    pending: list[str] = []
+    gap = False  # a blank line before the pending comments
+    seen_statement = False
+    for number in range(1, len(lines) + 1):
+        if number in by_line:
+            first = by_line[number][0]
+            if not seen_statement:
+                header_gap = bool(pending) and pending[-1] == ""
+                header = _trim(pending)
+                before[id(first)] = (False, [])
+                seen_statement = True
+            else:
+                before[id(first)] = (gap, pending)
+            if number in trailing:
+                after_comment[id(first)] = "#" + trailing[number].text.rstrip()
+            pending, gap = [], False
+        elif number in own:
+            pending.append("#" + own[number].text.rstrip())
+        elif not lines[number - 1].strip():
+            if pending and pending[-1] != "":
+                pending.append("")
+            elif not pending:
+                gap = True
+    footer_gap = gap or (bool(pending) and pending[0] == "")
+    footer = _trim(pending)
+
+    out: list[str] = list(header)
+    if header and header_gap:
+        out.append("")
+    for st in _canonical_order(list(recipe.statements)):
+        blank, comments = before.get(id(st), (False, []))
+        if blank and out and out[-1] != "":
+            out.append("")
+        out.extend(comments)
+        line = render_statement(st)
+        if id(st) in after_comment:
+            line += "  " + after_comment[id(st)]
+        out.append(line)
+    if footer:
+        if footer_gap and out and out[-1] != "":
+            out.append("")
+        out.extend(footer)
+    return "\n".join(out) + "\n"
+
+
+def _trim(block: list[str]) -> list[str]:
+    """A comment block without blank lines at its ends."""
+    start, end = 0, len(block)
+    while start < end and block[start] == "":
+        start += 1
+    while end > start and block[end - 1] == "":
+        end -= 1
+    return block[start:end]
+
+
+def format_file(path: str) -> tuple[str | None, list[Diagnostic], dict[str, str]]:
+    """Read and format one recipe file: (canonical text or None, diagnostics, {file name: original text}).
+
+    A missing file is VT301, an unreadable one VT303; nothing raises. The original text is the file decoded as
+    UTF-8 (without a byte-order mark), line endings as they were, so that a CRLF file counts as not formatted.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, [error("VT301", f"the file `{path}` does not exist", Span(path),
+                            help="check the name and the folder you run vtc from")], {}
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return None, [error("VT303", f"cannot read the file `{path}` ({reason.lower()})", Span(path),
+                            help="give the path of a recipe file (a .vt text file) that you may read")], {}
+    text, diagnostics = decode_source(data, path)
+    if text is None:
+        return None, diagnostics, {path: ""}
+    original = data.decode("utf-8")
+    if original.startswith("\ufeff"):
+        original = original[1:]
+    formatted, more = format_source(text, path)
+    return formatted, diagnostics + more, {path: original}

@@ -1,0 +1,297 @@
+"""AST -> recipe document: a plain JSON dict of what the user wrote, plus {JSON pointer: Span}.
+
+Includes are resolved here, through a loader passed in (no file I/O of our own):
+
+    load(path_as_written, including_file) -> (resolved_name, text)   # raises FileNotFoundError when missing
+
+A loader may also raise IsADirectoryError / OSError (reported as VT303) or vtc.diagnostics.VtcError carrying
+diagnostics (e.g. the file is not UTF-8), which are kept.
+
+Rules:
+* Statements apply in order; ``include "x.vt"`` applies the included file at its position, so clauses after it
+  override it and clauses before it are overridden by it ("later clauses override earlier ones, across files").
+* Within ONE file the same clause twice is an error (VT210), with the first one shown; so are `train for N steps`
+  with `train for N epochs` (VT211) and `holdout` with `evaluate on` (VT212).
+* Across files, `holdout` and `evaluate on` replace each other (they are two ways of saying what to evaluate on).
+
+The document's keys (docs/plan.md and schema.json describe them): model, parts, method, precision, flags,
+train_data, eval_data, holdout, instruction, system, answer, image_column, resize, lora, train_for, batch,
+accumulate, learning_rate, warmup, schedule, optimizer, weight_decay, max_length, seed, metrics, save_to, exports,
+gpus. Numbers are converted where the text is a number; anything else stays text so that the schema can say what
+was expected. ``spans`` maps every pointer that was set (and its parents) to the span of the value or clause.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from vtc.compiler import ast
+from vtc.diagnostics import Diagnostic, Span, VtcError, error
+
+Loader = Callable[[str, str], tuple[str, str]]
+
+# Statement -> the document key it sets (the clause's identity for conflicts).
+_NUMBER_KEYS = {
+    "batch": "batch", "accumulate": "accumulate", "learning rate": "learning_rate", "weight decay": "weight_decay",
+    "max length": "max_length", "seed": "seed", "gpus": "gpus",
+}
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+_MAX_INCLUDE_DEPTH = 32
+
+
+def escape(token: str) -> str:
+    """RFC 6901 escaping of one reference token."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def number(text: str):
+    """The int or float a text means, or the text itself when it is not a number."""
+    if _INT_RE.match(text):
+        return int(text)
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if value != value or value in (float("inf"), float("-inf")):  # nan / inf are not numbers a recipe means
+        return text
+    return value
+
+
+class _State:
+    """The document being built, across files."""
+
+    def __init__(self) -> None:
+        self.doc: dict = {}
+        self.spans: dict[str, Span] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.sources: dict[str, str] = {}
+        self.files: list[str] = []
+
+    def set(self, pointer: str, value, span: Span) -> None:
+        """Set a value at a pointer (creating parent objects) and remember its span."""
+        parts = pointer.strip("/").split("/")
+        node = self.doc
+        for i, token in enumerate(parts[:-1]):
+            key = token.replace("~1", "/").replace("~0", "~")
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+            parent = "/" + "/".join(parts[: i + 1])
+            self.spans.setdefault(parent, span)
+        node[parts[-1].replace("~1", "/").replace("~0", "~")] = value
+        self.spans[pointer] = span
+
+    def drop(self, key: str) -> None:
+        """Remove a top-level key and every span under it."""
+        self.doc.pop(key, None)
+        prefix = "/" + escape(key)
+        for pointer in [p for p in self.spans if p == prefix or p.startswith(prefix + "/")]:
+            del self.spans[pointer]
+
+
+def lower(recipe: ast.Recipe, load: Loader | None = None) -> tuple[dict, dict[str, Span], list[Diagnostic]]:
+    """Turn a parsed recipe (and the files it includes) into the recipe document and its span map.
+
+    Never raises on user input. Included files are parsed with parser.parse_source; their diagnostics are kept.
+    ``spans[""]`` is a span at the start of the main file (for "missing clause" errors).
+    """
+    doc, spans, diagnostics, _, _ = lower_with_sources(recipe, load)
+    return doc, spans, diagnostics
+
+
+def lower_with_sources(recipe: ast.Recipe, load: Loader | None = None):
+    """Like lower, and also the texts of the included files and the list of files used (main first)."""
+    state = _State()
+    state.spans[""] = Span(recipe.file, 0, 0)
+    state.files.append(recipe.file)
+    _lower_file(recipe, load, state, chain=(recipe.file,))
+    return state.doc, state.spans, state.diagnostics, state.sources, state.files
+
+
+def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: tuple[str, ...]) -> None:
+    seen: dict[str, Span] = {}  # clause identity -> span of its first occurrence in this file
+
+    def claim(identity: str, span: Span, what: str, code: str = "VT210", help: str | None = None) -> bool:
+        first = seen.get(identity)
+        if first is None:
+            seen[identity] = span
+            return True
+        state.diagnostics.append(error(
+            code, what, span,
+            help or "keep one of them; to change a value from an included file, write the clause once here",
+            related=((first, "first written here"),),
+        ))
+        return False
+
+    for st in recipe.statements:
+        if isinstance(st, ast.Include):
+            _include(st, load, state, chain)
+            continue
+        if isinstance(st, ast.Finetune):
+            if not claim("finetune", st.span, "`finetune ... on ...` is written twice in this file"):
+                continue
+            state.drop("parts")
+            state.set("/model", st.model.text, st.model.span)
+            state.set("/parts", [p.text for p in st.parts], st.span)
+            for i, p in enumerate(st.parts):
+                state.spans[f"/parts/{i}"] = p.span
+        elif isinstance(st, ast.Using):
+            if claim("using", st.span, "`using` is written twice in this file"):
+                state.set("/method", st.method.text, st.method.span)
+        elif isinstance(st, ast.Precision):
+            if claim("precision", st.span, "`precision` is written twice in this file"):
+                state.set("/precision", st.dtype.text, st.dtype.span)
+        elif isinstance(st, ast.Flags):
+            for flag in st.flags:
+                word = "with" if st.enabled else "without"
+                if claim(f"flag:{flag.text}", flag.span,
+                         f"the option `{flag.text}` is set twice in this file ({word} `{flag.text}` here)"):
+                    state.set(f"/flags/{escape(flag.text)}", st.enabled, flag.span)
+        elif isinstance(st, (ast.From, ast.EvaluateOn)):
+            key = "train_data" if isinstance(st, ast.From) else "eval_data"
+            name = "from" if key == "train_data" else "evaluate on"
+            if not claim(key, st.span, f"`{name}` is written twice in this file"):
+                continue
+            if key == "eval_data" and "holdout" in seen:
+                claim("holdout", st.span, "`evaluate on` and `holdout` both say what to evaluate on", "VT212",
+                      "keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other data")
+                continue
+            state.drop(key)
+            if key == "eval_data":
+                state.drop("holdout")
+            state.set(f"/{key}/source", st.source.text, st.source.span)
+            state.spans[f"/{key}"] = st.span
+            if st.split is not None:
+                state.set(f"/{key}/split", st.split.text, st.split.span)
+        elif isinstance(st, ast.Holdout):
+            if "eval_data" in seen:
+                claim("eval_data", st.span, "`holdout` and `evaluate on` both say what to evaluate on", "VT212",
+                      "keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other data")
+                continue
+            if claim("holdout", st.span, "`holdout` is written twice in this file"):
+                state.drop("eval_data")
+                state.set("/holdout", number(st.share.text.rstrip("%")), st.share.span)
+        elif isinstance(st, ast.Ask):
+            if claim("ask", st.span, "`ask` is written twice in this file"):
+                state.set("/instruction", st.text.text, st.text.span)
+        elif isinstance(st, ast.System):
+            if claim("system", st.span, "`system` is written twice in this file"):
+                state.set("/system", st.text.text, st.text.span)
+        elif isinstance(st, ast.Answer):
+            if claim("answer", st.span, "`answer from` is written twice in this file"):
+                state.drop("answer")
+                state.set("/answer/from", st.source.text, st.source.span)
+                state.spans["/answer"] = st.span
+                if st.column is not None:
+                    state.set("/answer/column", st.column.text, st.column.span)
+        elif isinstance(st, ast.Images):
+            if claim("images", st.span, "`images from column` is written twice in this file"):
+                state.set("/image_column", st.column.text, st.column.span)
+        elif isinstance(st, ast.Resize):
+            if claim("resize", st.span, "`resize` is written twice in this file"):
+                state.set("/resize", _resize_value(st.size.text), st.size.span)
+        elif isinstance(st, ast.Lora):
+            for setting in st.settings:
+                name = setting.name.text
+                if claim(f"lora:{name}", setting.name.span, f"`lora {name}` is set twice in this file"):
+                    state.set(f"/lora/{escape(name)}", number(setting.value.text), setting.value.span)
+        elif isinstance(st, ast.TrainFor):
+            unit = _unit(st.unit.text, {"epoch": "epochs", "epochs": "epochs", "step": "steps", "steps": "steps"})
+            first = seen.get("train_for")
+            if first is not None and seen.get("train_for_unit") != unit:
+                claim("train_for", st.span, "`train for` gives both a number of steps and a number of epochs",
+                      "VT211", "keep one: `train for 60 steps` or `train for 1 epoch`")
+                continue
+            if claim("train_for", st.span, "`train for` is written twice in this file"):
+                seen["train_for_unit"] = unit  # type: ignore[assignment]
+                state.drop("train_for")
+                state.set("/train_for/amount", number(st.amount.text), st.amount.span)
+                state.set("/train_for/unit", unit, st.unit.span)
+                state.spans["/train_for"] = st.span
+        elif isinstance(st, ast.Number):
+            key = _NUMBER_KEYS.get(st.name, st.name.replace(" ", "_"))
+            if claim(key, st.span, f"`{st.name}` is written twice in this file"):
+                state.set(f"/{key}", number(st.value.text), st.value.span)
+        elif isinstance(st, ast.Warmup):
+            if claim("warmup", st.span, "`warmup` is written twice in this file"):
+                unit = _unit(st.unit.text, {"%": "percent", "step": "steps", "steps": "steps"})
+                state.drop("warmup")
+                state.set("/warmup/amount", number(st.amount.text.rstrip("%")), st.amount.span)
+                state.set("/warmup/unit", unit, st.unit.span)
+                state.spans["/warmup"] = st.span
+        elif isinstance(st, ast.Choice):
+            if claim(st.name, st.span, f"`{st.name}` is written twice in this file"):
+                state.set(f"/{st.name}", st.value.text, st.value.span)
+        elif isinstance(st, (ast.Metric, ast.Export)):
+            key, word = ("metrics", "metric") if isinstance(st, ast.Metric) else ("exports", "export")
+            items = st.names if isinstance(st, ast.Metric) else st.kinds
+            if claim(key, st.span, f"`{word}` is written twice in this file",
+                     help=f"list them in one clause: `{word} a, b`"):
+                state.drop(key)
+                state.set(f"/{key}", [v.text for v in items], st.span)
+                for i, v in enumerate(items):
+                    state.spans[f"/{key}/{i}"] = v.span
+        elif isinstance(st, ast.SaveTo):
+            if claim("save_to", st.span, "`save to` is written twice in this file"):
+                state.set("/save_to", st.path.text, st.path.span)
+
+
+def _unit(text: str, table: dict[str, str]) -> str:
+    return table.get(text.lower(), text)
+
+
+def _resize_value(text: str):
+    if text.lower() == "none":
+        return "none"
+    match = _SIZE_RE.match(text)
+    if match:
+        return {"width": int(match.group(1)), "height": int(match.group(2))}
+    return number(text)
+
+
+def _include(st: ast.Include, load: Loader | None, state: _State, chain: tuple[str, ...]) -> None:
+    from vtc.compiler.parser import parse_source  # the parser is only needed when a recipe includes another
+
+    written = st.path.text
+    including = st.span.file
+    if load is None:
+        state.diagnostics.append(error("VT301", f"cannot read the included file `{written}`", st.path.span,
+                                       "includes are not available here (no file loader was given)"))
+        return
+    try:
+        name, text = load(written, including)
+    except VtcError as exc:
+        state.diagnostics.extend(exc.diagnostics)
+        return
+    except FileNotFoundError:
+        state.diagnostics.append(error(
+            "VT301", f"the included file `{written}` does not exist", st.path.span,
+            f"paths in `include` are relative to the folder of {including}; check the spelling"))
+        return
+    except (IsADirectoryError, PermissionError, OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = "it is a folder" if isinstance(exc, IsADirectoryError) else type(exc).__name__
+        state.diagnostics.append(error(
+            "VT303", f"cannot read the included file `{written}` ({reason})", st.path.span,
+            "include a .vt recipe file"))
+        return
+    if name in chain:
+        shown = " -> ".join(list(chain) + [name])
+        state.diagnostics.append(error(
+            "VT302", f"include cycle: {shown}", st.path.span,
+            "a recipe cannot include itself, directly or through other files; remove one of these includes"))
+        return
+    if len(chain) >= _MAX_INCLUDE_DEPTH:
+        state.diagnostics.append(error(
+            "VT304", f"includes nest deeper than {_MAX_INCLUDE_DEPTH} files", st.path.span,
+            "flatten the chain of includes"))
+        return
+    state.sources[name] = text
+    if name not in state.files:
+        state.files.append(name)
+    recipe, diagnostics = parse_source(text, name)
+    state.diagnostics.extend(diagnostics)
+    if recipe is None:
+        return
+    _lower_file(recipe, load, state, chain + (name,))

@@ -1,0 +1,115 @@
+"""The whole compile: file -> parse -> lower (includes) -> validate -> check -> plan. Never raises on user input.
+
+    compile_file(path) -> CompileResult(plan | None, diagnostics, sources)
+    compile_source(text, file, load=None, base_dir=None) -> CompileResult
+
+This module is the only one of the compiler's stages that touches the file system: it reads the recipe, the files
+it includes, and a local model folder's config.json, and passes their text to the pure stages.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from vtc.diagnostics import Diagnostic, Span, VtcError, error, has_errors, note, sort_diagnostics, warning
+
+
+@dataclass
+class CompileResult:
+    """A plan (only when there is no error), every diagnostic (sorted), and the text of every file read."""
+
+    plan: dict | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _read_recipe(path: str) -> tuple[str | None, list[Diagnostic]]:
+    from vtc.compiler.parser import decode_source
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, [error("VT301", f"no such file: {path}", Span(path), "check the path to the recipe")]
+    except IsADirectoryError:
+        return None, [error("VT303", f"{path} is a folder, not a recipe", Span(path), "give a .vt file")]
+    except OSError as exc:
+        return None, [error("VT303", f"cannot read {path} ({exc.strerror or type(exc).__name__})", Span(path))]
+    return decode_source(data, path)
+
+
+def file_loader(written: str, including_file: str) -> tuple[str, str]:
+    """The default include loader: `written` relative to the including file's folder, read and decoded."""
+    name = os.path.normpath(os.path.join(os.path.dirname(including_file), os.path.expanduser(written)))
+    if not os.path.exists(name):
+        raise FileNotFoundError(name)
+    text, diagnostics = _read_recipe(name)
+    if text is None:
+        raise VtcError(diagnostics)
+    return name, text
+
+
+def _local_config(model_name: str, base_dir: str) -> str | None:
+    path = os.path.join(base_dir, os.path.expanduser(model_name), "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def compile_file(path: str) -> CompileResult:
+    """Compile the recipe at ``path`` (relative paths in it are relative to its folder)."""
+    text, diagnostics = _read_recipe(path)
+    if text is None:
+        return CompileResult(None, sort_diagnostics(diagnostics), {})
+    result = compile_source(text, path, base_dir=os.path.dirname(os.path.abspath(path)))
+    result.diagnostics = sort_diagnostics(diagnostics + result.diagnostics)
+    return result
+
+
+def compile_source(text: str, file: str, load=None, base_dir: str | None = None) -> CompileResult:
+    """Compile recipe text named ``file``. ``load`` resolves includes (default: the file system, relative to the
+    including file); ``base_dir`` is where relative paths point (default: the folder of ``file``)."""
+    sources = {file: text}
+    try:
+        return _compile(text, file, load if load is not None else file_loader,
+                        base_dir or os.path.dirname(os.path.abspath(file)), sources)
+    except RecursionError:
+        return CompileResult(None, [error("VT099", "this recipe is too deeply nested to read", Span(file, 1, 1))],
+                             sources)
+
+
+def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str]) -> CompileResult:
+    from vtc.compiler.checks import check
+    from vtc.compiler.lower import lower_with_sources
+    from vtc.compiler.parser import parse_source
+    from vtc.compiler.validate import validate
+    from vtc.registry import is_local_path, load_registry, resolve_model
+
+    recipe, diagnostics = parse_source(text, file)
+    if recipe is None:
+        return CompileResult(None, sort_diagnostics(diagnostics), sources)
+    document, spans, lowered, included, _files = lower_with_sources(recipe, load)
+    diagnostics += lowered
+    sources.update(included)
+    problems = validate(document, spans)
+    diagnostics += problems
+    if has_errors(problems):  # checks and planning assume a schema-valid document
+        return CompileResult(None, sort_diagnostics(diagnostics), sources)
+    registry = load_registry()
+    name = document["model"]
+    local = _local_config(name, base_dir) if is_local_path(name) else None
+    model, found = resolve_model(name, registry, local)
+    model_span = spans.get("/model")
+    for p in found:
+        maker = {"error": error, "warning": warning, "note": note}[p.severity]
+        diagnostics.append(maker(p.code, p.message, model_span, p.help))
+    diagnostics += check(document, spans, registry, model=model)
+    if has_errors(diagnostics) or model is None:
+        return CompileResult(None, sort_diagnostics(diagnostics), sources)
+    from vtc.compiler.plan import build_plan
+
+    plan = build_plan(document, spans, registry, base_dir, model=model)
+    return CompileResult(plan, sort_diagnostics(diagnostics), sources)

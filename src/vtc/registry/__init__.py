@@ -1,0 +1,341 @@
+"""The model registry: families, models and aliases, kept as data in models.json.
+
+A model name in a recipe is one of three things:
+
+* an alias or registry name (``qwen2.5-vl``, ``tiny-qwen2.5-vl``): everything is known (hub ids, markers, geometry,
+  architecture sizes);
+* a Hugging Face id ``org/name``: the family is guessed from the name when it matches a family pattern, otherwise
+  unknown;
+* a local folder (``./my-model``, ``/models/x``, ``~/m``): the family is read from the folder's config.json
+  (``model_type``) when the caller passes that file's text in.
+
+This module does no file I/O except reading models.json beside it; it never imports a training library. The layout
+functions describe every ``nn.Linear`` of a family by module name, so that the planner can count LoRA parameters
+exactly and build the same target regex as unsloth_zoo.peft_utils.get_peft_regex.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+REGISTRY_FILE = Path(__file__).with_name("models.json")
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The parsed models.json: ``families``, ``models`` and ``aliases`` as plain dicts."""
+
+    families: dict
+    models: dict
+    aliases: dict
+
+    def names(self) -> list[str]:
+        """Every name a recipe may write (aliases and model keys), for did-you-mean."""
+        return sorted(set(self.models) | set(self.aliases))
+
+    def lookup(self, name: str) -> tuple[str, dict] | None:
+        """The registry key and entry for an alias or model name (case-insensitive), or None."""
+        key = name.lower()
+        key = self.aliases.get(key, key)
+        entry = self.models.get(key)
+        return (key, entry) if entry is not None else None
+
+    def family_from_name(self, name: str) -> str | None:
+        """The family whose name pattern occurs in ``name`` (a hub id or folder name), or None."""
+        lowered = name.lower()
+        # Longer patterns first so that "qwen2.5-vl" wins over "qwen2-vl"-like prefixes.
+        for fam, info in self.families.items():
+            for pattern in info.get("patterns", []):
+                if re.search(pattern, lowered):
+                    return fam
+        return None
+
+    def family_for_model_type(self, model_type: str) -> str | None:
+        """The family for a config.json ``model_type`` (``qwen2_5_vl``, ``mllama``, ``gemma3``, ``llava``...)."""
+        if model_type in self.families:
+            return model_type
+        aliases = {"pixtral": "llava", "mistral3": "llava", "qwen2_5_vl_text": "qwen2_5_vl"}
+        return aliases.get(model_type)
+
+
+@lru_cache(maxsize=1)
+def load_registry() -> Registry:
+    """Load models.json once per process."""
+    data = json.loads(REGISTRY_FILE.read_text(encoding="utf-8"))
+    return Registry(families=data["families"], models=data["models"], aliases=data["aliases"])
+
+
+# --- what a model name means ---------------------------------------------------------------------------------------
+
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_local_path(text: str) -> bool:
+    """True for what can only be a path: ./x, ../x, /x, ~/x, C:/x, or anything with a backslash."""
+    return text.startswith(("./", "../", "/", "~", ".\\", "..\\")) or text in (".", "..") or bool(
+        _DRIVE.match(text)) or "\\" in text
+
+
+def is_hub_id(text: str) -> bool:
+    """True for a Hugging Face id ``org/name`` (exactly one slash, no leading dot)."""
+    return bool(_HUB_ID.match(text)) and not is_local_path(text)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A finding about a model name; the caller turns it into a Diagnostic at the name's span."""
+
+    code: str
+    severity: str  # "error" | "warning" | "note"
+    message: str
+    help: str | None = None
+
+
+def resolve_model(name: str, registry: Registry, local_config: str | None = None) -> tuple[dict | None, list[Problem]]:
+    """What ``name`` (as written in a recipe) refers to.
+
+    ``local_config`` is the text of the local folder's config.json when the caller could read it (the compiler's
+    stages do no I/O; the pipeline reads it). Returns (model, problems); model is None when the name is unknown.
+    The model dict has: name, source (registry|tiny|hub|local), key (registry key or None), family (or None),
+    entry (registry model entry or None), hub (4bit/16bit ids or None).
+    """
+    from vtc.diagnostics import did_you_mean
+
+    problems: list[Problem] = []
+    found = registry.lookup(name)
+    if found is not None:
+        key, entry = found
+        source = entry.get("source", "registry")
+        return {"name": name, "source": source, "key": key, "family": entry["family"], "entry": entry,
+                "hub": entry.get("hub")}, problems
+    if is_local_path(name):
+        family = None
+        if local_config is None:
+            problems.append(Problem(
+                "VT203", "warning", f"the model folder `{name}` has no readable config.json, so its family is unknown",
+                "vtc cannot check markers, image tokens or parameter counts; point at a folder saved with "
+                "save_pretrained (it holds config.json)"))
+        else:
+            model_type = None
+            try:
+                config = json.loads(local_config)
+                if isinstance(config, dict):
+                    model_type = config.get("model_type")
+            except ValueError:
+                config = None
+            family = registry.family_for_model_type(model_type) if isinstance(model_type, str) else None
+            if family is None:
+                shown = f"`{model_type}`" if isinstance(model_type, str) else "no model_type"
+                problems.append(Problem(
+                    "VT203", "warning",
+                    f"the model folder `{name}` has {shown} in its config.json, which is not a vision family vtc knows",
+                    "known families: " + ", ".join(sorted(registry.families)) +
+                    "; vtc will still try, but cannot check markers, image tokens or parameter counts"))
+        return {"name": name, "source": "local", "key": None, "family": family, "entry": None, "hub": None}, problems
+    if is_hub_id(name):
+        family = registry.family_from_name(name)
+        if family is None:
+            problems.append(Problem(
+                "VT202", "warning",
+                f"vtc does not know the family of `{name}`: chat markers, image tokens and parameter counts are unknown",
+                "use a registry name (see docs/language.md, Models) or a model whose name says its family, "
+                "e.g. `unsloth/Qwen2.5-VL-7B-Instruct`"))
+        else:
+            problems.append(Problem(
+                "VT202", "note",
+                f"`{name}` is not in vtc's registry; its name says it is {registry.families[family]['display']} "
+                f"(`{family}`), so vtc uses that family's markers and image geometry",
+                "parameter and memory estimates need the architecture sizes and are left out"))
+        return {"name": name, "source": "hub", "key": None, "family": family, "entry": None, "hub": None}, problems
+    hint = did_you_mean(name, registry.names())
+    problems.append(Problem(
+        "VT201", "error", f"unknown model `{name}`",
+        (hint + " " if hint else "") + "write a registry name (e.g. `qwen2.5-vl`), a Hugging Face id "
+        "(`org/name`) or a local folder (`./my-model`)"))
+    return None, problems
+
+
+# --- the Linear layers of each family --------------------------------------------------------------------------------
+# Each entry: (module name with the layer index written as 0, tower, kind, in, out, bias, count).
+# tower: vision | language | projector | head; kind: attention | mlp | None. Order = named_modules() order, which
+# get_peft_regex keeps when it lists the leaf names.
+
+
+def linear_layers(family: str, arch: dict) -> list[tuple[str, str, str | None, int, int, bool, int]]:
+    """Every nn.Linear of a model of ``family`` with architecture sizes ``arch`` (registry format)."""
+    layout = _LAYOUTS.get(family)
+    return layout(arch) if layout else []
+
+
+def _lang_attn(prefix: str, lang: dict, bias: bool, attn: str = "self_attn") -> list:
+    h, hd = lang["hidden"], lang["head_dim"]
+    q, kv = lang["heads"] * hd, lang["kv_heads"] * hd
+    return [
+        (f"{prefix}.{attn}.q_proj", "attention", h, q, bias),
+        (f"{prefix}.{attn}.k_proj", "attention", h, kv, bias),
+        (f"{prefix}.{attn}.v_proj", "attention", h, kv, bias),
+        (f"{prefix}.{attn}.o_proj", "attention", q, h, False),
+    ]
+
+
+def _gated_mlp(prefix: str, hidden: int, inter: int, bias: bool) -> list:
+    return [
+        (f"{prefix}.mlp.gate_proj", "mlp", hidden, inter, bias),
+        (f"{prefix}.mlp.up_proj", "mlp", hidden, inter, bias),
+        (f"{prefix}.mlp.down_proj", "mlp", inter, hidden, bias),
+    ]
+
+
+def _stack(items: list, tower: str, count: int) -> list:
+    return [(name, tower, kind, i, o, b, count) for name, kind, i, o, b in items]
+
+
+def _qwen(arch: dict, vision_mlp: str, lang_bias: bool, deepstack: int = 0) -> list:
+    vis, lang = arch["vision"], arch["language"]
+    h, i = vis["hidden"], vis["intermediate"]
+    blk = "model.visual.blocks.0"
+    vision = [(f"{blk}.attn.qkv", "attention", h, 3 * h, True), (f"{blk}.attn.proj", "attention", h, h, True)]
+    if vision_mlp == "gated":
+        vision += _gated_mlp(blk, h, i, True)
+    elif vision_mlp == "fc":
+        vision += [(f"{blk}.mlp.fc1", "mlp", h, i, True), (f"{blk}.mlp.fc2", "mlp", i, h, True)]
+    else:  # qwen3_vl
+        vision += [(f"{blk}.mlp.linear_fc1", "mlp", h, i, True), (f"{blk}.mlp.linear_fc2", "mlp", i, h, True)]
+    merged = h * 4  # spatial merge 2x2 concatenates four patch embeddings
+    out = vis.get("out_hidden", lang["hidden"])
+    if vision_mlp == "linear":
+        projector = [("model.visual.merger.linear_fc1", "projector", None, merged, merged, True, 1),
+                     ("model.visual.merger.linear_fc2", "projector", None, merged, out, True, 1)]
+        projector += [(f"model.visual.deepstack_merger_list.0.linear_fc{n}", "projector", None, merged,
+                       merged if n == 1 else out, True, deepstack) for n in (1, 2)] if deepstack else []
+    else:
+        projector = [("model.visual.merger.mlp.0", "projector", None, merged, merged, True, 1),
+                     ("model.visual.merger.mlp.2", "projector", None, merged, out, True, 1)]
+    lyr = "model.language_model.layers.0"
+    language = _lang_attn(lyr, lang, lang_bias) + _gated_mlp(lyr, lang["hidden"], lang["intermediate"], False)
+    return (_stack(vision, "vision", vis["layers"]) + projector + _stack(language, "language", lang["layers"])
+            + [("lm_head", "head", None, lang["hidden"], lang["vocab_size"], False, 1)])
+
+
+def _mllama(arch: dict) -> list:
+    vis, lang = arch["vision"], arch["language"]
+    h, i = vis["hidden"], vis["intermediate"]
+    out = []
+    for stack, count in (("transformer", vis["layers"]), ("global_transformer", vis["global_layers"])):
+        p = f"model.vision_model.{stack}.layers.0"
+        items = [(f"{p}.self_attn.{n}", "attention", h, h, False) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        items += [(f"{p}.mlp.fc1", "mlp", h, i, True), (f"{p}.mlp.fc2", "mlp", i, h, True)]
+        out += _stack(items, "vision", count)
+    cross = len(lang.get("cross_attention_layers", []))
+    lyr = "model.language_model.layers.0"
+    out += _stack(_lang_attn(lyr, lang, False), "language", lang["layers"] - cross)
+    if cross:
+        out += _stack(_lang_attn("model.language_model.layers.1", lang, False, "cross_attn"), "language", cross)
+    out += _stack(_gated_mlp(lyr, lang["hidden"], lang["intermediate"], False), "language", lang["layers"])
+    out.append(("model.multi_modal_projector", "projector", None, vis["output_dim"], lang["hidden"], True, 1))
+    out.append(("lm_head", "head", None, lang["hidden"], lang["vocab_size"], False, 1))
+    return out
+
+
+def _gemma3(arch: dict) -> list:
+    vis, lang = arch["vision"], arch["language"]
+    h, i = vis["hidden"], vis["intermediate"]
+    p = "model.vision_tower.vision_model.encoder.layers.0"
+    vision = [(f"{p}.self_attn.{n}", "attention", h, h, True) for n in ("q_proj", "k_proj", "v_proj", "out_proj")]
+    vision += [(f"{p}.mlp.fc1", "mlp", h, i, True), (f"{p}.mlp.fc2", "mlp", i, h, True)]
+    lyr = "model.language_model.layers.0"
+    language = _lang_attn(lyr, lang, False) + _gated_mlp(lyr, lang["hidden"], lang["intermediate"], False)
+    return (_stack(vision, "vision", vis["layers"]) + _stack(language, "language", lang["layers"])
+            + [("lm_head", "head", None, lang["hidden"], lang["vocab_size"], False, 1)])
+
+
+def _pixtral(arch: dict) -> list:
+    vis, lang = arch["vision"], arch["language"]
+    h, i = vis["hidden"], vis["intermediate"]
+    p = "model.vision_tower.transformer.layers.0"
+    vision = [(f"{p}.attention.{n}", "attention", h, h, False) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    vision += [(f"{p}.feed_forward.{n}", "mlp", a, b, False)
+               for n, a, b in (("gate_proj", h, i), ("up_proj", h, i), ("down_proj", i, h))]
+    lyr = "model.language_model.layers.0"
+    language = _lang_attn(lyr, lang, False) + _gated_mlp(lyr, lang["hidden"], lang["intermediate"], False)
+    return (_stack(vision, "vision", vis["layers"])
+            + [("model.multi_modal_projector.linear_1", "projector", None, h, lang["hidden"], True, 1),
+               ("model.multi_modal_projector.linear_2", "projector", None, lang["hidden"], lang["hidden"], True, 1)]
+            + _stack(language, "language", lang["layers"])
+            + [("lm_head", "head", None, lang["hidden"], lang["vocab_size"], False, 1)])
+
+
+_LAYOUTS = {
+    "qwen2_vl": lambda a: _qwen(a, "fc", True),
+    "qwen2_5_vl": lambda a: _qwen(a, "gated", True),
+    "qwen3_vl": lambda a: _qwen(a, "linear", False, deepstack=3),
+    "mllama": _mllama,
+    "gemma3": _gemma3,
+    "llava": _pixtral,
+}
+
+
+def exact_total_params(family: str, arch: dict) -> int | None:
+    """Every parameter of the model, computed from its sizes, for the families whose module shapes vtc mirrors
+    exactly (Qwen2.5-VL and Mllama, the tiny models' architectures); None for the others (use total_params)."""
+    linears = sum((i * o + (o if b else 0)) * n for _, _, _, i, o, b, n in linear_layers(family, arch))
+    vis, lang = arch["vision"], arch["language"]
+    h, H, V = vis["hidden"], lang["hidden"], lang["vocab_size"]
+    if family == "qwen2_5_vl":
+        patch = vis.get("patch_size", 14)
+        extra = h * 3 * vis.get("temporal_patch_size", 2) * patch * patch  # patch_embed Conv3d, no bias
+        extra += vis["layers"] * 2 * h + h  # norm1, norm2 (RMSNorm) and the merger's ln_q
+        extra += V * H + lang["layers"] * 2 * H + H  # embeddings, two norms a layer, final norm
+        if lang.get("tied_embeddings"):
+            linears -= H * V
+        return linears + extra
+    if family == "mllama":
+        patch, image, tiles = vis.get("patch_size", 14), vis.get("image_size", 560), vis.get("max_tiles", 4)
+        positions = (image // patch) ** 2 + 1  # patches + the class token
+        ratios = sum(1 for w in range(1, tiles + 1) for t in range(1, tiles + 1) if w * t <= tiles) + 1
+        extra = h + h * 3 * patch * patch  # class embedding, patch embedding (Conv2d, no bias)
+        extra += 1 + positions * h + ratios * tiles * positions * h  # gated positional + tile embedding
+        extra += 2 * (1 + ratios * tiles * h)  # pre/post tile positional embeddings (gate + table)
+        extra += 2 * 2 * h  # layernorm_pre, layernorm_post (weight + bias)
+        extra += (vis["layers"] + vis["global_layers"]) * 4 * h + vis["global_layers"] * 2  # LayerNorms, gates
+        cross = len(lang.get("cross_attention_layers", []))
+        extra += (V + 8) * H  # embed_tokens has 8 extra rows for the image tokens
+        extra += lang["layers"] * 2 * H + H  # two RMSNorms a layer, final norm
+        extra += cross * (2 * lang["head_dim"] + 2)  # q_norm, k_norm, attn and mlp gates of cross-attention layers
+        return linears + extra
+    return None
+
+
+def total_params(family: str | None, entry: dict | None) -> int | None:
+    """The model's parameter count: exact from the sizes where vtc mirrors the shapes, else the registry's."""
+    if not entry or not family:
+        return None
+    arch = entry.get("architecture")
+    if arch:
+        exact = exact_total_params(family, arch)
+        if exact is not None:
+            return exact
+    return entry.get("total_params")
+
+
+def model_geometry(family: str | None, entry: dict | None, registry: Registry) -> dict | None:
+    """The image geometry: the model's own (tiny models) or its family's."""
+    if entry and entry.get("geometry"):
+        return dict(entry["geometry"])
+    if family and family in registry.families:
+        return dict(registry.families[family]["geometry"])
+    return None
+
+
+def default_resize(family: str | None, entry: dict | None, registry: Registry) -> int | None:
+    if entry and entry.get("default_resize"):
+        return entry["default_resize"]
+    if family and family in registry.families:
+        return registry.families[family].get("default_resize")
+    return None

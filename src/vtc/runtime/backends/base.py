@@ -1,0 +1,126 @@
+"""The Backend protocol every training backend implements, and the automatic choice between them.
+
+Nothing here imports torch, transformers or unsloth at module import: the Unsloth backend must import unsloth before
+transformers, trl and peft, so the choice is made first and the chosen backend's module is imported by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Callable, Protocol, Sequence
+
+from vtc.diagnostics import VtcError, error
+
+BACKENDS = ("transformers", "unsloth")
+
+# backend name -> (module, class); imported only when chosen
+_MODULES = {
+    "transformers": ("vtc.runtime.backends.transformers_backend", "TransformersBackend"),
+    "unsloth": ("vtc.runtime.backends.unsloth_backend", "UnslothBackend"),
+}
+
+
+class Backend(Protocol):
+    """What the runtime asks of a backend. See docs/internals.md."""
+
+    name: str  # "transformers" | "unsloth"
+
+    def load(self, plan: dict, model_path: str) -> tuple[Any, Any]:
+        """Load model and processor, with LoRA applied (or the full fine-tuning parameters unfrozen)."""
+
+    def load_trained(self, plan: dict, model_path: str, run_model_dir: str) -> tuple[Any, Any]:
+        """Load the base model with a run's saved adapter (or a run's fully fine-tuned model), for `vtc ask`."""
+
+    def collator(self, plan: dict, model: Any, processor: Any) -> Callable[[list], dict]:
+        """The data collator that turns a list of rows into a batch of tensors."""
+
+    def trainer(self, plan: dict, model: Any, processor: Any, train_rows: Sequence, collator: Callable,
+                output_dir: str, callbacks: list) -> Any:
+        """A TRL SFTTrainer (or compatible) configured from plan["sft"]; ``.train()`` runs it."""
+
+    def for_inference(self, model: Any) -> None:
+        """Switch to generation: eval mode, caches on, left padding."""
+
+    def for_training(self, model: Any) -> None:
+        """Switch back to training: train mode, right padding."""
+
+    def save_adapter(self, model: Any, processor: Any, out_dir: str) -> None:
+        """Save the LoRA adapter in PEFT format (or the full model for full fine-tuning) with the processor."""
+
+    def save_merged(self, model: Any, processor: Any, out_dir: str) -> None:
+        """Merge LoRA into the base weights and save a 16-bit model with the processor."""
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA GPU (False when torch is not installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def unsloth_installed() -> bool:
+    """Whether unsloth could be imported, found without importing it (importing it patches transformers)."""
+    try:
+        return importlib.util.find_spec("unsloth") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _help_install_train() -> str:
+    return "install the training libraries with `pip install 'vtc[train]'`"
+
+
+def choose_backend(requested: str = "auto") -> tuple[Backend, str]:
+    """Pick the backend: ``auto`` takes unsloth when a CUDA GPU is present and unsloth is installed, otherwise
+    transformers. Returns the backend and a one-line reason for the log and the manifest.
+
+    Raises VtcError (VT505) when a forced backend cannot run here.
+    """
+    if requested not in ("auto", *BACKENDS):
+        raise VtcError(error("VT505", f"unknown backend `{requested}`", help="use auto, transformers or unsloth"))
+    if importlib.util.find_spec("torch") is None:
+        raise VtcError(error("VT505", "the training libraries (torch, transformers, peft, trl) are not installed",
+                             help=_help_install_train()))
+    cuda = cuda_available()
+    has_unsloth = unsloth_installed()
+    if requested == "auto":
+        if cuda and has_unsloth:
+            name, reason = "unsloth", "backend: unsloth (CUDA GPU found and unsloth installed)"
+        elif cuda:
+            name, reason = "transformers", (
+                "backend: transformers (unsloth is not installed; `pip install 'vtc[unsloth]'` for the faster one)")
+        else:
+            name, reason = "transformers", "backend: transformers (no CUDA GPU found; unsloth needs one)"
+    elif requested == "unsloth":
+        if not cuda:
+            raise VtcError(error(
+                "VT505", "the unsloth backend needs a CUDA GPU, and none was found",
+                help="run without `--backend unsloth` (or with `--backend transformers`) to train on this machine"))
+        if not has_unsloth:
+            raise VtcError(error(
+                "VT505", "the unsloth backend was requested but unsloth is not installed",
+                help="install it on the GPU machine with `pip install 'vtc[unsloth]'`, or use `--backend transformers`"))
+        name, reason = "unsloth", "backend: unsloth (requested with --backend)"
+    else:
+        name = "transformers"
+        reason = "backend: transformers (requested with --backend)"
+    return load_backend(name), reason
+
+
+def load_backend(name: str) -> Backend:
+    """Import the named backend's module and return an instance of its backend class."""
+    module_name, class_name = _MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or "?"
+        if missing == module_name:
+            raise VtcError(error("VT505", f"this copy of vtc has no {name} backend",
+                                 help="use `--backend transformers`")) from None
+        raise VtcError(error("VT505", f"the {name} backend needs the Python package `{missing}`, which is missing",
+                             help=_help_install_train() if name == "transformers"
+                             else "install it with `pip install 'vtc[unsloth]'` on a CUDA machine")) from None
+    return getattr(module, class_name)()

@@ -1,0 +1,267 @@
+"""The portable backend: transformers + PEFT + TRL, on CPU or a CUDA GPU.
+
+It reads the plan only: plan["peft"] for LoRA, plan["trainable_regex"] for full fine-tuning, plan["sft"] for TRL's
+SFTConfig, plan["collator"] for the collator. What it has to change to run on this machine (an optimizer that needs
+bitsandbytes, 16-bit precision on a CPU) is listed in ``self.notes`` for the log and the manifest, never silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import tempfile
+from typing import Any, Callable, Sequence
+
+from vtc.diagnostics import VtcError, error
+
+# Optimizers that are bitsandbytes kernels: they need CUDA and the bitsandbytes package.
+_BNB_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_adamw_32bit", "lion_8bit",
+                   "paged_lion_8bit", "paged_adamw", "paged_lion"}
+
+# Kept in 16 bit in a 4-bit load, as Unsloth does: the vision tower, the projector and the LM head are small and
+# sensitive to quantisation.
+_SKIP_4BIT = ["visual", "vision_tower", "vision_model", "merger", "multi_modal_projector", "lm_head"]
+
+
+def device_kind() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype(plan: dict):
+    """Weights' dtype: bf16 on a GPU that supports it (fp16 on older GPUs), fp32 on the CPU, unless the plan's
+    precision says otherwise on a GPU."""
+    import torch
+
+    if device_kind() != "cuda":
+        return torch.float32
+    wanted = (plan.get("unsloth") or {}).get("from_pretrained", {}).get("dtype")
+    if wanted in ("float16", "fp16"):
+        return torch.float16
+    if wanted in ("bfloat16", "bf16") or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+class TransformersBackend:
+    """transformers + PEFT + TRL. One instance per run (it remembers the model path and the notes)."""
+
+    name = "transformers"
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.model_path: str | None = None
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    def _load_base(self, plan: dict, model_path: str, *, for_training: bool = True):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        cuda = device_kind() == "cuda"
+        dtype = compute_dtype(plan)
+        trust = bool(plan["model"].get("trust_remote_code", False))
+        kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
+        if plan["method"] == "qlora" and for_training:
+            if not cuda:
+                raise VtcError(error(
+                    "VT504", "`using qlora` loads the model in 4 bit, which needs a CUDA GPU, and none was found",
+                    help="write `using lora` in the recipe to train in full precision on this machine"))
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise VtcError(error(
+                    "VT504", "`using qlora` needs the bitsandbytes package, which is not installed",
+                    help="`pip install bitsandbytes`, or write `using lora` in the recipe"))
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=_SKIP_4BIT)
+        if cuda:
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+        model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
+        processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust)
+        self.model_path = model_path
+        return model, processor
+
+    def load(self, plan: dict, model_path: str):
+        """Load model and processor; apply LoRA from plan["peft"], or unfreeze plan["trainable_regex"]."""
+        import torch
+
+        model, processor = self._load_base(plan, model_path)
+        seed = int(plan["sft"].get("seed", 3407))
+        if plan["method"] == "full":
+            pattern = re.compile(plan["trainable_regex"] or "")
+            chosen = 0
+            for name, param in model.named_parameters():
+                param.requires_grad = bool(pattern.fullmatch(name))
+                chosen += param.requires_grad
+            if not chosen:
+                raise VtcError(error("VT506", "the parts chosen for full fine-tuning match no weight of this model",
+                                     help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
+            return model, processor
+
+        from peft import LoraConfig, get_peft_model
+
+        cfg = plan["peft"]
+        target = re.compile(cfg["target_modules"])
+        linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and target.fullmatch(n)]
+        if not linear:
+            raise VtcError(error(
+                "VT506", f"the parts chosen for LoRA match no layer of this model ({plan['model']['id']})",
+                help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
+        if plan["method"] == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        lora = LoraConfig(
+            r=cfg["r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"], bias=cfg["bias"],
+            use_rslora=cfg["use_rslora"], modules_to_save=cfg.get("modules_to_save"),
+            target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
+        # The LoRA A matrices are random: seed them like Unsloth's random_state so that a run is repeatable.
+        torch.manual_seed(seed)
+        model = get_peft_model(model, lora)
+        return model, processor
+
+    def load_trained(self, plan: dict, model_path: str, run_model_dir: str):
+        """Base model + the run's adapter (or the run's fully fine-tuned model), ready to generate."""
+        from transformers import AutoProcessor
+
+        if plan["method"] == "full":
+            model, _ = self._load_base(plan, run_model_dir, for_training=False)
+        else:
+            from peft import PeftModel
+
+            base, _ = self._load_base(plan, model_path, for_training=False)
+            model = PeftModel.from_pretrained(base, run_model_dir)
+        processor = AutoProcessor.from_pretrained(run_model_dir,
+                                                  trust_remote_code=bool(plan["model"].get("trust_remote_code")))
+        self.for_inference(model)
+        return model, processor
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def collator(self, plan: dict, model, processor) -> Callable[[list], dict]:
+        from vtc.runtime.collator import VisionCollator
+
+        c = plan["collator"]
+        return VisionCollator(
+            processor, train_on_responses_only=c["train_on_responses_only"], instruction_part=c["instruction_part"],
+            response_part=c["response_part"], max_seq_length=c["max_seq_length"],
+            ignore_index=c.get("ignore_index", -100))
+
+    def sft_config(self, plan: dict, output_dir: str, report_to: list[str]):
+        """TRL's SFTConfig from plan["sft"], with what this machine needs (precision, optimizer) and the notes."""
+        from trl import SFTConfig
+
+        args = dict(plan["sft"])
+        cuda = device_kind() == "cuda"
+        optim = args.get("optim", "adamw_torch")
+        if optim in _BNB_OPTIMIZERS and not (cuda and importlib.util.find_spec("bitsandbytes") is not None):
+            why = "no CUDA GPU" if not cuda else "bitsandbytes is not installed"
+            self._note(f"optimizer {optim} needs bitsandbytes on a CUDA GPU ({why}): using adamw_torch")
+            optim = "adamw_torch"
+        args["optim"] = optim
+        if cuda:
+            import torch
+
+            bf16 = compute_dtype(plan) == torch.bfloat16
+            args.update(bf16=bf16, fp16=not bf16)
+        else:
+            args.update(bf16=False, fp16=False)
+            self._note("no CUDA GPU: training in 32-bit floating point on the CPU")
+        gc = (plan.get("unsloth") or {}).get("from_pretrained", {}).get("use_gradient_checkpointing", False)
+        # Gradient checkpointing trades compute for GPU memory; on the CPU memory is not the limit, so it is off.
+        args["gradient_checkpointing"] = bool(gc) and cuda
+        if args["gradient_checkpointing"]:
+            args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        args.update(
+            output_dir=output_dir, report_to=report_to, save_strategy="no", disable_tqdm=True,
+            remove_unused_columns=False, dataloader_pin_memory=cuda,
+            dataset_kwargs={**(args.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
+        )
+        if not cuda:
+            args["use_cpu"] = True
+        return SFTConfig(**args)
+
+    def trainer(self, plan: dict, model, processor, train_rows: Sequence, collator: Callable, output_dir: str,
+                callbacks: list, report_to: list[str] | None = None):
+        """An SFTTrainer over the rows. Rows stay lazy: the trainer's dataset holds row numbers, and the collator
+        opens the images of each batch only."""
+        from datasets import Dataset
+
+        cfg = self.sft_config(plan, output_dir, report_to or ["none"])
+        index = Dataset.from_dict({"row": list(range(len(train_rows)))})
+
+        def collate(batch: list[dict]) -> dict:
+            return collator([train_rows[item["row"]] for item in batch])
+
+        cls = sft_trainer_class(device_kind() == "cuda")
+        return cls(model=model, args=cfg, train_dataset=index, data_collator=collate, processing_class=processor,
+                   callbacks=callbacks)
+
+    def for_inference(self, model) -> None:
+        model.eval()
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        base.config.use_cache = True
+
+    def for_training(self, model) -> None:
+        model.train()
+
+    # ---- saving --------------------------------------------------------------------------------------------
+    def save_adapter(self, model, processor, out_dir: str) -> None:
+        """PEFT adapter (adapter_config.json + adapter_model.safetensors) and the processor; for full fine-tuning
+        the whole model."""
+        model.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+
+    def save_merged(self, model, processor, out_dir: str) -> None:
+        """LoRA merged into a fresh 16-bit (bf16) copy of the base model, so a 4-bit training base never leaks
+        rounding into the merged weights."""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForImageTextToText
+
+        if not hasattr(model, "merge_and_unload"):  # full fine-tuning: the model is already whole
+            model.to(torch.bfloat16).save_pretrained(out_dir)
+            processor.save_pretrained(out_dir)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            base = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=torch.bfloat16,
+                                                               trust_remote_code=False)
+            merged = PeftModel.from_pretrained(base, tmp).merge_and_unload()
+            merged.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+@functools.cache  # one class per process, so that isinstance checks and pickling see the same class
+def sft_trainer_class(cuda: bool):
+    """TRL's SFTTrainer, or on a machine without CUDA a subclass that computes the loss the way
+    transformers.Trainer does.
+
+    TRL 1.15 always computes its loss through a fused LM head written in Triton (trl.kernels), which runs only on a
+    CUDA GPU ("0 active drivers" / "'NoneType' object has no attribute 'apply'" on a CPU), and SFTConfig has no
+    switch for it. Trainer.compute_loss calls the model with its labels: the model's own cross-entropy, the same
+    loss without the fusion. TRL's token accuracy and entropy metrics are not logged on this path.
+    """
+    from trl import SFTTrainer
+
+    try:
+        from trl.trainer.utils import _ChunkedLogProbFunction as fused
+    except ImportError:  # other TRL versions: treat the fused path as unavailable
+        fused = None
+    if cuda and fused is not None:
+        return SFTTrainer
+    from transformers import Trainer
+
+    class PortableSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs["use_cache"] = False
+            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    return PortableSFTTrainer

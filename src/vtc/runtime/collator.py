@@ -1,0 +1,340 @@
+"""VisionCollator: rows of conversations -> a padded batch with labels, as Unsloth's UnslothVisionDataCollator does.
+
+For each batch (unsloth_zoo 2026.10.9, vision_utils.py and dataset_utils.train_on_responses_only):
+
+1. every row's messages go through the processor's chat template (``tokenize=False``, no generation prompt);
+2. the images are taken from the message parts, in order;
+3. ``processor(text=..., images=..., padding=True, add_special_tokens=False, return_tensors="pt")`` (the template
+   already wrote BOS);
+4. labels = input_ids, with ``ignore_index`` at padding, at every image/vision placeholder token (Qwen:
+   <|image_pad|>, <|vision_start|>, <|vision_end|>, <|vision_pad|>, <|video_pad|>; Llama: <|image|>), at ids < 0,
+   and at each position whose previous token is padding (left padding then gives the same loss as no padding);
+5. with ``train_on_responses_only`` everything outside the assistant answers is masked too. An answer starts right
+   after the response marker (``response_part``, e.g. "<|im_start|>assistant\\n") and runs up to and INCLUDING the
+   end-of-turn token (the tokenizer's EOS: <|im_end|> for Qwen, <|eot_id|> for Llama), so the model learns to stop;
+   what follows (Qwen's "\\n", the next turn) is masked. The markers are matched as their exact token sequences,
+   as Unsloth does with force_match=True.
+
+Sequences longer than ``max_seq_length`` are cut at the end, like the processor's truncation, but never through
+image tokens: that is an error naming the counts, and ``check_lengths`` finds such rows before training starts
+(instead of the model's "image features and image tokens do not match").
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+from vtc.diagnostics import Span, VtcError, error
+
+# unsloth_zoo.vlm_tokens.IMAGE_TOKENS: every family's image/vision placeholder tokens (absent ones are skipped).
+IMAGE_TOKENS = (
+    "<|image|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<image>", "</image>", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "<image_soft_token>", "<start_of_image>",
+    "<end_of_image>",
+)
+
+
+class VisionCollator:
+    """Callable for a Trainer: ``collator(rows) -> {"input_ids", "attention_mask", "labels", pixel tensors...}``."""
+
+    def __init__(self, processor, *, train_on_responses_only: bool, instruction_part: str | None,
+                 response_part: str | None, max_seq_length: int, ignore_index: int = -100):
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.train_on_responses_only = bool(train_on_responses_only)
+        self.instruction_part = instruction_part
+        self.response_part = response_part
+        self.max_seq_length = int(max_seq_length) if max_seq_length else None
+        self.ignore_index = ignore_index
+        self.placeholder_ids = _placeholder_ids(self.tokenizer)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.eos_id = self.tokenizer.eos_token_id
+        self.bos_id = self.tokenizer.bos_token_id
+        self._warned = False
+        if self.train_on_responses_only:
+            self._setup_markers()
+
+    # --- the batch ----------------------------------------------------------------------------------------------
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        batch = self._encode(rows)
+        if self.max_seq_length and batch["input_ids"].shape[1] > self.max_seq_length:
+            batch = self._truncate(batch)
+        ids = batch["input_ids"]
+        labels = ids.clone()
+        labels[torch.isin(labels, torch.tensor(sorted(self.placeholder_ids), dtype=labels.dtype))] = self.ignore_index
+        labels[labels < 0] = self.ignore_index
+        mask = batch.get("attention_mask")
+        if mask is not None and mask.shape == labels.shape:
+            labels[mask == 0] = self.ignore_index
+            # A target predicted from a pad position (left padding) is never trained (Unsloth does the same).
+            labels[:, 1:].masked_fill_(mask[:, :-1] == 0, self.ignore_index)
+        if self.train_on_responses_only:
+            keep = torch.tensor([self.response_mask(row) for row in ids.tolist()], dtype=torch.bool)
+            labels[~keep] = self.ignore_index
+            self._check_supervised(labels, mask)
+        batch["labels"] = labels
+        return dict(batch)
+
+    def render(self, messages: list[dict]) -> str:
+        """The chat template's text for one conversation (what the model reads)."""
+        return self.processor.apply_chat_template(_clean(messages), tokenize=False, add_generation_prompt=False)
+
+    def _encode(self, rows: Sequence[dict]):
+        texts, images = [], []
+        for row in rows:
+            messages = row["messages"] if isinstance(row, dict) and "messages" in row else row
+            texts.append(self.render(messages))
+            images.append(_images_of(messages))
+        kwargs = dict(text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        if any(images):
+            if not all(images):
+                raise VtcError(error(
+                    "VT434", "a batch mixes rows with images and rows without",
+                    help="give every row an image (text-only rows are not supported yet)",
+                ))
+            kwargs["images"] = images
+        return self.processor(**kwargs)
+
+    def _truncate(self, batch):
+        """Keep each row's first max_seq_length tokens (the processor's right-side truncation), padding kept."""
+        import torch
+
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        n, length = ids.shape
+        keep = self.max_seq_length
+        lengths = mask.sum(dim=1)
+        left = self.tokenizer.padding_side == "left"
+        for r in range(n):
+            content = ids[r, length - int(lengths[r]):] if left else ids[r, : int(lengths[r])]
+            cut = content[keep:].tolist()
+            if any(t in self.placeholder_ids for t in cut):
+                n_img = sum(t in self.placeholder_ids for t in content.tolist())
+                raise VtcError(error(
+                    "VT430", f"a row of {int(lengths[r])} tokens ({int(lengths[r]) - n_img} text, {n_img} image) "
+                             f"is longer than the max length {keep}, and cutting it would cut its image tokens",
+                    help=f"raise `max length` to at least {int(lengths[r])}, or use a smaller `resize`",
+                ))
+        kept = torch.clamp(lengths, max=keep)
+        new_len = int(kept.max())
+        steps = torch.arange(new_len)
+        if left:
+            # Row r keeps its first kept[r] content tokens, left-padded to new_len; a padding slot maps to
+            # position 0, which is padding in every row that needs padding (those rows are shorter than the batch).
+            offset = steps.unsqueeze(0) - (new_len - kept).unsqueeze(1)
+            index = torch.where(offset >= 0, (length - lengths).unsqueeze(1) + offset, torch.zeros_like(offset))
+        else:
+            index = steps.unsqueeze(0).expand(n, new_len)
+        out = dict(batch)
+        for key in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids", "cross_attention_mask"):
+            t = batch.get(key)
+            if t is None or t.dim() < 2 or t.shape[1] != length:
+                continue
+            idx = index.reshape(n, new_len, *([1] * (t.dim() - 2))).expand(n, new_len, *t.shape[2:])
+            out[key] = torch.gather(t, 1, idx)
+        return out
+
+    # --- responses only -------------------------------------------------------------------------------------------
+
+    def _setup_markers(self) -> None:
+        if not isinstance(self.instruction_part, str) or not isinstance(self.response_part, str) \
+                or not self.instruction_part or not self.response_part:
+            raise VtcError(error(
+                "VT433", "training on responses only needs the chat template's instruction and response markers",
+                help="this model family's markers are unknown: remove `with responses_only`",
+            ))
+        tok = self.tokenizer
+        self.q_ids = tok(self.instruction_part, add_special_tokens=False)["input_ids"]
+        self.a_ids = tok(self.response_part, add_special_tokens=False)["input_ids"]
+        probe = [{"role": "user", "content": [{"type": "text", "text": "Q"}]},
+                 {"role": "assistant", "content": [{"type": "text", "text": "A"}]}]
+        rendered = self.processor.apply_chat_template(probe, tokenize=False, add_generation_prompt=False)
+        for name, marker in (("instruction", self.instruction_part), ("response", self.response_part)):
+            if marker not in rendered:
+                raise VtcError(error(
+                    "VT433", f"the {name} marker {marker!r} does not occur in this model's chat template",
+                    help=f"the template renders a chat as {rendered[:120]!r}; remove `with responses_only` "
+                         "or use a model family whose markers vtc knows",
+                ))
+        # The role-opening special token both markers start with (<|im_start|>, <|start_header_id|>): any new
+        # message ends an answer. Unsloth keeps it only when it is a special token.
+        start = []
+        for q, a in zip(self.q_ids, self.a_ids):
+            if q != a:
+                break
+            start.append(q)
+        specials = set(getattr(tok, "all_special_ids", []) or [])
+        specials.update(i for i, t in (getattr(tok, "added_tokens_decoder", None) or {}).items()
+                        if getattr(t, "special", False))
+        self.message_start = start if start and all(i in specials for i in start) else []
+
+    def response_mask(self, ids: list[int]) -> list[bool]:
+        """True at the tokens trained under responses-only: each answer and its end-of-turn token.
+
+        Unsloth's train_on_responses_only span rule: an answer starts after the response marker and ends at the
+        EOS token (kept), or before the next BOS, message start, response marker or instruction marker; an answer
+        running to the end of the row keeps everything to the end.
+        """
+        n = len(ids)
+        keep = [False] * n
+        a, q, ms = self.a_ids, self.q_ids, self.message_start
+        j = 0
+        while j < n:
+            if ids[j: j + len(a)] != a:
+                j += 1
+                continue
+            start = j + len(a)
+            end = n
+            k = start
+            while k < n:
+                t = ids[k]
+                if t == self.eos_id:
+                    end = k + 1
+                    break
+                if t == self.bos_id or (ms and ids[k: k + len(ms)] == ms) or ids[k: k + len(a)] == a \
+                        or ids[k: k + len(q)] == q:
+                    end = k
+                    break
+                k += 1
+            for p in range(start, end):
+                keep[p] = True
+            j = max(end, start)
+        return keep
+
+    def _check_supervised(self, labels, mask) -> None:
+        trained = (labels != self.ignore_index).sum(dim=1)
+        empty = int((trained == 0).sum())
+        if not empty:
+            return
+        truncated = self.max_seq_length is not None and mask is not None and \
+            bool((mask.sum(dim=1) >= self.max_seq_length).any())
+        message = (f"{empty} of {labels.shape[0]} rows in a batch have nothing to learn: the response marker "
+                   f"{self.response_part!r} was not found in the rendered chat, or the answer was cut off")
+        if empty == labels.shape[0] and not truncated:
+            raise VtcError(error("VT432", message, help="check the model's markers (vtc plan shows them), or "
+                                 "raise `max length`"))
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, stacklevel=2)
+
+    # --- before training ----------------------------------------------------------------------------------------
+
+    def token_counts(self, row: dict, max_seq_length: int | None = None) -> dict:
+        """{"text", "image", "total", "image_last" (position, or -1), "trained" (answer tokens left after cutting
+        at the max length; responses-only only)} for one row; counts are before truncation."""
+        batch = self._encode([row])
+        ids = batch["input_ids"][0].tolist()
+        image_pos = [p for p, t in enumerate(ids) if t in self.placeholder_ids]
+        counts = {"total": len(ids), "image": len(image_pos), "text": len(ids) - len(image_pos),
+                  "image_last": image_pos[-1] if image_pos else -1}
+        if self.train_on_responses_only:
+            limit = max_seq_length or self.max_seq_length
+            mask = self.response_mask(ids[:limit] if limit else ids)
+            counts["trained"] = sum(mask)
+        return counts
+
+    def check_lengths(self, rows, max_seq_length: int | None = None) -> int:
+        """The longest row's token count; raises VtcError naming every row whose image tokens the max length would
+        cut (or, with responses only, whose answer it would cut away entirely), with its token counts.
+        Opens every row's images once."""
+        limit = int(max_seq_length or self.max_seq_length or 0)
+        problems = []
+        longest = 0
+        cache: dict = {}
+        for i in range(len(rows)):
+            row = rows[i]
+            key = _cache_key(row)
+            counts = cache.get(key) if key is not None else None
+            if counts is None:
+                counts = self.token_counts(row, limit)
+                if key is not None:
+                    cache[key] = counts
+            longest = max(longest, counts["total"])
+            if not limit:
+                continue
+            span = rows.origin(i) if hasattr(rows, "origin") else Span(f"row {i + 1}")
+            where = span.location
+            if counts["total"] > limit and counts["image_last"] >= limit:
+                problems.append(error(
+                    "VT430", f"{where}: {counts['total']} tokens ({counts['text']} text + {counts['image']} image) "
+                             f"exceed the max length {limit} and the cut would fall inside the image tokens", span,
+                    help=f"raise `max length` to at least {counts['total']}, or use a smaller `resize`",
+                ))
+            elif self.train_on_responses_only and counts.get("trained") == 0 and counts["total"] > limit:
+                problems.append(error(
+                    "VT431", f"{where}: {counts['total']} tokens ({counts['text']} text + {counts['image']} image) "
+                             f"exceed the max length {limit}, which cuts off the whole answer", span,
+                    help=f"raise `max length` to at least {counts['total']}, or use a smaller `resize`",
+                ))
+        if problems:
+            if len(problems) > 20:
+                more = len(problems) - 20
+                problems = problems[:20] + [error("VT430", f"... and {more} more rows too long",
+                                                  help="raise `max length` or use a smaller `resize`")]
+            raise VtcError(problems)
+        return longest
+
+
+def check_lengths(rows, max_seq_length: int, processor=None, *, collator: VisionCollator | None = None) -> int:
+    """Module-level form of ``VisionCollator.check_lengths`` (give the processor or a collator)."""
+    if collator is None:
+        if processor is None:
+            raise TypeError("check_lengths needs the processor (or a collator) to count tokens")
+        collator = VisionCollator(processor, train_on_responses_only=False, instruction_part=None,
+                                  response_part=None, max_seq_length=max_seq_length)
+    return collator.check_lengths(rows, max_seq_length)
+
+
+def _placeholder_ids(tokenizer) -> set[int]:
+    """Ids of the image placeholder tokens this tokenizer has, plus its pad id (unk never counts)."""
+    vocab = tokenizer.get_vocab()
+    names = list(IMAGE_TOKENS)
+    for attr in ("image_token", "video_token"):
+        tok = getattr(tokenizer, attr, None)
+        if isinstance(tok, str):
+            names.append(tok)
+    ids = {vocab[t] for t in names if t in vocab}
+    unk = getattr(tokenizer, "unk_token_id", None)
+    ids.discard(unk)
+    if tokenizer.pad_token_id is not None:
+        ids.add(tokenizer.pad_token_id)
+    return ids
+
+
+def _images_of(messages: list[dict]) -> list:
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image" and part.get("image") is not None:
+                    out.append(part["image"])
+    return out
+
+
+def _clean(messages: list[dict]) -> list[dict]:
+    """Messages as the template expects them: string content as one text part, None keys dropped (as Unsloth)."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        parts = [{k: v for k, v in p.items() if v is not None} for p in content]
+        out.append({"role": m["role"], "content": parts})
+    return out
+
+
+def _cache_key(row: dict):
+    """Rows with the same text and image sizes have the same token counts."""
+    try:
+        messages = row["messages"]
+        key = []
+        for m in messages:
+            for p in m["content"]:
+                key.append((m["role"], p["type"], p.get("text") if p["type"] == "text" else p["image"].size))
+        return tuple(key)
+    except (KeyError, TypeError, AttributeError):
+        return None

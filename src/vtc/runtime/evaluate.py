@@ -1,0 +1,92 @@
+"""Evaluation: greedy answers for the evaluation rows, scored with the plan's metrics.
+
+The same generation code serves `vtc run` (base model, then fine-tuned model) and `vtc ask`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from vtc.runtime import metrics as M
+
+
+def prompt_messages(messages: list[dict]) -> list[dict]:
+    """The conversation without the assistant's answer: what the model sees before it answers."""
+    return [m for m in messages if m["role"] != "assistant"]
+
+
+def images_of(messages: list[dict]) -> list:
+    """The PIL images in a conversation, in order."""
+    return [part["image"] for m in messages if isinstance(m.get("content"), list)
+            for part in m["content"] if part.get("type") == "image"]
+
+
+def answer_of(messages: list[dict]) -> str:
+    """The assistant's text in a conversation."""
+    for m in messages:
+        if m["role"] == "assistant":
+            content = m["content"]
+            if isinstance(content, str):
+                return content
+            return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return ""
+
+
+def generate(model, processor, conversations: Sequence[list[dict]], *, max_new_tokens: int, batch_size: int,
+             on_batch=None) -> list[str]:
+    """Greedy answers, one per conversation (system/user turns with their images), in batches.
+
+    Padding is on the left while generating (so every prompt ends where the answer starts) and restored after.
+    """
+    import torch
+
+    tokenizer = getattr(processor, "tokenizer", processor)
+    saved_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    try:
+        for start in range(0, len(conversations), batch_size):
+            chunk = conversations[start : start + batch_size]
+            texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
+            images = [images_of(c) for c in chunk]
+            kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+            if any(images):
+                kwargs["images"] = images
+            inputs = processor(**kwargs).to(device)
+            with torch.inference_mode():
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=pad_id)
+            new = out[:, inputs["input_ids"].shape[1]:]
+            answers.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+            if on_batch:
+                on_batch(len(answers), len(conversations))
+    finally:
+        tokenizer.padding_side = saved_side
+    return answers
+
+
+def eval_batch_size(plan: dict) -> int:
+    """Twice the training micro-batch: generation keeps no gradients or optimizer state, so twice as many rows fit
+    where training fitted."""
+    return max(1, 2 * int(plan["sft"].get("per_device_train_batch_size", 1)))
+
+
+def answer_rows(backend, model, processor, rows, plan: dict) -> list[str]:
+    """The model's greedy answers for every row (a Rows sequence of conversations)."""
+    backend.for_inference(model)
+    conversations = [prompt_messages(rows[i]["messages"]) for i in range(len(rows))]
+    return generate(model, processor, conversations, max_new_tokens=int(plan["evaluation"]["max_new_tokens"]),
+                    batch_size=eval_batch_size(plan))
+
+
+def expected_answers(rows) -> list[str]:
+    """The expected answer of every row (without opening its images when the rows can say it directly)."""
+    if hasattr(rows, "answer"):
+        return [rows.answer(i) for i in range(len(rows))]
+    return [answer_of(rows[i]["messages"]) for i in range(len(rows))]
+
+
+def score(names: Sequence[str], answers: Sequence[str], expected: Sequence[str]) -> dict[str, float]:
+    return M.compute(list(names), list(answers), list(expected))

@@ -1,0 +1,121 @@
+"""Opening and standardising images (pillow only, no torch).
+
+``open_image`` applies the EXIF orientation (a phone photo taken sideways comes out upright, as datasets' Image
+feature and Unsloth's collator do) and converts to RGB. ``standardise`` gives every image the plan's size:
+
+- ``{"mode": "longest", "size": N}``: the longest side becomes exactly N px, the aspect ratio kept. Smaller images
+  are scaled UP as well as larger ones down, so that every image costs the same number of image tokens and the
+  plan's estimates hold exactly (Unsloth's collator never upscales; vtc's `resize N` means "one standard size").
+- ``{"mode": "exact", "size": [W, H]}``: exactly W x H px (the aspect ratio may change).
+- ``{"mode": "none"}`` (or no resize at all): the image as it is.
+
+Resampling is Lanczos for shrinking and bicubic for enlarging (pillow's best filters for each direction).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from vtc.diagnostics import Span, VtcError, error
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif", ".pbm", ".pgm",
+                    ".ppm")
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def open_image(path: str | Path, span: Span | None = None):
+    """The image at ``path`` as an RGB PIL image, EXIF orientation applied and fully decoded.
+
+    Raises VtcError VT410 (missing) or VT411 (unreadable) naming the file (and ``span``, the data row, if given).
+    """
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    where = span or Span(str(path))
+    if not path.is_file():
+        raise VtcError(error("VT410", f"image file not found: {path}", where,
+                             help="check the file name, or remove the row that lists it"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+                if im.mode != "RGB":
+                    im = _to_rgb(im)
+                else:
+                    im.load()
+                    im = im.copy()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError,
+            EOFError) as exc:
+        raise VtcError(error(
+            "VT411", f"cannot read image {path}: {_reason(exc, path)}", where,
+            help="replace the file with a valid PNG or JPEG, or remove the row that lists it",
+        )) from None
+    return im
+
+
+def _to_rgb(im):
+    """RGB for every mode: transparency composited on white (a black background would invent content)."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale (scans, TIFFs): stretch the used range to 8 bits instead of clipping at 255.
+        im = im.convert("I")
+        lo, hi = im.getextrema()
+        scale = 255.0 / (hi - lo) if hi > lo else 1.0
+        im = im.point(lambda v: (v - lo) * scale).convert("L")
+    return im.convert("RGB")
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    from PIL import Image
+
+    if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
+        return f"the image is too large to open safely ({exc})"
+    text = str(exc) or type(exc).__name__
+    if "cannot identify image file" in text:
+        return "not an image pillow can decode (wrong format or a corrupt file)"
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return "the file is truncated"
+    return text
+
+
+def target_size(size: tuple[int, int], resize: dict | None) -> tuple[int, int]:
+    """The (width, height) that ``standardise`` gives an image of ``size``."""
+    w, h = size
+    mode = (resize or {}).get("mode", "none")
+    if mode in (None, "none"):
+        return w, h
+    if mode == "exact":
+        tw, th = resize["size"]
+        return int(tw), int(th)
+    if mode == "longest":
+        n = int(resize["size"])
+        if w >= h:
+            return n, max(1, round(h * n / w))
+        return max(1, round(w * n / h)), n
+    raise ValueError(f"unknown resize mode {mode!r}")
+
+
+def standardise(image, resize: dict | None):
+    """The image at the plan's standard size (see the module docstring for the modes)."""
+    from PIL import Image
+
+    new = target_size(image.size, resize)
+    if new == image.size:
+        return image
+    shrink = new[0] * new[1] < image.size[0] * image.size[1]
+    return image.resize(new, Image.Resampling.LANCZOS if shrink else Image.Resampling.BICUBIC)

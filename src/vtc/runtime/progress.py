@@ -1,0 +1,181 @@
+"""What a run prints: one line per stage with its time, and a compact training progress line.
+
+The training line shows the step, the latest loss and the time left; on a terminal it rewrites itself in place,
+in a log file it appears every tenth of the run. Every logged step also goes to metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+class Stage:
+    """A stage in progress; set ``detail`` to say what it found (printed on the stage's line)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.detail = ""
+
+
+class Reporter:
+    """Prints the stages of a run and keeps their timings (seconds, by stage name) for the manifest."""
+
+    NAME_WIDTH = 20
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.timings: dict[str, float] = {}
+
+    @property
+    def tty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    @contextmanager
+    def stage(self, name: str, *, announce: bool = False):
+        """Time a stage and print ``name  detail  (time)`` when it ends.
+
+        ``announce`` prints the name when the stage starts as well (for stages that print lines of their own,
+        such as training), so the output never looks hung.
+        """
+        st = Stage(name)
+        if announce:
+            self.line(f"{name} ...")
+        elif self.tty:
+            print(f"{name} ...", end="\r", file=self.stream, flush=True)
+        start = time.perf_counter()
+        yield st
+        took = time.perf_counter() - start
+        self.timings[name] = round(took, 3)
+        detail = f"  {st.detail}" if st.detail else ""
+        self.line(f"{name:<{self.NAME_WIDTH}}{detail}  ({_fmt_seconds(took)})")
+
+
+@contextmanager
+def quiet_libraries():
+    """Hide the training libraries' deprecation chatter and weight-loading bars (set VTC_DEBUG=1 to see them).
+
+    vtc's own messages and the libraries' real errors still show.
+    """
+    import os
+    import warnings
+
+    if os.environ.get("VTC_DEBUG"):
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        try:
+            from transformers.utils import logging as hf_logging
+        except ImportError:
+            yield
+            return
+        level = hf_logging.get_verbosity()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        try:
+            yield
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+
+
+def training_callback(metrics_path: str | Path, reporter: Reporter):
+    """A transformers TrainerCallback that writes metrics.jsonl and prints the progress line.
+
+    Made by a function so that importing this module never imports transformers.
+    """
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+            self.history: list[dict] = []
+            self.loss: float | None = None
+            self.total = 0
+            self.every = 1
+            self._file = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = time.perf_counter()
+            self.total = state.max_steps
+            # In a log file: ten progress lines a run, not one per step.
+            self.every = max(1, self.total // 10)
+            self._file = open(metrics_path, "a", encoding="utf-8")
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "loss" not in logs:
+                return
+            record = {
+                "step": state.global_step,
+                "loss": float(logs["loss"]),
+                "learning_rate": _num(logs.get("learning_rate")),
+                "grad_norm": _num(logs.get("grad_norm")),
+                "epoch": _num(logs.get("epoch")),
+                "elapsed": round(time.perf_counter() - self.start, 3),
+            }
+            self.loss = record["loss"]
+            self.history.append(record)
+            if self._file:
+                self._file.write(json.dumps(record) + "\n")
+                self._file.flush()
+            self.show(state.global_step)
+
+        def on_step_end(self, args, state, control, **kw):
+            step = state.global_step
+            if args.logging_steps and step % args.logging_steps == 0:
+                return  # this step's loss is about to be logged: on_log shows the line
+            self.show(step)
+
+        def show(self, step: int) -> None:
+            if reporter.tty:
+                print("\r" + self.render(step), end="", file=reporter.stream, flush=True)
+            elif step % self.every == 0 or step == self.total:
+                reporter.line(self.render(step))
+
+        def on_train_end(self, args, state, control, **kw):
+            if reporter.tty:
+                print(file=reporter.stream, flush=True)
+            if self._file:
+                self._file.close()
+                self._file = None
+
+        def render(self, step: int) -> str:
+            width = 24
+            total = max(self.total, 1)
+            done = int(width * step / total)
+            elapsed = time.perf_counter() - self.start
+            left = elapsed / step * (total - step) if step else 0.0
+            loss = f"loss {self.loss:.4f}" if self.loss is not None else "loss -"
+            return (f"  [{'#' * done}{'.' * (width - done)}] {step:>{len(str(total))}}/{total}  {loss}  "
+                    f"{_fmt_seconds(elapsed)}, {_fmt_seconds(left)} left")
+
+    return ProgressCallback()
+
+
+def _num(value):
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,136 @@
+"""One test per semantic check (VT2xx): the code, the severity and the span it points at."""
+
+import pytest
+
+from vtc.compiler.pipeline import compile_source
+
+BASE = "finetune all on qwen2.5-vl\nfrom ./x\n"
+
+
+def diags(text, model_line=BASE):
+    result = compile_source(model_line + text, "r.vt", base_dir="/abs")
+    return result, [(d.code, d.severity.value, d.span.line if d.span else None) for d in result.diagnostics]
+
+
+def codes(text, base=BASE):
+    return [c for c, _, _ in diags(text, base)[1]]
+
+
+def test_clean_recipe_has_no_diagnostics():
+    result, found = diags("")
+    assert found == [] and result.plan is not None
+
+
+def test_vt201_unknown_model_suggests():
+    result = compile_source("finetune all on qwen2.5-v\nfrom ./x\n", "r.vt", base_dir="/abs")
+    [d] = result.diagnostics
+    assert d.code == "VT201" and "did you mean `qwen2.5-vl`?" in d.help and result.plan is None
+
+
+def test_vt202_hub_family_guessed_is_a_note():
+    _, found = diags("", "finetune all on unsloth/Qwen2.5-VL-3B-Instruct\nfrom ./x\n")
+    assert found == [("VT202", "note", 1)]
+
+
+def test_vt203_local_folder_without_config():
+    _, found = diags("", "finetune all on ./nowhere\nfrom ./x\n")
+    assert found == [("VT203", "warning", 1)]
+
+
+def test_vt221_all_with_others():
+    assert codes("", "finetune all,vision on qwen2.5-vl\nfrom ./x\n") == ["VT221"]
+
+
+def test_vt230_resize_outside_300_1000():
+    assert diags("resize 1200\n")[1][0][:2] == ("VT230", "warning")
+    assert codes("resize 200\n") == ["VT230"]
+    assert codes("resize 512\n") == []
+
+
+def test_vt230_not_for_tiny_models():
+    assert codes("resize 112\n", "finetune all on tiny-qwen2.5-vl\nusing lora\nfrom ./x\n") == []
+
+
+def test_vt231_resize_zero():
+    assert diags("resize 0\n")[1] == [("VT231", "error", 3)]
+
+
+def test_vt232_max_length_with_numbers():
+    result, found = diags("resize 1000\nmax length 512\n")
+    assert ("VT232", "error", 4) in found
+    msg = next(d.message for d in result.diagnostics if d.code == "VT232")
+    assert "1008x1008 px is 1296 image tokens" in msg
+    assert ("VT232", "warning", 4) in diags("resize 504\nmax length 380\n")[1]  # 324 + 2 tokens leave 54
+    # Llama 3.2 Vision: the image enters through cross-attention, 1 token in the text.
+    assert codes("max length 128\n", "finetune all on llama-3.2-vision\nfrom ./x\n") == []
+
+
+def test_vt233_resize_none():
+    assert codes("resize none\n") == ["VT233"]
+
+
+def test_vt240_responses_only_unknown_markers():
+    assert ("VT240", "error", 3) in diags("with responses_only\n", "finetune all on org/thing\nfrom ./x\n")[1]
+
+
+def test_vt241_full_on_4bit_checkpoint():
+    base = "finetune all on unsloth/Qwen2.5-VL-7B-Instruct-bnb-4bit\nfrom ./x\n"
+    assert ("VT241", "error", 3) in diags("using full\n", base)[1]
+    assert ("VT241", "warning", 3) in diags("using lora\n", base)[1]
+
+
+def test_vt242_vt243_lora_settings_with_full():
+    found = codes("using full\nwith rslora\nlora rank 8\n")
+    assert "VT242" in found and "VT243" in found
+
+
+def test_vt244_merged_with_qlora_is_a_note():
+    assert diags("export adapter, merged\n")[1] == [("VT244", "note", 3)]
+
+
+def test_vt245_adapter_with_full():
+    assert codes("using full\nexport adapter\n") == ["VT245"]
+
+
+@pytest.mark.parametrize("pct,bad", [("0%", True), ("50%", True), ("49%", False), ("0.5%", False)])
+def test_vt250_holdout_range(pct, bad):
+    assert (codes(f"holdout {pct}\n") == ["VT250"]) is bad
+
+
+def test_vt251_answer_column_rules():
+    # The grammar requires the column after `answer from column`; the check guards documents built otherwise.
+    from vtc.compiler.checks import check
+    from vtc.registry import load_registry
+
+    doc = {"model": "qwen2.5-vl", "parts": ["all"], "train_data": {"source": "./x"}, "answer": {"from": "column"}}
+    assert [d.code for d in check(doc, {}, load_registry())] == ["VT251"]
+    doc["answer"] = {"from": "folders", "column": "x"}
+    assert [d.code for d in check(doc, {}, load_registry())] == ["VT251"]
+
+
+def test_vt260_packing_refused():
+    result, found = diags("with packing\n")
+    assert found == [("VT260", "error", 3)] and "TRL" in result.diagnostics[0].message
+
+
+def test_vt261_gpus():
+    assert diags("gpus 4\n")[1] == [("VT261", "warning", 3)]
+
+
+def test_vt262_learning_rate():
+    assert codes("learning rate 0.05\n") == ["VT262"]
+    assert codes("learning rate 0.05\n", "finetune all on tiny-qwen2.5-vl\nusing lora\nfrom ./x\n") == []
+
+
+def test_vt263_trust_remote_code():
+    assert diags("with trust_remote_code\n")[1] == [("VT263", "warning", 3)]
+
+
+def test_vt264_warmup_longer_than_training():
+    assert codes("train for 10 steps\nwarmup 10 steps\n") == ["VT264"]
+
+
+def test_vt210_conflicts_point_at_both():
+    result, found = diags("seed 1\nseed 2\n")
+    [d] = result.diagnostics
+    assert d.code == "VT210" and d.span.line == 4 and d.related[0][0].line == 3

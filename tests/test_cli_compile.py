@@ -1,0 +1,72 @@
+"""vtc check / plan / explain / schema through click's runner."""
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from vtc.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "recipes" / "demo-shapes.vt")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_check_ok_and_error(tmp_path):
+    assert run("check", DEMO).exit_code == 0
+    bad = tmp_path / "bad.vt"
+    bad.write_text("finetune vision,mlp on qwen2.5-vl with respones_only from ./xrays resize 512\n")
+    result = run("check", str(bad))
+    assert result.exit_code == 1
+    assert "error[VT101]: unknown option `respones_only`" in result.output
+    assert "did you mean `responses_only`?" in result.output and "bad.vt:1:40" in result.output
+
+
+def test_check_warnings_only_exit_0(tmp_path):
+    f = tmp_path / "w.vt"
+    f.write_text("finetune all on qwen2.5-vl\nfrom ./x\ngpus 2\n")
+    result = run("check", str(f))
+    assert result.exit_code == 0 and "VT261" in result.output
+
+
+def test_check_json(tmp_path):
+    f = tmp_path / "b.vt"
+    f.write_text("finetune all on qwen2.5-vl\nfrom ./x\nbatch 0\n")
+    result = run("check", str(f), "--format", "json")
+    assert result.exit_code == 1
+    [d] = json.loads(result.stdout)
+    assert d["code"] == "VT104" and d["span"]["line"] == 3
+
+
+def test_plan_summary_json_and_output(tmp_path):
+    result = run("plan", DEMO)
+    assert result.exit_code == 0 and "demo-shapes.vt:12" in result.output
+    result = run("plan", DEMO, "--json")
+    plan = json.loads(result.stdout)
+    assert plan["plan_version"] == 1 and plan["sft"]["max_steps"] == 80
+    out = tmp_path / "plan.json"
+    result = run("plan", DEMO, "-o", str(out))
+    assert result.exit_code == 0 and json.loads(out.read_text()) == plan
+
+
+def test_plan_error_exit_1(tmp_path):
+    f = tmp_path / "b.vt"
+    f.write_text("finetune all on nothing-known\nfrom ./x\n")
+    assert run("plan", str(f)).exit_code == 1
+
+
+def test_explain():
+    result = run("explain", DEMO)
+    assert result.exit_code == 0
+    assert "80 update steps" in result.output and "LoRA adapter" in result.output
+
+
+def test_schema_is_valid_json_schema():
+    import jsonschema
+
+    result = run("schema")
+    assert result.exit_code == 0
+    jsonschema.Draft202012Validator.check_schema(json.loads(result.output))
