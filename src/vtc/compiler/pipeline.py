@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from vtc.diagnostics import Diagnostic, Span, VtcError, error, has_errors, note, sort_diagnostics, warning
 
 
+# VT105: a required clause is missing (see docs/diagnostics.md).
+MISSING_CLAUSE = "VT105"
+
+
 @dataclass
 class CompileResult:
     """A plan (only when there is no error), every diagnostic (sorted), and the text of every file read."""
@@ -88,15 +92,20 @@ def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str])
     from vtc.compiler.validate import validate
     from vtc.registry import is_local_path, load_registry, resolve_model
 
-    recipe, diagnostics = parse_source(text, file)
+    # Every problem at once: after a syntax error the statements that did parse still go through lowering and
+    # validation, so a typo on line 1 and a bad value on line 5 are reported together. No plan is made then.
+    recipe, diagnostics = parse_source(text, file, partial=True)
     if recipe is None:
         return CompileResult(None, sort_diagnostics(diagnostics), sources)
+    syntax_failed = has_errors(diagnostics)
     document, spans, lowered, included, _files = lower_with_sources(recipe, load)
-    diagnostics += lowered
-    sources.update(included)
-    problems = validate(document, spans)
+    problems = lowered + validate(document, spans)
+    if syntax_failed:
+        # A clause on a line that failed to parse is not missing; don't say it is.
+        problems = [d for d in problems if d.code != MISSING_CLAUSE]
     diagnostics += problems
-    if has_errors(problems):  # checks and planning assume a schema-valid document
+    sources.update(included)
+    if syntax_failed or has_errors(problems):  # checks and planning assume a schema-valid document
         return CompileResult(None, sort_diagnostics(diagnostics), sources)
     registry = load_registry()
     name = document["model"]
