@@ -22,9 +22,9 @@ from vtc.diagnostics import Diagnostic, Severity
 
 # VTC_FUZZ_EXAMPLES=5000 runs a longer search (the default keeps this file at a few seconds).
 _N = int(os.environ.get("VTC_FUZZ_EXAMPLES", "200"))
-FAST = settings(max_examples=_N, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SLOW = settings(max_examples=max(_N // 2, 1), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+FAST = settings(max_examples=_N, deadline=None, suppress_health_check=_QUIET)
+SLOW = settings(max_examples=max(_N // 2, 1), deadline=None, suppress_health_check=_QUIET)
 
 # --- generated valid recipes ----------------------------------------------------------------------------------------
 
@@ -66,6 +66,8 @@ CLAUSES = st.one_of(
         lambda v: f"answer from {v}"),
     VALUES.map(lambda v: f"images from column {v}"),
     st.one_of(INTS, st.sampled_from(["640x480", "none", "1x1"])).map(lambda v: f"resize {v}"),
+    st.tuples(st.sampled_from(["bad rows", "tiff pages", "bad\trows"]), WORDS).map(" ".join),
+    st.tuples(NUMBERS, NUMBERS).map(lambda t: f"window {t[0]} {t[1]}"),
     st.lists(st.one_of(INTS.map(lambda n: f"rank {n}"), INTS.map(lambda n: f"alpha {n}"),
                        NUMBERS.map(lambda n: f"dropout {n}")), max_size=3).map(lambda s: " ".join(["lora"] + s)),
     st.tuples(NUMBERS, st.sampled_from(["epoch", "epochs", "step", "steps"])).map(

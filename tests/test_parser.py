@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -185,7 +186,7 @@ def test_every_clause_keyword_parses_where_a_clause_starts():
         "learning rate": "learning rate 1", "warmup": "warmup 1 step", "schedule": "schedule linear",
         "optimizer": "optimizer sgd", "weight decay": "weight decay 0", "max length": "max length 8",
         "seed": "seed 1", "metric": "metric cer", "save to": "save to x", "export": "export adapter",
-        "gpus": "gpus 2",
+        "gpus": "gpus 2", "bad rows": "bad rows skip", "window": "window 40 400", "tiff pages": "tiff pages all",
     }
     assert set(examples) == set(CLAUSE_KEYWORDS)
     line = " ".join(examples[k] for k in CLAUSE_KEYWORDS)
@@ -234,3 +235,22 @@ def test_check_path_does_not_import_lark():
             "print('lark' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_tokenizer_knows_every_keyword_terminal_of_the_grammar():
+    from vtc.compiler.parser import _CLAUSE_TERMINALS, _SUB_KEYWORDS, _engine
+
+    import lark
+
+    from vtc.compiler.parser import GRAMMAR_PATH
+
+    grammar = lark.Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual", start="line")
+    engine = _engine()
+    names = {t.name for t in grammar.terminals} - {"COMMA"} - set(engine.patterns)
+    names = {n for n in names if not n.startswith("__")}  # the ignored blanks
+    assert names == set(engine.keywords.values())
+    assert set(_CLAUSE_TERMINALS) | set(_SUB_KEYWORDS) == names
+    # Every spelling the tokenizer accepts is one the grammar's own regex accepts as a whole word.
+    by_name = {t.name: re.compile(t.pattern.to_regexp()) for t in grammar.terminals}
+    for spelling, name in engine.keywords.items():
+        assert by_name[name].fullmatch(spelling), (spelling, name)

@@ -62,7 +62,7 @@ TABLE = [
     ("answer from captoins", ("VT012", 1, 13, 21, "expected `captions`, `folders` or `column` after "
                                                   "`answer from`, found `captoins`", "did you mean `captions`?")),
     ("finetune vision mlp on x", ("VT012", 1, 17, 20, "expected `,` or `on` and a model name after "
-                                                      "`finetune vision`, found `mlp`", "separate the parts with commas")),
+                                                      "`finetune vision`, found `mlp`", "separate the parts")),
     ('using "lora"', ("VT012", 1, 7, 13, 'expected a method (qlora, lora or full) after `using`, found `"lora"`',
                       "without double quotes")),
     ("batch 2 3", ("VT013", 1, 9, 10, "unexpected `3` after `batch 2`", "`batch` takes one value")),

@@ -36,7 +36,13 @@ def generate() -> str:
         "# ruff: noqa\n"
         f'GRAMMAR_SHA256 = "{sha}"\n'
     )
-    return header + buffer.getvalue()
+    text = buffer.getvalue()
+    # The standalone runtime imports the third-party `regex` module when it is installed (about 10 ms), only to
+    # measure patterns with Unicode property classes. vt.lark has none, so the standard `re` does.
+    optional = "try:\n    import regex\n    _has_regex = True\nexcept ImportError:\n    _has_regex = False\n"
+    if optional in text:
+        text = text.replace(optional, "_has_regex = False  # vtc: vt.lark needs only `re` (tools/gen_parser.py)\n")
+    return header + text
 
 
 def main() -> int:

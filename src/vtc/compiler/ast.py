@@ -156,6 +156,34 @@ class Resize:
 
 
 @dataclass(frozen=True)
+class BadRows:
+    """bad rows skip | bad rows stop (what a run does with rows that fail the data check)"""
+
+    action: Value
+    span: Span
+    keyword = "bad rows"
+
+
+@dataclass(frozen=True)
+class Window:
+    """window <centre> <width>: the DICOM display window (in the image's rescaled units, e.g. Hounsfield)"""
+
+    center: Value
+    width: Value
+    span: Span
+    keyword = "window"
+
+
+@dataclass(frozen=True)
+class TiffPages:
+    """tiff pages all | tiff pages first (a multi-page TIFF gives one sample a page, or its first page only)"""
+
+    mode: Value
+    span: Span
+    keyword = "tiff pages"
+
+
+@dataclass(frozen=True)
 class Setting:
     name: Value
     value: Value
@@ -245,7 +273,7 @@ class Export:
 
 Statement = Union[
     Finetune, Include, Using, Precision, Flags, From, EvaluateOn, Holdout, Ask, System, Answer, Images, Resize,
-    Lora, TrainFor, Number, Warmup, Choice, Metric, SaveTo, Export,
+    BadRows, Window, TiffPages, Lora, TrainFor, Number, Warmup, Choice, Metric, SaveTo, Export,
 ]
 
 

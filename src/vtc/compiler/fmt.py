@@ -67,6 +67,12 @@ def render_statement(st) -> str:
         return f"images from column {_value(st.column)}"
     if isinstance(st, ast.Resize):
         return f"resize {st.size.text}"
+    if isinstance(st, ast.BadRows):
+        return f"bad rows {_value(st.action)}"
+    if isinstance(st, ast.Window):
+        return f"window {st.center.text} {st.width.text}"
+    if isinstance(st, ast.TiffPages):
+        return f"tiff pages {_value(st.mode)}"
     if isinstance(st, ast.Lora):
         return " ".join(["lora"] + [f"{s.name.text} {s.value.text}" for s in st.settings])
     if isinstance(st, ast.TrainFor):

@@ -15,7 +15,8 @@ Rules:
 * Across files, `holdout` and `evaluate on` replace each other (they are two ways of saying what to evaluate on).
 
 The document's keys (docs/plan.md and schema.json describe them): model, parts, method, precision, flags,
-train_data, eval_data, holdout, instruction, system, answer, image_column, resize, lora, train_for, batch,
+train_data, eval_data, holdout, instruction, system, answer, image_column, resize, bad_rows, window, tiff_pages,
+lora, train_for, batch,
 accumulate, learning_rate, warmup, schedule, optimizer, weight_decay, max_length, seed, metrics, save_to, exports,
 gpus. Numbers are converted where the text is a number; anything else stays text so that the schema can say what
 was expected. ``spans`` maps every pointer that was set (and its parents) to the span of the value or clause.
@@ -192,6 +193,18 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
         elif isinstance(st, ast.Resize):
             if claim("resize", st.span, "`resize` is written twice in this file"):
                 state.set("/resize", _resize_value(st.size.text), st.size.span)
+        elif isinstance(st, ast.BadRows):
+            if claim("bad_rows", st.span, "`bad rows` is written twice in this file"):
+                state.set("/bad_rows", st.action.text, st.action.span)
+        elif isinstance(st, ast.Window):
+            if claim("window", st.span, "`window` is written twice in this file"):
+                state.drop("window")
+                state.set("/window/center", number(st.center.text), st.center.span)
+                state.set("/window/width", number(st.width.text), st.width.span)
+                state.spans["/window"] = st.span
+        elif isinstance(st, ast.TiffPages):
+            if claim("tiff_pages", st.span, "`tiff pages` is written twice in this file"):
+                state.set("/tiff_pages", st.mode.text, st.mode.span)
         elif isinstance(st, ast.Lora):
             for setting in st.settings:
                 name = setting.name.text

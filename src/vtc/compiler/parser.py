@@ -32,8 +32,9 @@ GRAMMAR_PATH = Path(__file__).resolve().parent.parent / "grammar" / "vt.lark"
 # The clause-start keywords as users write them, in the order of the language table (docs/internals.md).
 CLAUSE_KEYWORDS: tuple[str, ...] = (
     "finetune", "include", "using", "precision", "with", "without", "from", "evaluate on", "holdout", "ask",
-    "system", "answer from", "images from", "resize", "lora", "train for", "batch", "accumulate", "learning rate",
-    "warmup", "schedule", "optimizer", "weight decay", "max length", "seed", "metric", "save to", "export", "gpus",
+    "system", "answer from", "images from", "resize", "bad rows", "window", "tiff pages", "lora", "train for",
+    "batch", "accumulate", "learning rate", "warmup", "schedule", "optimizer", "weight decay", "max length", "seed",
+    "metric", "save to", "export", "gpus",
 )
 
 ONE_LINE_EXAMPLE = "finetune vision,mlp on qwen2.5-vl with responses_only from ./xrays resize 512"
@@ -57,6 +58,9 @@ _EXAMPLES = {
     "answer from": "answer from column caption",
     "images from": "images from column image",
     "resize": "resize 512",
+    "bad rows": "bad rows skip",
+    "window": "window 40 400",
+    "tiff pages": "tiff pages all",
     "lora": "lora rank 16 alpha 16 dropout 0",
     "train for": "train for 60 steps",
     "batch": "batch 2",
@@ -89,6 +93,8 @@ _WORD_MEANING = {
     "optimizer": "an optimizer name (adamw_8bit, adamw_torch, ...)",
     "metric": "a metric name (exact_match, cer, wer, ...)",
     "save to": "a folder",
+    "bad rows": "what to do with bad rows (skip or stop)",
+    "tiff pages": "which pages (all or first)",
     "export": "an export kind (adapter or merged)",
 }
 
@@ -144,10 +150,41 @@ _MAX_ERRORS_PER_LINE = 10
 _MAX_ERRORS = 50
 
 
-# --- the Lark parser ------------------------------------------------------------------------------------------------
+# --- the LALR parser and the tokenizer ------------------------------------------------------------------------------
+#
+# Lark builds the LALR tables from vt.lark. vtc feeds them tokens from its own small tokenizer instead of Lark's
+# contextual lexer: that lexer compiles one large regular expression per parser state on first use (about 30 ms a
+# process, more than the whole parse), while the tokenizer below needs a handful of small ones. It is contextual in
+# the same way -- it asks the parser state which terminals fit -- and it takes every spelling and pattern from the
+# grammar's own terminal definitions, so vt.lark stays the reference.
 
-_PARSER = None
-_ERRORS: tuple = ()
+
+class _LexError(Exception):
+    """Nothing the parser can take starts at ``pos_in_stream`` (a character or a word that fits no terminal)."""
+
+    def __init__(self, pos: int, state) -> None:
+        super().__init__(pos)
+        self.pos_in_stream = pos
+        self.state = state
+        self.token = None
+
+
+@dataclass
+class _Engine:
+    parse_conf: object  # lark ParseConf of the `line` rule: tables and tree-building callbacks
+    state_cls: type
+    token_cls: type
+    unexpected_token: type
+    keywords: dict  # spelling (words joined by one space) -> terminal name
+    first_words: frozenset  # first words of two-word keywords
+    patterns: dict  # value terminal -> compiled pattern (INT, NUMBER, SIZE, PERCENT, WORD, STRING)
+
+
+_ENGINE: _Engine | None = None
+# A keyword terminal's regex in vt.lark: `word(?!...)`, `word[^\S\n]+word(?!...)` or `words?(?!...)` (Lark keeps
+# `\n` as a real newline in the pattern text).
+_KEYWORD_PATTERN = re.compile(r"^([a-z]+)(?:\[\^\\S(?:\\n|\n)\]\+([a-z]+))?(s\?)?\(\?!")
+_BLANKS = re.compile(r"[^\S\n]+")
 
 
 def grammar_sha256() -> str:
@@ -155,11 +192,11 @@ def grammar_sha256() -> str:
     return hashlib.sha256(GRAMMAR_PATH.read_bytes()).hexdigest()
 
 
-def _get_parser():
-    """The LALR parser for one line: the generated standalone module if it is up to date, else lark itself."""
-    global _PARSER, _ERRORS
-    if _PARSER is not None:
-        return _PARSER
+def _engine() -> _Engine:
+    """Load the LALR tables: the generated standalone module if it is up to date, else lark and vt.lark."""
+    global _ENGINE
+    if _ENGINE is not None:
+        return _ENGINE
     try:
         from vtc.compiler import _vt_parser as standalone
 
@@ -167,16 +204,85 @@ def _get_parser():
     except (ImportError, AttributeError, OSError):
         fresh = False
     if fresh:
-        _PARSER = standalone.Lark_StandAlone()
-        _ERRORS = (standalone.UnexpectedInput, standalone.UnexpectedToken, standalone.UnexpectedCharacters,
-                   standalone.Token)
+        lark_parser = standalone.Lark_StandAlone()
+        module = standalone
     else:
         import lark
+        from lark.parsers import lalr_parser_state as module  # ParseConf, ParserState
 
-        _PARSER = lark.Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                            start="line")
-        _ERRORS = (lark.UnexpectedInput, lark.UnexpectedToken, lark.UnexpectedCharacters, lark.Token)
-    return _PARSER
+        lark_parser = lark.Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
+                                start="line")
+    lalr = lark_parser.parser.parser.parser  # ParsingFrontend -> LALR_Parser -> _Parser
+    keywords, first_words, patterns = {}, set(), {}
+    for terminal in lark_parser.terminals:
+        pattern = terminal.pattern.value
+        if terminal.name in ("INT", "NUMBER", "SIZE", "PERCENT", "WORD", "STRING"):
+            patterns[terminal.name] = re.compile(pattern)
+            continue
+        m = _KEYWORD_PATTERN.match(pattern)
+        if m is None:
+            continue  # the comma and the ignored blanks
+        spelling = m.group(1) + (" " + m.group(2) if m.group(2) else "")
+        keywords[spelling] = terminal.name
+        if m.group(3):
+            keywords[spelling + "s"] = terminal.name
+        if m.group(2):
+            first_words.add(m.group(1))
+    _ENGINE = _Engine(module.ParseConf(lalr.parse_table, lalr.callbacks, "line"), module.ParserState,
+                      module.Token, module.UnexpectedToken, keywords, frozenset(first_words), patterns)
+    return _ENGINE
+
+
+def _parse_range(code: str, start: int, end: int):
+    """Parse code[start:end] with the `line` rule; token positions are indexes into code.
+    Raises the parser's UnexpectedToken or _LexError."""
+    engine = _engine()
+    state = engine.state_cls(engine.parse_conf, None)
+    table = engine.parse_conf.states
+    token_cls = engine.token_cls
+    i = start
+    while True:
+        m = _BLANKS.match(code, i, end)
+        if m:
+            i = m.end()
+        if i >= end:
+            return state.feed_token(token_cls("$END", "", end, 1, end + 1, 1, end + 1, end), True)
+        token = _next_token(code, i, end, table[state.position], engine, state)
+        state.feed_token(token)
+        i = token.end_pos
+
+
+def _next_token(code: str, i: int, end: int, fits, engine: _Engine, state):
+    """The token at code[i] that the parser state can take (``fits``: its terminals), or the most likely one."""
+    make = engine.token_cls
+    if code[i] == ",":
+        return make("COMMA", ",", i, 1, i + 1, 1, i + 2, i + 1)
+    if code[i] == '"':
+        m = engine.patterns["STRING"].match(code, i, end)
+        if m is None:
+            raise _LexError(i, state)
+        return make("STRING", m.group(), i, 1, i + 1, 1, m.end() + 1, m.end())
+    m = _CHUNK_RE.match(code, i, end)
+    if m is None:
+        raise _LexError(i, state)
+    chunk, chunk_end = m.group(), m.end()
+    candidates = []
+    if chunk in engine.first_words:  # `learning rate`, `train for`, ...
+        blanks = _BLANKS.match(code, chunk_end, end)
+        second = _CHUNK_RE.match(code, blanks.end(), end) if blanks else None
+        if second and f"{chunk} {second.group()}" in engine.keywords:
+            name = engine.keywords[f"{chunk} {second.group()}"]
+            candidates.append((name, code[i:second.end()], second.end()))
+    if chunk in engine.keywords:
+        candidates.append((engine.keywords[chunk], chunk, chunk_end))
+    for name in ("INT", "NUMBER", "SIZE", "PERCENT", "WORD"):
+        if engine.patterns[name].fullmatch(chunk):
+            candidates.append((name, chunk, chunk_end))
+    if not candidates:
+        raise _LexError(i, state)
+    # Keywords win where they fit (they come first); otherwise the first kind of value that fits.
+    name, text, stop = next((c for c in candidates if c[0] in fits), candidates[0])
+    return make(name, text, i, 1, i + 1, 1, stop + 1, stop)
 
 
 # --- decoding -------------------------------------------------------------------------------------------------------
@@ -338,32 +444,31 @@ def _scan_line(raw: str, number: int, file: str) -> _Line:
 
 def _parse_line(code: str, number: int, file: str) -> tuple[list, list[Diagnostic]]:
     """Parse the code of one line; after an error, keep what parsed and resume at the next clause keyword."""
-    parser = _get_parser()
-    unexpected_input = _ERRORS[0]
+    errors = (_engine().unexpected_token, _LexError)
     statements: list = []
     diagnostics: list[Diagnostic] = []
     start = 0
     while start < len(code) and len(diagnostics) < _MAX_ERRORS_PER_LINE:
         try:
-            tree = parser.parse(code[start:])
-        except unexpected_input as exc:
-            problem = _explain(exc, code, start, number, file)
+            tree = _parse_range(code, start, len(code))
+        except errors as exc:
+            problem = _explain(exc, code, 0, number, file)
             diagnostics.extend(problem.diagnostics)
             if problem.clause_start > start:
                 # Everything before the broken clause parsed: keep those statements.
                 try:
-                    tree = parser.parse(code[start:problem.clause_start])
-                except unexpected_input:  # pragma: no cover - the parser had accepted this prefix
+                    tree = _parse_range(code, start, problem.clause_start)
+                except errors:  # pragma: no cover - the parser had accepted this prefix
                     tree = None
                 if tree is not None:
-                    found, bad = _build(tree, start, number, file)
+                    found, bad = _build(tree, 0, number, file)
                     statements.extend(found)
                     diagnostics.extend(bad)
             if problem.resume is None or problem.resume <= start:
                 break
             start = problem.resume
             continue
-        found, bad = _build(tree, start, number, file)
+        found, bad = _build(tree, 0, number, file)
         statements.extend(found)
         diagnostics.extend(bad)
         break
@@ -432,6 +537,12 @@ def _statement(node, offset: int, number: int, file: str, diagnostics: list):
         return ast.Images(value(toks[2]), span)
     if kind == "resize":
         return ast.Resize(value(toks[1]), span)
+    if kind == "bad_rows":
+        return ast.BadRows(value(toks[1]), span)
+    if kind == "window":
+        return ast.Window(value(toks[1]), value(toks[2]), span)
+    if kind == "tiff_pages":
+        return ast.TiffPages(value(toks[1]), span)
     if kind == "lora":
         settings = tuple(ast.Setting(value(toks[i]), value(toks[i + 1])) for i in range(1, len(toks), 2))
         return ast.Lora(settings, span)
@@ -494,18 +605,15 @@ class _Problem:
 
 def _accepts(state) -> set[str]:
     """The terminals the parser state can really take next (LALR tables over-approximate the expected set)."""
-    token_cls = _ERRORS[3]
-    conf = state.parse_conf
+    engine = _engine()
     found = set()
-    for name in list(conf.states[state.position]):
+    for name in list(engine.parse_conf.states[state.position]):
         if not name.isupper():
             continue
         trial = state.copy(deepcopy_values=False)
         try:
-            trial.feed_token(token_cls(name, ""), is_end=name == "$END")
-        except _ERRORS[1]:
-            continue
-        except Exception:  # pragma: no cover - a reduce that cannot complete counts as "not accepted"
+            trial.feed_token(engine.token_cls(name, ""), is_end=name == "$END")
+        except (engine.unexpected_token, AssertionError):
             continue
         found.add(name)
     return found

@@ -369,6 +369,8 @@ def build_plan(document: dict, spans: dict[str, Span], registry: Registry, base_
     b.put("/data/answer/from", answer.get("from", "auto"), src("answer.from"))
     b.put("/data/answer/column", answer.get("column"), src("answer.column"))
     b.put("/data/image_column", get("image_column"), src("image_column"))
+    # What a run does with rows that fail the data check (vtc.runtime.validate): stop is the safe default.
+    b.put("/data/bad_rows", get("bad_rows", "stop"), src("bad_rows"))
 
     # --- images and collator
     resize = get("resize")
@@ -383,6 +385,10 @@ def build_plan(document: dict, spans: dict[str, Span], registry: Registry, base_
     else:
         images, rsrc = {"mode": "longest", "size": int(resize)}, "/resize"
     b.put("/images/resize", images, rsrc)
+    window = get("window")
+    b.put("/images/window", {"center": window["center"], "width": window["width"]} if window else None,
+          src("window"))
+    b.put("/images/tiff_pages", get("tiff_pages", "first"), src("tiff_pages"))
     markers = fam_info["markers"] if fam_info else None
     cp = "/collator"
     b.put(f"{cp}/train_on_responses_only", flags["responses_only"], fsrc["responses_only"])
@@ -621,6 +627,14 @@ def summarize_plan(plan: dict) -> str:
     row("resize", "/images/resize/mode", {"longest": f"longest side {r['size']} px",
                                           "exact": f"exactly {_fmt(r['size'])} px" if r["size"] else "",
                                           "none": "none (each image's own size)"}[r["mode"]])
+    if d.get("bad_rows") is not None:
+        row("bad rows", "/data/bad_rows", {"stop": "stop (the run refuses to start)",
+                                           "skip": "skip (listed in the run folder)"}.get(d["bad_rows"]))
+    if plan["images"].get("window"):
+        w = plan["images"]["window"]
+        row("DICOM window", "/images/window", f"centre {w['center']}, width {w['width']}")
+    if plan["images"].get("tiff_pages") == "all":
+        row("TIFF pages", "/images/tiff_pages", "all (one sample a page)")
     lines.append("outputs")
     row("folder", "/outputs/dir")
     row("exports", "/outputs/exports")

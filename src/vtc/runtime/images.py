@@ -10,6 +10,10 @@ feature and Unsloth's collator do) and converts to RGB. ``standardise`` gives ev
 - ``{"mode": "none"}`` (or no resize at all): the image as it is.
 
 Resampling is Lanczos for shrinking and bicubic for enlarging (pillow's best filters for each direction).
+
+DICOM files (``.dcm``) are read by ``vtc.runtime.dicom`` (pixel data only, never header text); a multi-page TIFF
+gives its page ``frame`` (0 = the first). Images over pillow's decompression-bomb limit are refused before their
+pixels are decoded (VT425, with the size).
 """
 
 from __future__ import annotations
@@ -20,17 +24,60 @@ from pathlib import Path
 from vtc.diagnostics import Span, VtcError, error
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif", ".pbm", ".pgm",
-                    ".ppm")
+                    ".ppm", ".dcm")
+TIFF_EXTENSIONS = (".tif", ".tiff")
+# Image formats people have but pillow (or vtc) cannot read: named in VT421 so that the fix is clear.
+UNSUPPORTED_EXTENSIONS = {
+    ".heic": "HEIC (iPhone photos)", ".heif": "HEIF", ".avif": "AVIF", ".svg": "SVG (a vector drawing)",
+    ".pdf": "PDF", ".psd": "Photoshop", ".raw": "camera RAW", ".dng": "camera RAW (DNG)", ".cr2": "camera RAW (CR2)",
+    ".nef": "camera RAW (NEF)", ".arw": "camera RAW (ARW)", ".jp2": "JPEG 2000", ".nii": "NIfTI",
+    ".mp4": "a video", ".mov": "a video", ".avi": "a video",
+}
 
 
 def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def open_image(path: str | Path, span: Span | None = None):
+def unsupported_reason(path: str | Path) -> str | None:
+    """Why vtc cannot use this file as an image (a format it does not read), or None."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return None
+    if suffix in UNSUPPORTED_EXTENSIONS:
+        return f"{UNSUPPORTED_EXTENSIONS[suffix]} files are not supported"
+    return f"`{suffix or Path(path).name}` is not an image format vtc reads"
+
+
+def frame_count(path: str | Path) -> int:
+    """Pages of a (multi-page) TIFF, 1 for any other image; 0 when the file cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1) or 1)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return 0
+
+
+def bomb_problem(size: tuple[int, int]) -> str | None:
+    """The VT425 reason when an image of ``size`` is over pillow's decompression-bomb limit, else None."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    w, h = size
+    if limit and w * h > limit:
+        return (f"{w} x {h} px = {w * h:,} pixels, over the safe limit of {limit:,} pixels (a decompression bomb "
+                "or a huge scan); it was not decoded")
+    return None
+
+
+def open_image(path: str | Path, span: Span | None = None, *, frame: int = 0, window: dict | None = None):
     """The image at ``path`` as an RGB PIL image, EXIF orientation applied and fully decoded.
 
-    Raises VtcError VT410 (missing) or VT411 (unreadable) naming the file (and ``span``, the data row, if given).
+    ``frame``: the page of a multi-page TIFF; ``window``: the DICOM window ({"center", "width"}) for .dcm files.
+    Raises VtcError VT410 (missing), VT411 (unreadable), VT421 (unsupported format) or VT425 (too large) naming
+    the file (and ``span``, the data row, if given).
     """
     from PIL import Image, ImageOps
 
@@ -39,18 +86,34 @@ def open_image(path: str | Path, span: Span | None = None):
     if not path.is_file():
         raise VtcError(error("VT410", f"image file not found: {path}", where,
                              help="check the file name, or remove the row that lists it"))
+    if path.suffix.lower() == ".dcm":
+        from vtc.runtime.dicom import read_dicom
+
+        return read_dicom(path, window=window, span=where)
+    unsupported = unsupported_reason(path)
+    if unsupported and path.suffix:
+        raise VtcError(error("VT421", f"cannot use {path.name}: {unsupported}", where,
+                             help="convert it to PNG or JPEG, or remove the row that lists it"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                bomb = bomb_problem(im.size)
+                if bomb:
+                    raise VtcError(error("VT425", f"refused to open {path.name}: {bomb}", where,
+                                         help="shrink the image below the limit, or remove the row that lists it"))
+                if frame:
+                    im.seek(frame)
                 im = ImageOps.exif_transpose(im)
                 if im.mode != "RGB":
                     im = _to_rgb(im)
                 else:
                     im.load()
                     im = im.copy()
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError,
-            EOFError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise VtcError(error("VT425", f"refused to open {path.name}: {_reason(exc, path)}", where,
+                             help="shrink the image below the limit, or remove the row that lists it")) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, EOFError) as exc:
         raise VtcError(error(
             "VT411", f"cannot read image {path}: {_reason(exc, path)}", where,
             help="replace the file with a valid PNG or JPEG, or remove the row that lists it",
@@ -84,7 +147,7 @@ def _reason(exc: BaseException, path: Path) -> str:
     from PIL import Image
 
     if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):
-        return f"the image is too large to open safely ({exc})"
+        return f"the image is too large to open safely ({exc}); it was not decoded"
     text = str(exc) or type(exc).__name__
     if "cannot identify image file" in text:
         return "not an image pillow can decode (wrong format or a corrupt file)"

@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from typing import Any, Callable, Protocol, Sequence
 
-from vtc.diagnostics import VtcError, error
+from vtc.diagnostics import Span, VtcError, error
 
 BACKENDS = ("transformers", "unsloth")
 
@@ -50,6 +50,16 @@ class Backend(Protocol):
 
     def save_merged(self, model: Any, processor: Any, out_dir: str) -> None:
         """Merge LoRA into the base weights and save a 16-bit model with the processor."""
+
+
+def plan_span(plan: dict, pointer: str) -> Span | None:
+    """Where the recipe set a plan value (from the plan's provenance, e.g. "xray.vt:2"), for diagnostics."""
+    where = (plan.get("provenance") or {}).get(pointer, "")
+    file, _, line = where.rpartition(":")
+    if file and line.isdigit():
+        return Span(file, int(line))
+    recipe = (plan.get("recipe") or {}).get("file")
+    return Span(recipe) if recipe else None
 
 
 def cuda_available() -> bool:
@@ -102,7 +112,8 @@ def choose_backend(requested: str = "auto") -> tuple[Backend, str]:
         if not has_unsloth:
             raise VtcError(error(
                 "VT505", "the unsloth backend was requested but unsloth is not installed",
-                help="install it on the GPU machine with `pip install 'vtc[unsloth]'`, or use `--backend transformers`"))
+                help="install it on the GPU machine with `pip install 'vtc[unsloth]'`, "
+                     "or use `--backend transformers`"))
         name, reason = "unsloth", "backend: unsloth (requested with --backend)"
     else:
         name = "transformers"

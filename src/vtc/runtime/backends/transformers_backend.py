@@ -64,13 +64,17 @@ class TransformersBackend:
         trust = bool(plan["model"].get("trust_remote_code", False))
         kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
         if plan["method"] == "qlora" and for_training:
+            from vtc.runtime.backends.base import plan_span
+
             if not cuda:
                 raise VtcError(error(
                     "VT504", "`using qlora` loads the model in 4 bit, which needs a CUDA GPU, and none was found",
+                    plan_span(plan, "/method"),
                     help="write `using lora` in the recipe to train in full precision on this machine"))
             if importlib.util.find_spec("bitsandbytes") is None:
                 raise VtcError(error(
                     "VT504", "`using qlora` needs the bitsandbytes package, which is not installed",
+                    plan_span(plan, "/method"),
                     help="`pip install bitsandbytes`, or write `using lora` in the recipe"))
             from transformers import BitsAndBytesConfig
 

@@ -1,0 +1,197 @@
+"""The image cache: standardised images, keyed by the source file's content and the settings that made them.
+
+An entry's key is a BLAKE2b hash of (the source file's bytes hashed, the page, the resize, the DICOM window,
+CACHE_VERSION): a file that changes gets a new key and is prepared again; the same bytes under another name or in
+another dataset are prepared once. Each key has a small JSON file (what the check found: the original size, the
+format, the pages, or the problem) and, for a readable image, the standardised image as a PNG (lossless, so an
+image from the cache is exactly the image preparation made; PNG compression level 1 is the fastest of pillow's
+levels and still shrinks typical photos 2-3x).
+
+Where: ``<cache root>/images/`` (the root is tiny_models.cache_root(): $VTC_CACHE, else $XDG_CACHE_HOME/vtc, else
+~/.cache/vtc), or $VTC_IMAGE_CACHE when set (another disk, or a test's temporary folder). Size cap:
+$VTC_CACHE_MAX (like ``20G``, ``500M``), default 10 GiB; after each preparation the least recently used entries go
+until the cache is under the cap. ``vtc cache`` shows the size, ``vtc cache clear`` empties it.
+
+Writes are atomic (a temporary file renamed into place), so parallel workers and interrupted runs never leave a
+half-written entry behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+# Bump when preparation changes what it writes for the same input: old entries are then never used.
+CACHE_VERSION = 1
+DEFAULT_MAX_BYTES = 10 * 1024**3
+# Read source files in 1 MiB blocks for hashing (a 100 MB scan never sits in memory at once).
+_BLOCK = 1 << 20
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3,
+          "T": 1024**4, "TB": 1024**4}
+
+
+def cache_dir() -> Path:
+    """The image cache folder: $VTC_IMAGE_CACHE, else <vtc cache root>/images."""
+    if os.environ.get("VTC_IMAGE_CACHE"):
+        return Path(os.environ["VTC_IMAGE_CACHE"]).expanduser()
+    from vtc.runtime.tiny_models import cache_root
+
+    return cache_root() / "images"
+
+
+def parse_size(text: str) -> int:
+    """``20G`` / ``500M`` / ``1.5GB`` / ``123456`` -> bytes. Raises ValueError."""
+    t = text.strip().upper().replace("IB", "B")
+    number = t.rstrip("KMGTB")
+    unit = t[len(number):]
+    if unit not in _UNITS or not number:
+        raise ValueError(f"not a size: {text!r} (write it like 20G or 500M)")
+    return int(float(number) * _UNITS[unit])
+
+
+def max_bytes() -> int:
+    """The size cap: $VTC_CACHE_MAX, else 10 GiB (an unreadable value falls back to the default)."""
+    try:
+        return parse_size(os.environ["VTC_CACHE_MAX"]) if os.environ.get("VTC_CACHE_MAX") else DEFAULT_MAX_BYTES
+    except ValueError:
+        return DEFAULT_MAX_BYTES
+
+
+def digest_file(path: str | Path) -> str:
+    """Hex BLAKE2b-128 of the file's bytes (the content part of a cache key)."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(_BLOCK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def entry_key(digest: str, frame: int, settings: dict) -> str:
+    """The cache key of one standardised image: content digest + page + preparation settings + version."""
+    text = json.dumps({"v": CACHE_VERSION, "d": digest, "f": int(frame), "s": settings}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+class ImageCache:
+    """A folder of standardised images and their check results (see the module docstring)."""
+
+    def __init__(self, root: str | Path | None = None, limit: int | None = None):
+        self.root = Path(root) if root is not None else cache_dir()
+        self.limit = max_bytes() if limit is None else int(limit)
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        folder = self.root / key[:2]
+        return folder / f"{key}.json", folder / f"{key}.png"
+
+    def meta(self, key: str) -> dict | None:
+        """What preparation recorded for this key, or None when it is not cached (or the entry is incomplete)."""
+        meta_path, image_path = self._paths(key)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if meta.get("ok") and not image_path.is_file():
+            return None
+        return meta
+
+    def touch(self, key: str) -> None:
+        """Mark an entry as used now (the size cap removes the least recently used first)."""
+        now = time.time()
+        for p in self._paths(key):
+            try:
+                os.utime(p, (now, now))
+            except OSError:
+                pass
+
+    def load(self, key: str):
+        """The cached standardised image (RGB PIL image), or None."""
+        from PIL import Image
+
+        _, image_path = self._paths(key)
+        try:
+            with Image.open(image_path) as im:
+                im.load()
+                return im.convert("RGB") if im.mode != "RGB" else im.copy()
+        except (OSError, ValueError, SyntaxError, EOFError):
+            return None
+
+    def put(self, key: str, meta: dict, image=None) -> None:
+        """Store an entry: the standardised image first, then its JSON (whose presence means "complete")."""
+        meta_path, image_path = self._paths(key)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        if image is not None:
+            _atomic(image_path, lambda f: image.save(f, format="PNG", compress_level=1))
+        data = json.dumps(meta, sort_keys=True).encode("utf-8")
+        _atomic(meta_path, lambda f: f.write(data))
+
+    def stats(self) -> tuple[int, int]:
+        """(entries, bytes) of the cache."""
+        entries, size = 0, 0
+        for entry in self._files():
+            size += entry.stat().st_size
+            if entry.name.endswith(".json"):
+                entries += 1
+        return entries, size
+
+    def clear(self) -> tuple[int, int]:
+        """Remove every entry; returns what was removed as (entries, bytes)."""
+        found = self.stats()
+        if self.root.is_dir():
+            for child in self.root.iterdir():
+                if child.is_dir() and len(child.name) == 2:
+                    shutil.rmtree(child, ignore_errors=True)
+        return found
+
+    def trim(self, limit: int | None = None) -> int:
+        """Remove least recently used entries until the cache is under ``limit`` bytes; returns entries removed."""
+        limit = self.limit if limit is None else limit
+        files = []
+        total = 0
+        for entry in self._files():
+            st = entry.stat()
+            total += st.st_size
+            files.append((st.st_mtime, entry, st.st_size))
+        if total <= limit:
+            return 0
+        removed = 0
+        for _, entry, size in sorted(files, key=lambda t: t[0]):
+            if total <= limit:
+                break
+            try:
+                entry.unlink()
+            except OSError:
+                continue
+            total -= size
+            removed += entry.name.endswith(".json")
+        return removed
+
+    def _files(self):
+        if not self.root.is_dir():
+            return
+        for sub in os.scandir(self.root):
+            if sub.is_dir() and len(sub.name) == 2:
+                for entry in os.scandir(sub.path):
+                    if entry.is_file() and entry.name.endswith((".json", ".png")):
+                        yield entry
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
