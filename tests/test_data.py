@@ -39,7 +39,7 @@ def make_plan(base, source, *, kind="path", split=None, eval_source=None, holdou
     }
 
 
-def png(path: Path, colour=(255, 0, 0), size=(16, 12)) -> Path:
+def png(path: Path, colour=(255, 0, 0), size=(160, 120)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, colour).save(path)
     return path

@@ -61,17 +61,25 @@ def check(files, fmt, data):
     """
     from vtc.compiler.pipeline import compile_file
 
-    diagnostics, sources = [], {}
+    diagnostics, sources, tables = [], {}, []
+    errors = False
     for path in files:
         result = compile_file(path)
         diagnostics.extend(result.diagnostics)
         sources.update(result.sources)
         if data and result.plan is not None:
-            from vtc.runtime.validate import scan_plan_data  # imports only pillow
+            from vtc.runtime.validate import scan_data  # imports only pillow
 
-            diagnostics.extend(scan_plan_data(result.plan))
+            report = scan_data(result.plan)
+            errors = errors or bool(report.errors)
+            # Text shows the first few of each kind (the table counts them all); JSON lists every one.
+            diagnostics.extend(report.shown() if fmt == "text" else report.diagnostics)
+            tables.append(report.table(result.plan["data"].get("bad_rows") or "stop"))
     _emit(diagnostics, sources, fmt)
-    errors = any(d.is_error for d in diagnostics)
+    if fmt == "text":
+        for table in tables:
+            click.echo(table, err=True)
+    errors = errors or any(d.is_error for d in diagnostics)
     if fmt == "text" and not errors:
         click.echo(f"ok: {len(files)} recipe{'s' * (len(files) != 1)} checked", err=True)
     sys.exit(1 if errors else 0)
@@ -175,6 +183,44 @@ def schema():
     from vtc.compiler.validate import schema_text
 
     click.echo(schema_text(), nl=False)
+
+
+@cli.group(context_settings=CONTEXT, invoke_without_command=True)
+@click.pass_context
+def cache(ctx):
+    """Show the image cache (standardised images kept between runs), or clear it.
+
+    \b
+    Examples:
+        vtc cache            # where it is, how many images, how big, the size cap
+        vtc cache clear      # remove every cached image (they are made again when needed)
+    """
+    if ctx.invoked_subcommand is None:
+        from vtc.runtime.cache import ImageCache
+
+        c = ImageCache()
+        entries, size = c.stats()
+        click.echo(f"image cache: {c.root}")
+        click.echo(f"  {entries:,} image{'s' * (entries != 1)}, {_bytes(size)} (cap {_bytes(c.limit)}; "
+                   "set VTC_CACHE_MAX, e.g. 20G, to change it)")
+
+
+@cache.command("clear", context_settings=CONTEXT)
+def cache_clear():
+    """Remove every cached image."""
+    from vtc.runtime.cache import ImageCache
+
+    c = ImageCache()
+    entries, size = c.clear()
+    click.echo(f"removed {entries:,} cached image{'s' * (entries != 1)} ({_bytes(size)}) from {c.root}")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"  # pragma: no cover
 
 
 @cli.command(context_settings=CONTEXT)

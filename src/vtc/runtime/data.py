@@ -30,6 +30,7 @@ parts keep the source's order. The same plan always holds out the same rows.
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
 import json
@@ -40,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from vtc.diagnostics import Diagnostic, Span, VtcError, did_you_mean, error, warning
-from vtc.runtime.images import IMAGE_EXTENSIONS, is_image_file, open_image, standardise
+from vtc.runtime.images import IMAGE_EXTENSIONS, TIFF_EXTENSIONS, frame_count, is_image_file, open_image, standardise
 
 # Tried in this order when the recipe does not say which column holds the answer.
 ANSWER_COLUMNS = ("text", "caption", "answer", "label", "labels", "report", "description", "output", "response",
@@ -55,6 +56,8 @@ SPLIT_NAMES = {
 }
 # How many row problems one error lists before "and N more".
 MAX_ROW_DIAGNOSTICS = 20
+# While load_rows(..., problems=[...]) runs: the list that collects row problems instead of raising them.
+_COLLECT: contextvars.ContextVar[list | None] = contextvars.ContextVar("vtc_collect_row_problems", default=None)
 
 
 @dataclass(frozen=True)
@@ -78,23 +81,32 @@ class _Record:
     images: tuple[Path, ...] = ()  # image files, in the order the row uses them
     messages: tuple | None = None  # conversation rows: messages with image parts holding Paths (or indices)
     index: int | None = None  # datasets-backed rows: the row's index in the dataset
+    frames: tuple[int, ...] = ()  # the page of each image (multi-page TIFF with `tiff pages all`); () = first pages
+
+    def frame(self, k: int) -> int:
+        return self.frames[k] if k < len(self.frames) else 0
 
 
 class Rows(Sequence):
     """Rows of a data source: ``rows[i]`` is ``{"messages": [...]}`` with the images opened and standardised.
 
-    Images are opened on each access (never the whole dataset in RAM).
+    Images are opened on each access (never the whole dataset in RAM). With ``rows.cache`` set (an
+    vtc.runtime.cache.ImageCache, as validate.validate_for_run sets it), an image that preparation already
+    standardised comes from the cache instead of being decoded and resized again.
     """
 
     def __init__(self, records: Sequence[_Record], *, description: str, instruction: str, system: str | None,
                  resize: dict | None, image_getter: Callable[[int], list] | None = None,
-                 messages_getter: Callable[[int], list] | None = None, source: SourceInfo | None = None):
+                 messages_getter: Callable[[int], list] | None = None, source: SourceInfo | None = None,
+                 window: dict | None = None, cache=None):
         self._records = list(records)
         self.description = description
         self.instruction = instruction
         self.system = system
         self.resize = resize
         self.source = source
+        self.window = window  # DICOM window from the plan (images.window), or None
+        self.cache = cache
         self._image_getter = image_getter  # datasets-backed sources: dataset index -> PIL images
         self._messages_getter = messages_getter  # datasets-backed conversation rows
 
@@ -135,6 +147,16 @@ class Rows(Sequence):
             return list(rec.images)
         return []
 
+    def frames(self, i: int) -> list[int]:
+        """The page of each of row i's images (0 = the first page; only multi-page TIFFs have others)."""
+        rec = self._records[i]
+        return [rec.frame(k) for k in range(len(rec.images))]
+
+    def key(self, i: int) -> tuple:
+        """Row i's identity (data file, row/line, pages): the same row loaded again has the same key."""
+        rec = self._records[i]
+        return (rec.origin, rec.frames)
+
     def prompt(self, i: int) -> list[dict]:
         """Row i's messages without the final assistant answer (what generation starts from)."""
         messages = self[i]["messages"]
@@ -145,14 +167,24 @@ class Rows(Sequence):
         """The rows at ``indices`` (in that order), sharing everything else."""
         out = Rows([self._records[j] for j in indices], description=description or self.description,
                    instruction=self.instruction, system=self.system, resize=self.resize,
-                   image_getter=self._image_getter, messages_getter=self._messages_getter, source=self.source)
+                   image_getter=self._image_getter, messages_getter=self._messages_getter, source=self.source,
+                   window=self.window, cache=self.cache)
         return out
 
     # --- internals --------------------------------------------------------------------------------------------
 
+    def _open_file(self, rec: _Record, k: int):
+        """Image k of a record, standardised: from the cache when preparation stored it, else decoded now."""
+        path, frame = rec.images[k], rec.frame(k)
+        if self.cache is not None:
+            image = _cached_image(self.cache, path, frame, self.resize, self.window)
+            if image is not None:
+                return image
+        return standardise(open_image(path, rec.origin, frame=frame, window=self.window), self.resize)
+
     def _open_images(self, rec: _Record) -> list:
         if rec.images:
-            return [standardise(open_image(p, rec.origin), self.resize) for p in rec.images]
+            return [self._open_file(rec, k) for k in range(len(rec.images))]
         if self._image_getter is not None and rec.index is not None:
             return [standardise(_rgb(im, rec.origin), self.resize) for im in self._image_getter(rec.index)]
         return []
@@ -176,13 +208,33 @@ class Rows(Sequence):
             for part in m["content"]:
                 if part["type"] == "image":
                     k = part["image"]
-                    im = (standardise(open_image(files[k], rec.origin), self.resize) if files is not None
-                          else opened[k])
+                    im = self._open_file(rec, k) if files is not None else opened[k]
                     parts.append({"type": "image", "image": im})
                 else:
                     parts.append({"type": "text", "text": part["text"]})
             out.append({"role": m["role"], "content": parts})
         return out
+
+
+# (path, size, mtime) -> content digest, so that a training epoch hashes each file once per process.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _cached_image(cache, path: Path, frame: int, resize: dict | None, window: dict | None):
+    from vtc.runtime.cache import digest_file, entry_key
+    from vtc.runtime.prepare import settings_for
+
+    try:
+        st = path.stat()
+        memo = (str(path), st.st_size, st.st_mtime_ns)
+        digest = _DIGESTS.get(memo)
+        if digest is None:
+            digest = _DIGESTS[memo] = digest_file(path)
+    except OSError:
+        return None
+    key = entry_key(digest, frame, settings_for(path, resize, window))
+    meta = cache.meta(key)
+    return cache.load(key) if meta and meta.get("ok") else None
 
 
 def _rgb(im, span: Span):
@@ -213,15 +265,25 @@ def _rgb(im, span: Span):
 # --- the public entry points -------------------------------------------------------------------------------------
 
 
-def load_rows(plan: dict, which: str = "train") -> Rows:
+def load_rows(plan: dict, which: str = "train", *, problems: list | None = None) -> Rows:
     """The train or eval rows of a plan (``which`` = "train" | "eval").
 
     Eval rows: the plan's evaluation source, else the hold-out share of the training source, else the training
     folder's test/validation split folder; no evaluation data gives an empty Rows (len 0).
-    Raises VtcError (VT4xx) naming the file and row for every problem it finds without opening images.
+    Raises VtcError (VT4xx) naming the file and row for every problem it finds without opening images. With
+    ``problems`` (a list), row-level problems (a missing file, an empty answer, a bad line) are appended to it
+    instead and those rows are left out; problems with the whole source still raise.
     """
     if which not in ("train", "eval"):
         raise ValueError(f"which must be 'train' or 'eval', not {which!r}")
+    token = _COLLECT.set(problems)
+    try:
+        return _load_rows(plan, which)
+    finally:
+        _COLLECT.reset(token)
+
+
+def _load_rows(plan: dict, which: str) -> Rows:
     data = plan.get("data") or {}
     base = Path(plan.get("base_dir") or ".")
     resize = (plan.get("images") or {}).get("resize")
@@ -234,7 +296,8 @@ def load_rows(plan: dict, which: str = "train") -> Rows:
         raise VtcError(error("VT401", "the plan names no training data", help="add `from <folder>` to the recipe"))
 
     def build(src: dict, split: str | None) -> Rows:
-        return _load_source(src, split, base=base, data=data, instruction=instruction, system=system, resize=resize)
+        return _load_source(src, split, base=base, data=data, instruction=instruction, system=system, resize=resize,
+                            images=plan.get("images") or {})
 
     if which == "eval" and data.get("eval"):
         return build(data["eval"], data["eval"].get("split"))
@@ -353,7 +416,7 @@ def _resolve(base: Path, source: str) -> Path:
 
 
 def _load_source(src: dict, split: str | None, *, base: Path, data: dict, instruction: str, system: str | None,
-                 resize: dict | None) -> Rows:
+                 resize: dict | None, images: dict | None = None) -> Rows:
     answer = data.get("answer") or {"from": "auto", "column": None}
     image_column = data.get("image_column")
     common = dict(instruction=instruction, system=system, resize=resize)
@@ -383,11 +446,28 @@ def _load_source(src: dict, split: str | None, *, base: Path, data: dict, instru
     else:  # saved / parquet
         ds = _load_local_dataset(info, split)
         return _rows_from_dataset(ds, info.description, Span(str(path)), answer, image_column, info, common)
-    if not records:
+    if not records and _COLLECT.get() is None:
         raise VtcError(error("VT402", f"the dataset is empty: {desc}", Span(str(info.metadata or path)),
                              help="add rows (images with their answers)"))
+    images = images or {}
+    if images.get("tiff_pages") == "all":
+        records = _tiff_pages(records)
     return Rows(records, description=f"{desc} ({len(records)} row{'s' * (len(records) != 1)})", source=info,
-                **common)
+                window=images.get("window"), **common)
+
+
+def _tiff_pages(records: list[_Record]) -> list[_Record]:
+    """`tiff pages all`: a row whose one image is a multi-page TIFF becomes one row a page (same answer)."""
+    out = []
+    for rec in records:
+        if len(rec.images) == 1 and rec.images[0].suffix.lower() in TIFF_EXTENSIONS:
+            n = frame_count(rec.images[0])
+            if n > 1:
+                out.extend(_Record(rec.origin, rec.answer, rec.images, rec.messages, rec.index, (k,))
+                           for k in range(n))
+                continue
+        out.append(rec)
+    return out
 
 
 def _answer_help(info: SourceInfo) -> str:
@@ -402,6 +482,10 @@ def _answer_help(info: SourceInfo) -> str:
 
 def _raise_rows(problems: list[Diagnostic]) -> None:
     if not problems:
+        return
+    sink = _COLLECT.get()
+    if sink is not None:
+        sink.extend(problems)
         return
     shown = problems[:MAX_ROW_DIAGNOSTICS]
     if len(problems) > len(shown):
@@ -480,10 +564,14 @@ def _imagefolder(info: SourceInfo, answer: dict, image_column: str | None) -> tu
     root = info.root.resolve()
     for line, row in table:
         span = Span(str(meta), line)
+        if isinstance(row, _BadLine):
+            problems.append(row.diagnostic)
+            continue
         if not isinstance(row, dict):
             problems.append(error("VT408", f"line {line} of {meta.name} is not a JSON object", span,
                                   help='write one object a line: {"file_name": "1.png", "text": "..."}'))
             continue
+        before = len(problems)
         names = row.get(image_col)
         names = names if isinstance(names, list) else [names]
         paths = []
@@ -507,7 +595,7 @@ def _imagefolder(info: SourceInfo, answer: dict, image_column: str | None) -> tu
             problems.append(error("VT412", f"row {line} of {meta.name} has no answer (column `{col}` is empty)",
                                   span, help=f"fill in `{col}`, or remove the row"))
             continue
-        if paths:
+        if paths and len(problems) == before:
             records.append(_Record(span, text, tuple(paths)))
     _raise_rows(problems)
     where = f"{info.path.name}/{info.root.name}" if info.root != info.path else info.path.name
@@ -567,6 +655,9 @@ def _conversations(info: SourceInfo) -> tuple[list[_Record], str]:
     records, problems = [], []
     for line, row in _read_json_rows(path):
         span = Span(str(path), line)
+        if isinstance(row, _BadLine):
+            problems.append(row.diagnostic)
+            continue
         try:
             records.append(_conversation_record(row, path.parent, span))
         except VtcError as exc:
@@ -624,6 +715,10 @@ def _conversation_record(row: Any, folder: Path, span: Span) -> _Record:
                     raise bad(f"image URLs are not downloaded: {ref}", "download the image and give its path")
                 p = Path(os.path.expanduser(ref))
                 p = p if p.is_absolute() else folder / p
+                if not _inside(p, folder.resolve()):
+                    raise VtcError(error("VT415", f"line {span.line} of {Path(span.file).name} points outside "
+                                         f"the dataset folder: {ref}", span,
+                                         help=f"keep the images inside {folder} (the file's folder)"))
                 if not p.is_file():
                     raise VtcError(error("VT409", f"line {span.line} of {Path(span.file).name} names {ref}, "
                                          "which does not exist", span, help=f"add {ref} beside the file, or fix "
@@ -666,12 +761,17 @@ def _table(info: SourceInfo, answer: dict, image_column: str | None) -> tuple[li
     image_col = candidates[0]
     col = _pick_column([c for c in columns if c != image_col], answer, Span(str(path), 1))
     records, problems = [], []
+    folder = path.parent.resolve()
     for line, row in table:
         span = Span(str(path), line)
+        if isinstance(row, _BadLine):
+            problems.append(row.diagnostic)
+            continue
         if not isinstance(row, dict):
             problems.append(error("VT408", f"line {line} of {path.name} is not a JSON object", span,
                                   help="write one object a line"))
             continue
+        before = len(problems)
         names = row.get(image_col)
         names = names if isinstance(names, list) else [names]
         paths = []
@@ -682,6 +782,10 @@ def _table(info: SourceInfo, answer: dict, image_column: str | None) -> tuple[li
                 continue
             p = Path(os.path.expanduser(name))
             p = p if p.is_absolute() else path.parent / p
+            if not _inside(p, folder):
+                problems.append(error("VT415", f"row {line} of {path.name} points outside the dataset folder: "
+                                      f"{name}", span, help=f"keep the images inside {path.parent}"))
+                continue
             if not p.is_file():
                 problems.append(error("VT409", f"row {line} of {path.name} lists {name}, which does not exist",
                                       span, help="fix the path (relative to the file), or remove the row"))
@@ -692,7 +796,7 @@ def _table(info: SourceInfo, answer: dict, image_column: str | None) -> tuple[li
             problems.append(error("VT412", f"row {line} of {path.name} has no answer (column `{col}` is empty)",
                                   span, help=f"fill in `{col}`, or remove the row"))
             continue
-        if paths:
+        if paths and len(problems) == before:
             records.append(_Record(span, text, tuple(paths)))
     _raise_rows(problems)
     return records, f"rows of {path.name}, answers from `{col}`"
@@ -894,7 +998,7 @@ def _walk_images(folder: Path) -> list[Path]:
 def _columns(table: list[tuple[int, Any]]) -> list[str]:
     cols: list[str] = []
     for _, row in table:
-        if isinstance(row, dict):
+        if isinstance(row, dict):  # a _BadLine has no columns
             for c in row:
                 if c not in cols:
                     cols.append(c)
@@ -942,19 +1046,44 @@ def _read_text(path: Path) -> str:
                              help="check the file's permissions")) from None
 
 
+@dataclass(frozen=True)
+class _BadLine:
+    """A line of a .jsonl file that cannot be a row (not UTF-8, not JSON): its problem, reported at its line."""
+
+    diagnostic: Diagnostic
+
+
 def _read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    text = _read_text(path)
-    if path.suffix.lower() == ".json" or text.lstrip().startswith("["):
-        yield from _json_array(path, text)
+    """(line, row) pairs; in a .jsonl file each line stands alone, so a bad line is a _BadLine, not the end."""
+    if path.suffix.lower() == ".json":
+        yield from _json_array(path, _read_text(path))
         return
-    for n, line in enumerate(text.splitlines(), start=1):
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise VtcError(error("VT419", f"cannot read {path}: {exc.strerror or exc}", Span(str(path)),
+                             help="check the file's permissions")) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    if data.lstrip().startswith(b"["):
+        yield from _json_array(path, _read_text(path))
+        return
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield n, _BadLine(error(
+                "VT419", f"line {n} of {path.name} is not UTF-8 text (byte {raw[exc.start:exc.end].hex(' ')} at "
+                         f"column {exc.start + 1})", Span(str(path), n, exc.start + 1),
+                help="save the file as UTF-8 (a spreadsheet's 'CSV UTF-8' or an editor's 'Save with encoding')"))
+            continue
         if not line.strip():
             continue
         try:
             yield n, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise VtcError(error("VT408", f"line {n} of {path.name} is not valid JSON: {exc.msg}",
-                                 Span(str(path), n, exc.colno), help="write one JSON object a line")) from None
+            yield n, _BadLine(error("VT408", f"line {n} of {path.name} is not valid JSON: {exc.msg}",
+                                    Span(str(path), n, exc.colno), help="write one JSON object a line"))
 
 
 def _json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
@@ -983,7 +1112,8 @@ def _json_array(path: Path, text: str) -> Iterator[tuple[int, Any]]:
 def _first_json_row(path: Path) -> Any:
     try:
         for _, row in _read_json_rows(path):
-            return row
+            if not isinstance(row, _BadLine):
+                return row
     except VtcError:
         return None
     return None

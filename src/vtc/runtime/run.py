@@ -335,7 +335,7 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
     scratch = tempfile.mkdtemp(prefix="vtc-trainer-")  # the trainer's output_dir; nothing of it is kept
     try:
         trainer = be.trainer(plan, model, processor, train_rows, collator, scratch, callbacks,
-                             **({"report_to": report_to or ["none"]} if be.name == "transformers" else {}))
+                             report_to=report_to or ["none"])
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)  # our progress line replaces the per-step dict printing

@@ -1,95 +1,295 @@
-"""Row-level data validation before any model loads: ``scan_plan_data(plan) -> [Diagnostic]``.
+"""Row-level data validation before any model loads, and the preparation that comes with it.
 
-Used by ``vtc check --data`` and at the start of ``vtc run``. Imports pillow only (never torch); a Hugging Face
-dataset source (saved, parquet, hub) imports ``datasets``, which does not import torch either. Every problem comes
-back at once, each naming its data file and row: missing folders and files, empty datasets, rows without an answer,
-unknown columns, unreadable / zero-byte / truncated images; images in an imagefolder that its metadata never lists
-are a warning (Hugging Face's loader silently skips them).
+    scan_data(plan) -> DataReport            every problem of every row, plus a summary table (vtc check --data)
+    scan_plan_data(plan) -> [Diagnostic]     the same problems as a list (kept for callers of the first version)
+    validate_for_run(plan, run_dir=None) -> DataCheck   the start of `vtc run`: the rows to train on, bad rows
+                                             stopped or skipped as the recipe says (`bad rows skip|stop`)
+
+Imports pillow only (never torch); a Hugging Face dataset source imports ``datasets``, which does not import torch.
+Every image of every row is decoded once, in parallel worker processes, and its standardised form goes into the
+image cache (vtc.runtime.prepare, vtc.runtime.cache), so the check IS the preparation: a second check or run over
+the same files only hashes them.
+
+What is reported, each with its data file and row or line (codes in docs/diagnostics.md):
+
+    errors (bad rows)   VT409 listed file missing, VT410 image missing, VT411 unreadable / truncated / zero-byte
+                        image, VT412 empty or missing answer, VT408 malformed row, VT419 text that is not UTF-8,
+                        VT414 malformed conversation, VT415 path escaping the dataset folder (never opened),
+                        VT421 unsupported format, VT424 aspect ratio over 200 (Qwen-VL refuses it), VT425 image over
+                        the decompression-bomb limit (refused before decoding, with its size), VT426 DICOM without
+                        pydicom
+    warnings            VT420 images present but never listed, VT422 duplicate rows (same images and answer),
+                        VT423 images far outside the usual 300-1000 px (longest side under 100 or over 10,000 px)
+
+With `bad rows stop` (the default) any error stops the run before the model loads. With `bad rows skip` the rows
+with errors -- and the later copies of duplicate rows -- are left out and listed in the run folder
+(skipped_rows.jsonl), so that nothing disappears silently.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtc.diagnostics import Diagnostic, Span, VtcError, error, sort_diagnostics, warning
 
+# Qwen2-VL's smart_resize raises for an absolute aspect ratio over 200 ("absolute aspect ratio must be smaller
+# than 200"); no other family does better with such strips.
+MAX_ASPECT = 200
+# "Far outside 300-1000 px": a third of the low end, ten times the high end (longest side). Such images are either
+# thumbnails/icons or huge scans that resize turns into a few blurry pixels or a slow decode; a warning, not an error.
+SMALL_SIDE, LARGE_SIDE = 100, 10_000
+# Diagnostics of one code shown in text before "and N more" (the summary table counts them all; the JSON output and
+# skipped_rows.jsonl list them all).
+SHOWN_PER_CODE = 10
+
+LABELS = {
+    "VT408": "malformed row", "VT409": "listed file missing", "VT410": "image missing",
+    "VT411": "unreadable, truncated or empty image", "VT412": "empty or missing answer",
+    "VT414": "malformed conversation", "VT415": "path outside the dataset folder", "VT419": "text not UTF-8",
+    "VT420": "image never listed (warning)", "VT421": "unsupported format", "VT422": "duplicate row (warning)",
+    "VT423": "size far outside 300-1000 px (warning)", "VT424": "aspect ratio over 200",
+    "VT425": "over the decompression-bomb limit", "VT426": "DICOM needs pydicom",
+}
+
+
+@dataclass
+class DataReport:
+    """What scan_data found: the diagnostics, the bad rows by key, and counts for the summary table."""
+
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    bad: dict = field(default_factory=dict)  # row key (Rows.key) -> [Diagnostic] that make the row bad
+    duplicates: dict = field(default_factory=dict)  # row key of a later copy -> Diagnostic (VT422)
+    rows: int = 0
+    text_only_rows: int = 0
+    images: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+    sources: list = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    def shown(self, per_code: int = SHOWN_PER_CODE) -> list[Diagnostic]:
+        """The diagnostics to print: the first ``per_code`` of each code, then one VT400 note per code."""
+        out, seen, more = [], Counter(), Counter()
+        for d in self.diagnostics:
+            seen[d.code] += 1
+            if seen[d.code] <= per_code:
+                out.append(d)
+            else:
+                more[d.code] += 1
+        for code, n in sorted(more.items()):
+            out.append(warning("VT400", f"... and {n} more {code} ({LABELS.get(code, code)}) not shown",
+                               help="the summary table counts them all; `--format json` lists every one"))
+        return out
+
+    def table(self, policy: str = "stop") -> str:
+        """The summary table printed after the diagnostics."""
+        rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"data check: {self.rows:,} row{'s' * (self.rows != 1)} in {len(self.sources)} "
+                 f"source{'s' * (len(self.sources) != 1)}, {self.images:,} image{'s' * (self.images != 1)} "
+                 f"({self.cached:,} from the cache), {self.seconds:.1f} s ({rate:,.0f} images/s)"]
+        if self.text_only_rows:
+            lines.append(f"  {self.text_only_rows:,} text-only row{'s' * (self.text_only_rows != 1)} (no image)")
+        counts = Counter(d.code for d in self.diagnostics if d.code != "VT400")
+        if counts:
+            lines.append(f"  {'problem':<42} {'count':>7}  code")
+            for code, n in sorted(counts.items()):
+                lines.append(f"  {LABELS.get(code, code):<42} {n:>7,}  {code}")
+        bad = len(self.bad)
+        if bad:
+            what = ("the run stops before the model loads; fix them, or write `bad rows skip` in the recipe"
+                    if policy != "skip" else "the run leaves them out and lists them in skipped_rows.jsonl")
+            lines.append(f"  {'rows with errors':<42} {bad:>7,}  of {self.rows:,}: {what}")
+        elif not counts:
+            lines.append("  no problems")
+        return "\n".join(lines)
+
+
+@dataclass
+class DataCheck:
+    """The start of a run: rows to train and evaluate on (bad ones left out under `bad rows skip`)."""
+
+    train: object  # data.Rows
+    eval: object  # data.Rows
+    report: DataReport
+    skipped: list[dict]  # {"file", "row", "page", "code", "reason"} for every row left out
+
+    def write_skipped(self, run_dir: str | Path) -> Path:
+        """skipped_rows.jsonl in the run folder: one line per row left out (an empty file when none was)."""
+        path = Path(run_dir) / "skipped_rows.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(s, ensure_ascii=False, sort_keys=True) + "\n" for s in self.skipped),
+                        encoding="utf-8")
+        return path
+
+
+# --- the scan ----------------------------------------------------------------------------------------------------
+
 
 def scan_plan_data(plan: dict) -> list[Diagnostic]:
     """Every data problem of the plan's training and evaluation sources (an empty list when all is well)."""
-    from vtc.runtime import data as data_mod
+    return scan_data(plan).diagnostics
 
-    found: list[Diagnostic] = []
+
+def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: bool = True) -> DataReport:
+    """Check (and prepare) every row of the plan's training and evaluation sources; see the module docstring.
+
+    ``cache``: an ImageCache (default: the user's image cache; ``use_cache=False`` checks without one).
+    """
+    from vtc.runtime import data as data_mod
+    from vtc.runtime.cache import ImageCache
+
+    started = time.perf_counter()
+    if cache is None and use_cache:
+        cache = ImageCache()
+    report = DataReport()
     data = plan.get("data") or {}
     # The hold-out rows are training rows: scan the whole training source once.
     whole = copy.deepcopy(plan)
     whole.setdefault("data", {})["holdout"] = None
-    targets = [("train", whole)]
+    targets = ["train"]
     if data.get("eval") or not data.get("holdout"):
-        targets.append(("eval", whole))
-    seen_files: set[Path] = set()
-    for which, p in targets:
+        targets.append("eval")
+    found: list[Diagnostic] = []
+    seen_images: dict[tuple, dict] = {}  # (path, page) -> preparation result
+    for which in targets:
+        listing: list[Diagnostic] = []
         try:
-            rows = data_mod.load_rows(p, which)
+            rows = data_mod.load_rows(whole, which, problems=listing)
         except VtcError as exc:
             found.extend(exc.diagnostics)
             continue
-        found.extend(_scan_rows(rows, seen_files))
+        if len(rows) == 0 and not listing:
+            continue
+        report.sources.append(rows.description)
+        report.rows += len(rows) + len({d.span for d in listing if d.span is not None})
+        for d in listing:
+            found.append(d)
+            report.bad.setdefault((d.span, ()), []).append(d)
         found.extend(_unlisted(rows))
-    return _dedupe(found)
+        found.extend(_scan_rows(rows, plan, cache, workers, seen_images, report))
+    report.diagnostics = _dedupe(found)
+    report.seconds = time.perf_counter() - started
+    if cache is not None and use_cache:
+        cache.trim()
+    return report
 
 
-def _scan_rows(rows, seen: set[Path]) -> list[Diagnostic]:
-    out = []
+def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport) -> list[Diagnostic]:
+    """Prepare every image of ``rows`` (in parallel, streaming) and turn the results into row diagnostics."""
+    from vtc.runtime.prepare import prepare_images
+
+    resize = (plan.get("images") or {}).get("resize")
+    window = (plan.get("images") or {}).get("window")
+    out: list[Diagnostic] = []
+    file_rows = [i for i in range(len(rows)) if rows.images(i)]
+    report.text_only_rows += sum(1 for i in range(len(rows)) if not rows.images(i) and _no_dataset_image(rows, i))
+
+    def tasks():
+        for i in file_rows:
+            for path, frame in zip(rows.images(i), rows.frames(i)):
+                if (str(path), frame) not in seen:
+                    seen[(str(path), frame)] = {}  # reserved: the result fills it in below
+                    yield str(path), frame
+
+    todo = sum(len(rows.images(i)) for i in file_rows)
+    for result in prepare_images(tasks(), resize=resize, window=window, cache=cache, workers=workers, count=todo):
+        seen[(result["path"], result["frame"])] = result
+        report.images += 1
+        report.cached += bool(result["cached"])
+    first_copy: dict[tuple, Span] = {}
+    for i in file_rows:
+        span = rows.origin(i)
+        key = rows.key(i)
+        digests = []
+        for path, frame in zip(rows.images(i), rows.frames(i)):
+            r = seen.get((str(path), frame)) or {}
+            where = path.name + (f" (page {frame + 1})" if frame else "")
+            for d in _image_diagnostics(r, where, path, span):
+                out.append(d)
+                if d.is_error:
+                    report.bad.setdefault(key, []).append(d)
+            digests.append((r.get("digest"), frame))
+        if key in report.bad:
+            continue
+        dup = (tuple(digests), rows.answer(i))
+        if dup in first_copy:
+            first = first_copy[dup]
+            d = warning("VT422", f"{span.location} repeats the row at {first.location} (same image"
+                                 f"{'s' * (len(digests) != 1)} and answer)", span,
+                        help="remove the copy: duplicates weigh that row double in training",
+                        related=((first, "first here"),))
+            out.append(d)
+            report.duplicates[key] = d
+        else:
+            first_copy[dup] = span
+    # Rows stored inside a `datasets` dataset: their images live in the dataset; decode them.
     for i in range(len(rows)):
-        paths = rows.images(i)
-        if not paths:
-            # A `datasets` row: its images live inside the dataset; decode them.
+        if not rows.images(i) and not _no_dataset_image(rows, i):
             try:
                 rows[i]
             except VtcError as exc:
                 out.extend(exc.diagnostics)
-            continue
-        for path in paths:
-            if path in seen:
-                continue
-            seen.add(path)
-            problem = check_image_file(path)
-            if problem:
-                out.append(error("VT411", f"cannot read image {path.name}: {problem}", rows.origin(i),
-                                 help=f"replace {path} with a valid image, or remove the row"))
+                report.bad.setdefault(rows.key(i), []).extend(exc.diagnostics)
     return out
 
 
-def check_image_file(path: str | Path) -> str | None:
-    """None when pillow decodes the whole file, else the reason in a few words."""
-    from PIL import Image
+def _no_dataset_image(rows, i: int) -> bool:
+    """True for a row that has no image at all (a text-only conversation row), False for a `datasets` row."""
+    rec = rows._records[i]
+    return rec.index is None
 
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return "the file does not exist"
-    if size == 0:
-        return "the file is empty (0 bytes)"
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                # Decode at 1/8 scale: the whole stream is still read, so truncation is still found.
-                im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
-            im.load()
-            if im.width < 1 or im.height < 1:
-                return "the image has no pixels"
-    except Image.DecompressionBombError as exc:
-        return f"the image is too large to open safely ({exc})"
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        text = str(exc)
-        if "cannot identify image file" in text:
-            return "not an image pillow can decode (wrong format or a corrupt file)"
-        if "truncated" in text.lower():
-            return "the file is truncated"
-        return text or type(exc).__name__
-    return None
+
+def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diagnostic]:
+    """The diagnostics of one prepared image (result of prepare_one)."""
+    code, problem = r.get("code"), r.get("problem")
+    if code == "VT410":
+        return [error("VT410", f"image file not found: {where}", span,
+                      help="check the file name, or remove the row that lists it")]
+    if code == "VT421":
+        return [error("VT421", f"cannot use {where}: {problem}", span,
+                      help="convert it to PNG or JPEG, or remove the row that lists it")]
+    if code == "VT425":
+        return [error("VT425", f"refused to open {where}: {problem}", span,
+                      help="shrink the image below the limit, or remove the row that lists it")]
+    if code == "VT426":
+        from vtc.runtime.dicom import INSTALL_HELP
+
+        return [error("VT426", f"{where} is a DICOM file, and reading DICOM needs pydicom", span, help=INSTALL_HELP)]
+    if code:
+        return [error(code, f"cannot read image {where}: {problem}", span,
+                      help=f"replace {path} with a valid image, or remove the row")]
+    size = r.get("size")
+    if not size:
+        return []
+    w, h = size
+    ratio = max(w, h) / max(1, min(w, h))
+    if ratio > MAX_ASPECT:
+        return [error("VT424", f"{where} is {w} x {h} px, an aspect ratio of {ratio:,.0f}:1; Qwen-VL refuses "
+                               f"images over {MAX_ASPECT}:1", span,
+                      help="crop it into pieces, or pad it towards a square, or remove the row")]
+    longest = max(w, h)
+    if longest < SMALL_SIDE or longest > LARGE_SIDE:
+        how = "small" if longest < SMALL_SIDE else "large"
+        return [warning("VT423", f"{where} is {w} x {h} px, far outside the usual 300-1000 px (very {how})", span,
+                        help="check that it is the image you meant; `resize` brings every image to one size, "
+                             "but it cannot add detail to a thumbnail")]
+    return []
+
+
+def check_image_file(path: str | Path) -> str | None:
+    """None when pillow decodes the whole file, else the reason in a few words (no cache, this process)."""
+    from vtc.runtime.prepare import prepare_one
+
+    r = prepare_one(str(path), 0, None, None, None, store=False)
+    return None if r["ok"] else r["problem"]
 
 
 def _unlisted(rows) -> list[Diagnostic]:
@@ -99,7 +299,19 @@ def _unlisted(rows) -> list[Diagnostic]:
         return []
     from vtc.runtime.data import _walk_images
 
+    from vtc.runtime.data import _read_table
+
     listed = {p.resolve() for i in range(len(rows)) for p in rows.images(i)}
+    try:  # rows left out for a problem still list their images
+        for _, row in _read_table(info.metadata):
+            if isinstance(row, dict):
+                for col, value in row.items():
+                    if col == "file_name" or col.endswith(("_file_name", "file_names")):
+                        for name in value if isinstance(value, list) else [value]:
+                            if isinstance(name, str) and name.strip():
+                                listed.add((info.metadata.parent / name).resolve())
+    except VtcError:
+        pass
     present = [p for p in _walk_images(info.metadata.parent) if p.resolve() not in listed]
     if not present:
         return []
@@ -118,3 +330,63 @@ def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
             seen.add(key)
             out.append(d)
     return sort_diagnostics(out)
+
+
+# --- the start of a run ------------------------------------------------------------------------------------------
+
+
+def validate_for_run(plan: dict, run_dir: str | Path | None = None, *, cache=None,
+                     workers: int | None = None) -> DataCheck:
+    """Check every row, then load the rows to train on, as the plan's `bad rows` policy says.
+
+    ``bad rows stop`` (default): any error raises VtcError with the problems and the summary table (as a note).
+    ``bad rows skip``: rows with errors (and later copies of duplicates) are left out; DataCheck.skipped lists them
+    and, with ``run_dir``, skipped_rows.jsonl is written there. The returned rows read images from the cache.
+    Raises VtcError VT402 when no training row is left.
+    """
+    from vtc.runtime import data as data_mod
+    from vtc.runtime.cache import ImageCache
+
+    cache = cache if cache is not None else ImageCache()
+    policy = (plan.get("data") or {}).get("bad_rows") or "stop"
+    report = scan_data(plan, cache=cache, workers=workers)
+    if report.errors and policy != "skip":
+        raise VtcError(report.shown() + [
+            error("VT427", f"{len(report.bad):,} bad row{'s' * (len(report.bad) != 1)} stop the run "
+                           "(`bad rows stop`, the default)", help="fix them, or write `bad rows skip` to leave them "
+                           "out (they are then listed in the run folder)\n" + report.table(policy)),
+        ])
+    drop = dict(report.bad)
+    if policy == "skip":
+        for key, d in report.duplicates.items():
+            drop.setdefault(key, [d])
+    rows = {}
+    for which in ("train", "eval"):
+        loaded = data_mod.load_rows(plan, which, problems=[])
+        keep = [i for i in range(len(loaded)) if loaded.key(i) not in drop]
+        rows[which] = loaded if len(keep) == len(loaded) else loaded.subset(
+            keep, f"{loaded.description}, {len(loaded) - len(keep)} bad left out")
+        rows[which].cache = cache
+    skipped = [_skipped_entry(key, ds) for key, ds in sorted(drop.items(), key=lambda kv: _sort_key(kv[0]))]
+    check = DataCheck(rows["train"], rows["eval"], report, skipped)
+    if len(check.train) == 0:
+        raise VtcError(error("VT402", "no training rows are left after leaving out the bad ones",
+                             help="fix the rows listed above (`vtc check --data` lists them all)"))
+    if run_dir is not None:
+        check.write_skipped(run_dir)
+    return check
+
+
+def _sort_key(key: tuple):
+    span, frames = key
+    return (span.file if span else "", span.line if span else 0, frames)
+
+
+def _skipped_entry(key: tuple, diagnostics: list[Diagnostic]) -> dict:
+    span, frames = key
+    d = diagnostics[0]
+    entry = {"file": span.file if span else None, "row": span.line if span else None, "code": d.code,
+             "reason": d.message}
+    if frames:
+        entry["page"] = frames[0] + 1
+    return entry

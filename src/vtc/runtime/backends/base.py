@@ -36,8 +36,9 @@ class Backend(Protocol):
         """The data collator that turns a list of rows into a batch of tensors."""
 
     def trainer(self, plan: dict, model: Any, processor: Any, train_rows: Sequence, collator: Callable,
-                output_dir: str, callbacks: list) -> Any:
-        """A TRL SFTTrainer (or compatible) configured from plan["sft"]; ``.train()`` runs it."""
+                output_dir: str, callbacks: list, report_to: list[str] | None = None) -> Any:
+        """A TRL SFTTrainer (or compatible) configured from plan["sft"]; ``.train()`` runs it. ``report_to`` is
+        the trackers besides vtc's own TensorBoard callback (["none"] for none)."""
 
     def for_inference(self, model: Any) -> None:
         """Switch to generation: eval mode, caches on, left padding."""

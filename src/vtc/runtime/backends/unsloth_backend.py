@@ -1,0 +1,266 @@
+"""The GPU backend: Unsloth's FastVisionModel, its LoRA flags and UnslothVisionDataCollator, trained by TRL.
+
+Import order matters. Unsloth patches transformers, TRL and PEFT when it is imported, and patches less (with a
+warning) when they were imported first. So this module imports unsloth as its very first heavy import, and vtc
+imports this module only once the backend has been chosen (base.choose_backend -> load_backend), before any
+runtime module touches transformers: run_target and `vtc ask` call choose_backend right after compiling or reading
+the plan, which imports only the compiler (and torch, to look for CUDA; torch before unsloth is fine). If
+transformers was imported earlier anyway, ``self.notes`` says so in the run's log and manifest.
+
+The plan carries Unsloth's own arguments (docs/internals.md): ``plan["unsloth"]["from_pretrained"]`` goes to
+FastVisionModel.from_pretrained (model_name replaced by the resolved local folder or Hub id),
+``plan["unsloth"]["get_peft_model"]`` to FastVisionModel.get_peft_model (its four finetune_* flags pick the layers
+exactly as Unsloth's notebooks do), ``plan["collator"]`` to UnslothVisionDataCollator and ``plan["sft"]`` to TRL's
+SFTConfig, with the precision flags set from the model's dtype.
+
+One process per GPU: nothing here assumes device 0. Under torchrun (LOCAL_RANK and WORLD_SIZE set) each process
+takes its own card and loads one whole model there, as Unsloth's DDP support expects; multi-GPU runs are a later
+issue, but nothing in this file stands in their way.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Before unsloth patches anything: was transformers already imported? (It should not have been.)
+_TRANSFORMERS_FIRST = "transformers" in sys.modules or "trl" in sys.modules or "peft" in sys.modules
+
+import unsloth  # noqa: E402,F401  (first: it patches transformers, trl and peft on import)
+from unsloth import FastVisionModel  # noqa: E402
+from unsloth.trainer import UnslothVisionDataCollator  # noqa: E402
+
+import importlib.util  # noqa: E402
+import re  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
+
+from vtc.diagnostics import VtcError, error  # noqa: E402
+
+# What the plan writes for `precision` -> torch dtype names; None lets Unsloth choose (bf16 where supported).
+_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+           "float32": "float32", "fp32": "float32"}
+
+# Optimizers that are bitsandbytes kernels (the same list as the transformers backend).
+_BNB_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_adamw_32bit", "lion_8bit",
+                   "paged_lion_8bit", "paged_adamw", "paged_lion"}
+
+FIRST_STEP_NOTE = ("  first step: Unsloth compiles the model for this GPU, which takes a minute or more; "
+                   "this is expected, and the steps after it are fast")
+
+
+def local_rank() -> int:
+    """This process's GPU under torchrun (LOCAL_RANK), else 0."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def distributed() -> bool:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def torch_dtype(name):
+    """The plan's dtype string ("bfloat16", "float16", "float32") as a torch dtype; None stays None (auto)."""
+    import torch
+
+    if name is None:
+        return None
+    key = _DTYPES.get(str(name).lower())
+    if key is None:
+        raise VtcError(error("VT505", f"unknown precision `{name}` in the plan",
+                             help="write `precision auto`, `precision bf16` or `precision fp16`"))
+    return getattr(torch, key)
+
+
+class _RowDataset:
+    """The plan's rows as a map-style dataset: images are opened when the trainer's loader asks for a row, so the
+    whole data set is never held in memory (the notebooks' list of PIL images would be)."""
+
+    def __init__(self, rows: Sequence) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+class UnslothBackend:
+    """FastVisionModel + UnslothVisionDataCollator + TRL's SFTTrainer (as patched by Unsloth). CUDA only."""
+
+    name = "unsloth"
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.model_path: str | None = None
+        if _TRANSFORMERS_FIRST:
+            self._note("transformers was imported before unsloth, so Unsloth could patch less than usual")
+
+    # ---- loading -------------------------------------------------------------------------------------------
+    def _from_pretrained_kwargs(self, plan: dict, model_path: str) -> dict:
+        import torch
+
+        kwargs = dict((plan.get("unsloth") or {}).get("from_pretrained") or {})
+        kwargs["model_name"] = model_path
+        kwargs["dtype"] = torch_dtype(kwargs.get("dtype"))
+        method = plan["method"]
+        kwargs["full_finetuning"] = method == "full"
+        if method == "full":
+            kwargs["load_in_4bit"] = kwargs["load_in_16bit"] = False
+        if kwargs.get("load_in_4bit") and importlib.util.find_spec("bitsandbytes") is None:
+            # Unsloth would switch to 16 bit with a printed line; say it once, in vtc's log and the manifest.
+            self._note("`using qlora` needs bitsandbytes, which is not installed: Unsloth loads the model in 16 bit")
+        if torch.cuda.is_available():
+            rank = local_rank()
+            torch.cuda.set_device(rank)
+            if distributed():
+                # One whole model per process on its own card (Unsloth cannot split a vision model across GPUs).
+                kwargs["device_map"] = {"": rank}
+        return kwargs
+
+    def load(self, plan: dict, model_path: str):
+        """FastVisionModel.from_pretrained, then get_peft_model with the plan's flags (or, for full fine-tuning,
+        exactly the parameters of plan["trainable_regex"] left trainable)."""
+        kwargs = self._from_pretrained_kwargs(plan, model_path)
+        model, processor = FastVisionModel.from_pretrained(**kwargs)
+        self.model_path = model_path
+        if plan["method"] == "full":
+            self._unfreeze(model, plan.get("trainable_regex"))
+            return model, processor
+        peft_kwargs = dict((plan.get("unsloth") or {}).get("get_peft_model") or {})
+        peft_kwargs.setdefault("use_gradient_checkpointing", kwargs.get("use_gradient_checkpointing", "unsloth"))
+        modules_to_save = (plan.get("peft") or {}).get("modules_to_save")
+        if modules_to_save:
+            peft_kwargs["modules_to_save"] = modules_to_save
+        try:
+            model = FastVisionModel.get_peft_model(model, **peft_kwargs)
+        except RuntimeError as exc:
+            # unsloth_zoo.peft_utils.get_peft_regex: "No layers to finetune ..." / "No modules to finetune ..."
+            if "to finetune" in str(exc):
+                raise VtcError(error(
+                    "VT506", f"the parts chosen for LoRA match no layer of this model ({plan['model']['id']})",
+                    help="choose other parts in `finetune ...` (vision, language, attention, mlp)")) from None
+            raise
+        return model, processor
+
+    @staticmethod
+    def _unfreeze(model, regex: str | None) -> None:
+        """Unsloth's full_finetuning trains every weight; the recipe's parts may ask for fewer."""
+        if not regex:
+            return
+        pattern = re.compile(regex)
+        chosen = 0
+        for name, param in model.named_parameters():
+            param.requires_grad = bool(pattern.fullmatch(name))
+            chosen += param.requires_grad
+        if not chosen:
+            raise VtcError(error("VT506", "the parts chosen for full fine-tuning match no weight of this model",
+                                 help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
+
+    def load_trained(self, plan: dict, model_path: str, run_model_dir: str):
+        """The base model (from where it is now) with a run's adapter, or a run's fully fine-tuned model; ready to
+        generate. The processor comes from the run folder."""
+        from transformers import AutoProcessor
+
+        kwargs = self._from_pretrained_kwargs(plan, model_path)
+        kwargs["full_finetuning"] = False
+        kwargs["use_gradient_checkpointing"] = False
+        if plan["method"] == "full":
+            kwargs["model_name"] = run_model_dir
+            model, _ = FastVisionModel.from_pretrained(**kwargs)
+        else:
+            from peft import PeftModel
+
+            base, _ = FastVisionModel.from_pretrained(**kwargs)
+            model = PeftModel.from_pretrained(base, run_model_dir, is_trainable=False)
+        self.model_path = model_path
+        processor = AutoProcessor.from_pretrained(run_model_dir,
+                                                  trust_remote_code=bool(plan["model"].get("trust_remote_code")))
+        self.for_inference(model)
+        return model, processor
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def collator(self, plan: dict, model, processor) -> Callable[[list], dict]:
+        """UnslothVisionDataCollator with the plan's masking, markers, length limit and resize."""
+        c = plan["collator"]
+        resize = c.get("resize", "min")
+        if isinstance(resize, list):
+            resize = tuple(resize)
+        kwargs: dict[str, Any] = {
+            "max_seq_length": c.get("max_seq_length"), "resize": resize, "ignore_index": c.get("ignore_index", -100),
+            "train_on_responses_only": bool(c.get("train_on_responses_only")),
+        }
+        if c.get("resize_dimension") is not None:
+            kwargs["resize_dimension"] = c["resize_dimension"]
+        if kwargs["train_on_responses_only"]:
+            kwargs["instruction_part"] = c["instruction_part"]
+            kwargs["response_part"] = c["response_part"]
+        return UnslothVisionDataCollator(model, processor, **kwargs)
+
+    def sft_config(self, plan: dict, model, output_dir: str, report_to: list[str] | None = None):
+        """TRL's SFTConfig from plan["sft"]: precision from the loaded model's dtype, an optimizer this machine can
+        run, and the trainer's scratch folder (nothing saved there: vtc saves the adapter itself)."""
+        import torch
+        from trl import SFTConfig
+
+        args = dict(plan["sft"])
+        optim = args.get("optim", "adamw_torch")
+        if optim in _BNB_OPTIMIZERS and importlib.util.find_spec("bitsandbytes") is None:
+            self._note(f"optimizer {optim} needs bitsandbytes, which is not installed: using adamw_torch")
+            optim = "adamw_torch"
+        dtype = getattr(model, "dtype", None)
+        args.update(
+            optim=optim,
+            # Mixed precision must match the weights: Unsloth refuses bf16 flags on a float16 model and vice versa.
+            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+            output_dir=output_dir, save_strategy="no", report_to=report_to or ["none"], disable_tqdm=True,
+            remove_unused_columns=False, dataset_text_field="",
+            dataset_kwargs={**(args.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
+        )
+        if distributed():
+            args["ddp_find_unused_parameters"] = False
+        return SFTConfig(**args)
+
+    def trainer(self, plan: dict, model, processor, train_rows: Sequence, collator: Callable, output_dir: str,
+                callbacks: list, report_to: list[str] | None = None):
+        """Unsloth's patched SFTTrainer over the rows, with a line before the first (compiling) step."""
+        from transformers import TrainerCallback
+        from trl import SFTTrainer
+
+        class FirstStepNote(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kw):
+                if state.is_local_process_zero:
+                    print(FIRST_STEP_NOTE, flush=True)
+
+        cfg = self.sft_config(plan, model, output_dir, report_to)
+        return SFTTrainer(model=model, args=cfg, train_dataset=_RowDataset(train_rows), data_collator=collator,
+                          processing_class=processor, callbacks=[FirstStepNote(), *callbacks])
+
+    def for_inference(self, model) -> None:
+        FastVisionModel.for_inference(model)
+
+    def for_training(self, model) -> None:
+        FastVisionModel.for_training(model)
+
+    # ---- saving --------------------------------------------------------------------------------------------
+    def save_adapter(self, model, processor, out_dir: str) -> None:
+        """PEFT adapter (adapter_config.json + adapter_model.safetensors) and the processor; for full fine-tuning
+        the whole model. Loads with FastVisionModel.from_pretrained and with plain transformers + PEFT."""
+        model.save_pretrained(out_dir)
+        processor.save_pretrained(out_dir)
+
+    def save_merged(self, model, processor, out_dir: str) -> None:
+        """LoRA merged into 16-bit weights by Unsloth (save_method="merged_16bit"), with the processor."""
+        model.save_pretrained_merged(out_dir, processor, save_method="merged_16bit")
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+BACKEND = UnslothBackend

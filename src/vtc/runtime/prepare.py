@@ -1,0 +1,194 @@
+"""Streaming, parallel preparation: every image of a dataset checked, standardised and stored in the image cache.
+
+``prepare_images(tasks, resize=..., window=..., cache=..., workers=...)`` takes an iterable of (path, page) and
+yields one result dict per task, in order, while worker processes decode and resize. Memory stays flat however many
+images there are: tasks are read from the iterable as workers need them (at most ``workers * 4`` chunks of
+``CHUNK`` images in flight), no image outlives its worker's loop, and results are small dicts
+(path, page, key, ok, code, problem, size, format, pages, cached).
+
+Each image: its bytes are hashed (cache key, see vtc.runtime.cache); a key already in the cache is done (the
+recorded check result comes back, nothing is decoded); otherwise the header is read, an image over pillow's
+decompression-bomb limit is refused (VT425) before any pixel is decoded, the pixels are decoded (unreadable,
+truncated, zero-byte: VT411; unsupported format: VT421; DICOM through vtc.runtime.dicom), EXIF-rotated, converted
+to RGB, standardised to the plan's size and written to the cache with what the check found. Failures are cached too,
+so a second check of the same broken file costs only its hash.
+
+Workers are ``spawn``ed processes (safe after torch or CUDA were imported, unlike fork) running this module, which
+imports only pillow (and pydicom for .dcm). Small jobs (fewer than ``MIN_PARALLEL`` images) run in this process,
+where starting workers would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Iterator
+
+# Images handed to a worker at once: large enough that inter-process overhead (~0.1 ms a message) is negligible
+# next to decoding (~1 ms a small PNG), small enough that results stream back steadily.
+CHUNK = 64
+# Below this many images the workers' start-up (~0.3 s each with spawn) costs more than they save.
+MIN_PARALLEL = 256
+
+
+def default_workers() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS / Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict | None, window: dict | None = None,
+                   cache=None, workers: int | None = None, store: bool = True,
+                   count: int | None = None) -> Iterator[dict]:
+    """Check and standardise every (path, page) in ``tasks``; yields result dicts in the same order.
+
+    ``cache``: an ImageCache (None: check only, nothing stored or reused). ``count``: how many tasks there are, if
+    known (decides whether workers are worth starting).
+    """
+    root = str(cache.root) if cache is not None else None
+    workers = default_workers() if workers is None else max(1, workers)
+    if workers == 1 or (count is not None and count < MIN_PARALLEL):
+        for path, frame in tasks:
+            yield prepare_one(str(path), frame, resize, window, root, store)
+        return
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        pending: deque = deque()
+        for chunk in _chunks(tasks, CHUNK):
+            pending.append(pool.apply_async(_prepare_chunk, (chunk, resize, window, root, store)))
+            while len(pending) >= workers * 4:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def _chunks(tasks: Iterable[tuple[str, int]], n: int) -> Iterator[list]:
+    chunk: list = []
+    for path, frame in tasks:
+        chunk.append((str(path), int(frame)))
+        if len(chunk) == n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _prepare_chunk(chunk, resize, window, root, store) -> list[dict]:
+    return [prepare_one(path, frame, resize, window, root, store) for path, frame in chunk]
+
+
+def settings_for(path: str | Path, resize: dict | None, window: dict | None) -> dict:
+    """The preparation settings that change the output for this file (the window matters for DICOM only)."""
+    s = {"resize": resize or {"mode": "none"}}
+    if Path(path).suffix.lower() == ".dcm":
+        s["window"] = window
+    return s
+
+
+def prepare_one(path: str, frame: int, resize: dict | None, window: dict | None, root: str | None,
+                store: bool = True) -> dict:
+    """Check and standardise one image (page ``frame``); the result dict described in the module docstring."""
+    from vtc.runtime.cache import ImageCache, entry_key
+    from vtc.runtime.images import unsupported_reason
+
+    out = {"path": path, "frame": frame, "key": None, "digest": None, "ok": False, "code": None, "problem": None,
+           "size": None, "format": None, "frames": None, "cached": False}
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError:
+        out.update(code="VT410", problem="the file does not exist")
+        return out
+    unsupported = unsupported_reason(p)
+    if unsupported:
+        out.update(code="VT421", problem=unsupported)
+        return out
+    if size == 0:
+        out.update(code="VT411", problem="the file is empty (0 bytes)")
+        return out
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        out.update(code="VT411", problem=f"cannot read the file ({exc.strerror or type(exc).__name__})")
+        return out
+    import hashlib
+
+    digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+    key = entry_key(digest, frame, settings_for(p, resize, window))
+    out.update(key=key, digest=digest)
+    cache = ImageCache(root) if root is not None else None
+    if cache is not None:
+        meta = cache.meta(key)
+        if meta is not None:
+            cache.touch(key)
+            out.update({k: meta.get(k) for k in ("ok", "code", "problem", "size", "format", "frames")}, cached=True)
+            return out
+    image, meta = _decode(p, data, frame, window)
+    del data
+    out.update(meta)
+    if image is not None:
+        from vtc.runtime.images import standardise
+
+        image = standardise(image, resize)
+    if cache is not None and store:
+        cache.put(key, {k: out[k] for k in ("ok", "code", "problem", "size", "format", "frames")}, image)
+    return out
+
+
+def _decode(path: Path, data: bytes, frame: int, window: dict | None):
+    """(RGB image | None, {"ok", "code", "problem", "size", "format", "frames"}) for the bytes of one file."""
+    from PIL import Image, ImageOps
+
+    from vtc.diagnostics import VtcError
+    from vtc.runtime.images import _reason, _to_rgb, bomb_problem
+
+    meta = {"ok": False, "code": None, "problem": None, "size": None, "format": None, "frames": 1}
+    if path.suffix.lower() == ".dcm":
+        from vtc.runtime.dicom import read_dicom
+
+        try:
+            image = read_dicom(path, window=window)
+        except VtcError as exc:
+            d = exc.diagnostics[0]
+            meta.update(code=d.code, problem=d.message.split(": ", 1)[-1])
+            return None, meta
+        meta.update(ok=True, size=list(image.size), format="DICOM")
+        return image, meta
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                meta.update(size=list(im.size), format=im.format, frames=int(getattr(im, "n_frames", 1) or 1))
+                bomb = bomb_problem(im.size)
+                if bomb:
+                    meta.update(code="VT425", problem=bomb)
+                    return None, meta
+                if frame >= meta["frames"]:
+                    meta.update(code="VT411", problem=f"it has no page {frame + 1} (it has {meta['frames']})")
+                    return None, meta
+                if frame:
+                    im.seek(frame)
+                im = ImageOps.exif_transpose(im)
+                if im.mode != "RGB":
+                    im = _to_rgb(im)
+                else:
+                    im.load()
+                    im = im.copy()
+    except Image.DecompressionBombError as exc:
+        meta.update(code="VT425", problem=f"the image is too large to open safely ({exc}); it was not decoded")
+        return None, meta
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombWarning) as exc:
+        meta.update(code="VT411", problem=_reason(exc, path))
+        return None, meta
+    if im.width < 1 or im.height < 1:
+        meta.update(code="VT411", problem="the image has no pixels")
+        return None, meta
+    meta.update(ok=True, size=list(im.size))
+    return im, meta
