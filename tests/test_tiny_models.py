@@ -64,9 +64,9 @@ def _hashes(folder):
 def test_cache_layout_and_build_record(cache):
     paths, root = cache
     for name, path in paths.items():
-        assert path == root / "models" / f"{name}-v1"
+        assert path == root / "models" / f"{name}-v{T.TINY_VERSION}"
         info = json.loads((path / "vtc_tiny.json").read_text())
-        assert (info["name"], info["version"], info["seed"]) == (name, 1, T.SEED)
+        assert (info["name"], info["version"], info["seed"]) == (name, T.TINY_VERSION, T.SEED)
         config = json.loads((path / "config.json").read_text())
         assert config["model_type"] == ARCH[name][0]
         assert config["architectures"] == [ARCH[name][1]]

@@ -110,11 +110,6 @@ def test_training_changes_exactly_the_lora_weights(data, model_name, parts):
             frozen_moved.add(n)
     assert not frozen_moved, f"frozen weights changed: {sorted(frozen_moved)[:5]}"
     lora = {n for n, p in model.named_parameters() if p.requires_grad}
-    gates = [p for n, p in model.named_parameters() if n.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate"))]
-    if changed != lora and gates and all(float(g.abs().max()) == 0 for g in gates):
-        # tanh(0) = 0 multiplies the cross-attention layer's output away: its LoRA weights get no gradient.
-        pytest.xfail("the tiny Llama's cross-attention gates are 0, so its cross-attention layer never trains "
-                     "(tiny_models.py should initialise them non-zero)")
     # After 3 Adam steps every A and B matrix has moved (B leaves zero at step 1, A follows once B is non-zero).
     assert changed == lora
     targeted = {re.sub(r"^base_model\.model\.|\.lora_[AB]\.default\.weight$", "", n) for n in changed}

@@ -25,7 +25,7 @@ from vtc.diagnostics import VtcError, error
 TINY_MODELS = ("tiny-qwen2.5-vl", "tiny-llama-3.2-vision")
 
 # Bump when anything below changes what gets built: the cache folder name carries it, so old builds are never reused.
-TINY_VERSION = 1
+TINY_VERSION = 2  # 2: Mllama's cross-attention gates opened (see _build_llama)
 SEED = 1234
 # LoRA leaves lm_head frozen; with the default std 0.02 the frozen head caps the logits of a random tiny model and
 # the loss stalls near 3.8 at chance accuracy. std 0.1 lets LoRA learn (measured, cpu-stack.md).
@@ -316,6 +316,13 @@ def _build_llama(out: Path) -> None:
     config.pad_token_id = ids["<|finetune_right_pad_id|>"]
     torch.manual_seed(SEED)
     model = MllamaForConditionalGeneration(config)
+    # Mllama's cross-attention gates start at 0 and pass through tanh, so a fresh model multiplies everything the
+    # image contributes by tanh(0) = 0: the text never sees the image and LoRA on cross-attention gets no gradient.
+    # Real checkpoints carry learned gates; 1.0 (tanh = 0.76) lets the tiny model see its images.
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                parameter.fill_(1.0)
     _finish_model(model, ids["<|eot_id|>"], ids["<|finetune_right_pad_id|>"], ids["<|begin_of_text|>"])
     model.save_pretrained(out)
     processor.save_pretrained(out)
