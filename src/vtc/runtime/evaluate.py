@@ -77,8 +77,20 @@ def answer_rows(backend, model, processor, rows, plan: dict) -> list[str]:
     """The model's greedy answers for every row (a Rows sequence of conversations)."""
     backend.for_inference(model)
     conversations = [prompt_messages(rows[i]["messages"]) for i in range(len(rows))]
-    return generate(model, processor, conversations, max_new_tokens=int(plan["evaluation"]["max_new_tokens"]),
-                    batch_size=eval_batch_size(plan))
+    limit = answer_token_limit(processor, expected_answers(rows), int(plan["evaluation"]["max_new_tokens"]))
+    return generate(model, processor, conversations, max_new_tokens=limit, batch_size=eval_batch_size(plan))
+
+
+def answer_token_limit(processor, expected: Sequence[str], plan_limit: int) -> int:
+    """How many tokens an evaluation answer may run to: the plan's limit, or less when every expected answer is
+    short. Past twice the longest expected answer (+16 tokens of slack) no metric can improve (exact match has
+    failed and the error rates only grow), and an untrained model rambles to the limit: capping it keeps the
+    before-training evaluation of a one-word task from costing more than the training."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if not expected:
+        return plan_limit
+    longest = max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in expected)
+    return max(1, min(plan_limit, 2 * longest + 16))
 
 
 def expected_answers(rows) -> list[str]:
