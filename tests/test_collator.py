@@ -241,3 +241,40 @@ def test_rows_from_the_demo_dataset_collate(processors):
         trained = batch["input_ids"][r][batch["labels"][r] != -100].tolist()
         assert processors[name].tokenizer.decode(trained) == rows.answer(r) + "<|im_end|>"
     assert c.check_lengths(rows, 2048) == PINNED[name]["length"] - 3  # "yellow" etc. are single tokens
+
+
+def text_row(answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is two and two?"}]},
+                         {"role": "assistant", "content": [{"type": "text", "text": answer}]}]}
+
+
+def test_text_only_rows_mix_with_image_rows_for_qwen(processors, tmp_path):
+    """Qwen-VL's processor takes [[image], []]: each row gets the tokens and labels it gets alone, and the
+    model trains on the batch (the image features go to the one row with image tokens)."""
+    from transformers import AutoModelForImageTextToText
+
+    name = "tiny-qwen2.5-vl"
+    c = collator(processors[name], name)
+    mixed = c([row("green"), text_row("four")])
+    for r, alone in enumerate((c([row("green")]), c([text_row("four")]))):
+        keep = mixed["attention_mask"][r] == 1
+        assert mixed["input_ids"][r][keep].tolist() == alone["input_ids"][0].tolist()
+        assert mixed["labels"][r][keep].tolist() == alone["labels"][0].tolist()
+    assert mixed["image_grid_thw"].tolist() == c([row("green")])["image_grid_thw"].tolist()
+    trained = mixed["input_ids"][1][mixed["labels"][1] != -100].tolist()
+    assert processors[name].tokenizer.decode(trained) == "four<|im_end|>"
+    model = AutoModelForImageTextToText.from_pretrained(ensure_tiny_model(name, cache_dir=tmp_path))
+    loss = model(**mixed).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+
+
+def test_llama_refuses_mixed_batches_with_a_precise_diagnostic(processors):
+    name = "tiny-llama-3.2-vision"
+    c = collator(processors[name], name)
+    with pytest.raises(VtcError) as exc:
+        c([row("green"), text_row("four")])
+    d = exc.value.diagnostics[0]
+    assert d.code == "VT434" and "MllamaProcessor" in d.message and "at least one image per sample" in d.message
+    assert "batch 1" in d.help
+    assert c([text_row("four")])["input_ids"].shape[0] == 1  # a text-only batch alone is fine

@@ -21,6 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHAPES = REPO / "recipes" / "data" / "shapes"
 
 
+@pytest.fixture(autouse=True)
+def image_cache(tmp_path, monkeypatch):
+    """The data check stores prepared images in the image cache: keep the tests' out of the user's."""
+    monkeypatch.setenv("VTC_IMAGE_CACHE", str(tmp_path / "image-cache"))
+
+
 def make_plan(base, source, *, kind="path", split=None, eval_source=None, holdout=None, answer=None,
               image_column=None, system=None, resize=None, seed=3407):
     return {

@@ -93,3 +93,29 @@ def test_target_sizes(size, resize, expected):
 def test_standardise_returns_the_same_image_when_nothing_changes():
     im = Image.new("RGB", (112, 112))
     assert standardise(im, {"mode": "longest", "size": 112}) is im
+
+
+def test_images_over_the_bomb_limit_are_refused_with_their_size(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    for (w, h), size_text in (((10_000, 10_000), "10000 x 10000 px"), ((30_000, 30_000), "900000000 pixels")):
+        path = tmp_path / f"bomb-{w}.png"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+                         + chunk(b"IDAT", zlib.compress(b"\x00" * 8)) + chunk(b"IEND", b""))
+        with pytest.raises(VtcError) as exc:
+            open_image(path)
+        d = exc.value.diagnostics[0]
+        assert d.code == "VT425" and size_text in d.message
+
+
+def test_unsupported_formats_are_named(tmp_path):
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic")
+    with pytest.raises(VtcError) as exc:
+        open_image(path)
+    d = exc.value.diagnostics[0]
+    assert d.code == "VT421" and "HEIC" in d.message and "PNG or JPEG" in d.help

@@ -108,8 +108,12 @@ def plan(file, as_json, output, fmt):
         sys.exit(1)
     text = plan_to_json(result.plan)
     if output:
+        # A saved plan records fingerprints of its inputs, so that `vtc run plan.json` can refuse it when the
+        # recipe, the data or the model changed since (vtc.lockfile; the compiler itself does no such I/O).
+        from vtc.lockfile import plan_inputs
+
         with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(plan_to_json({**result.plan, "inputs": plan_inputs(result.plan)}))
         click.echo(f"plan written to {output}", err=True)
     if as_json:
         click.echo(text, nl=False)
@@ -224,36 +228,82 @@ def _bytes(n: int) -> str:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("target", type=click.Path(dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False), required=False)
 @click.option(
     "--backend", type=click.Choice(["auto", "transformers", "unsloth"]), default="auto", show_default=True,
     help="auto: unsloth when CUDA is present and unsloth is installed, otherwise transformers.",
 )
 @click.option("--runs-dir", type=click.Path(file_okay=False), help="Put the run folder here instead of the plan's.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue an interrupted or failed run folder from its last checkpoint.")
+@click.option("--allow-changed", is_flag=True,
+              help="Run a saved plan (or resume a run) even though its recipe, data or model changed since.")
 @FORMAT_OPTION
-def run(target, backend, runs_dir, fmt):
+def run(target, backend, runs_dir, resume_dir, allow_changed, fmt):
     """Train, evaluate and save: a recipe (.vt) or a saved plan (.json), end to end.
 
     Each run gets a new folder (adapter, plan.json, manifest.json, metrics.jsonl, eval.json, loss.png,
-    predictions.jsonl).
+    predictions.jsonl). Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and prints the command
+    that resumes.
 
     \b
     Examples:
         vtc run recipes/demo-shapes.vt
         vtc run plan.json --backend transformers
+        vtc run --resume runs/demo-shapes/run-003.interrupted
     """
     from vtc.diagnostics import VtcError
 
-    try:
-        from vtc.runtime.run import run_target
+    if (target is None) == (resume_dir is None):
+        raise click.UsageError("give a recipe or plan to run, or `--resume RUN_DIR` (not both)")
+    from vtc.runtime.checkpoints import RunInterrupted  # light: no torch
 
-        run_target(target, backend=backend, runs_dir=runs_dir)
+    try:
+        if resume_dir is not None:
+            from vtc.runtime.run import resume_run
+
+            resume_run(resume_dir, backend=backend, allow_changed=allow_changed)
+        else:
+            from vtc.runtime.run import run_target
+
+            run_target(target, backend=backend, runs_dir=runs_dir, allow_changed=allow_changed)
     except VtcError as exc:
         _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
         sys.exit(1)
+    except RunInterrupted as exc:  # the run printed where it stopped and the command that resumes it
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the lock here (default FILE.lock).")
+@FORMAT_OPTION
+def lock(file, output, fmt):
+    """Write FILE.lock for version control: the resolved model, the data's content fingerprint, and the versions
+    of torch, transformers, trl, peft and unsloth. `vtc run` then warns about every difference.
+
+    \b
+    Example:
+        vtc lock xray.vt        # writes xray.vt.lock
+    """
+    from vtc.compiler.pipeline import compile_file
+    from vtc.lockfile import build_lock, lock_path, lock_text
+
+    result = compile_file(file)
+    _emit(result.diagnostics, result.sources, fmt)
+    if result.plan is None:
+        sys.exit(1)
+    path = output or str(lock_path(result.plan))
+    lock_data = build_lock(result.plan)
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(lock_text(lock_data))
+    model = lock_data["model"]
+    what = model.get("revision") or model.get("sha256") or "?"
+    click.echo(f"lock written to {path}: model {model.get('id') or model.get('path')} ({what}), "
+               f"{sum(d.get('files', 0) for d in lock_data['data'].values())} data files", err=True)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -271,9 +271,19 @@ class Export:
     keyword = "export"
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """checkpoint every 50 steps (0: only when interrupted and at the end)"""
+
+    every: Value
+    unit: Value  # step | steps
+    span: Span
+    keyword = "checkpoint every"
+
+
 Statement = Union[
     Finetune, Include, Using, Precision, Flags, From, EvaluateOn, Holdout, Ask, System, Answer, Images, Resize,
-    BadRows, Window, TiffPages, Lora, TrainFor, Number, Warmup, Choice, Metric, SaveTo, Export,
+    BadRows, Window, TiffPages, Lora, TrainFor, Number, Warmup, Choice, Metric, SaveTo, Export, Checkpoint,
 ]
 
 

@@ -101,6 +101,10 @@ def explain_plan(plan: dict) -> str:
         s.append(f"It needs roughly {gib} GiB of GPU memory (an estimate; a smaller resize or batch needs less).")
     else:
         s.append("vtc does not know this model's size, so it cannot estimate the GPU memory it needs.")
+    every = (plan.get("checkpoint") or {}).get("every_steps")
+    if every:
+        s.append(f"It saves a checkpoint every {every} steps, so an interrupted run can continue where it stopped "
+                 "(`vtc run --resume`).")
     if m["trust_remote_code"]:
         s.append("Warning: it runs Python code that comes with the model (trust_remote_code).")
     return " ".join(s)

@@ -73,6 +73,8 @@ def render_statement(st) -> str:
         return f"window {st.center.text} {st.width.text}"
     if isinstance(st, ast.TiffPages):
         return f"tiff pages {_value(st.mode)}"
+    if isinstance(st, ast.Checkpoint):
+        return f"checkpoint every {st.every.text} {st.unit.text}"
     if isinstance(st, ast.Lora):
         return " ".join(["lora"] + [f"{s.name.text} {s.value.text}" for s in st.settings])
     if isinstance(st, ast.TrainFor):

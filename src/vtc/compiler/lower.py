@@ -18,7 +18,7 @@ The document's keys (docs/plan.md and schema.json describe them): model, parts, 
 train_data, eval_data, holdout, instruction, system, answer, image_column, resize, bad_rows, window, tiff_pages,
 lora, train_for, batch,
 accumulate, learning_rate, warmup, schedule, optimizer, weight_decay, max_length, seed, metrics, save_to, exports,
-gpus. Numbers are converted where the text is a number; anything else stays text so that the schema can say what
+gpus, checkpoint_every. Numbers are converted where the text is a number; anything else stays text so that the schema can say what
 was expected. ``spans`` maps every pointer that was set (and its parents) to the span of the value or clause.
 """
 
@@ -205,6 +205,9 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
         elif isinstance(st, ast.TiffPages):
             if claim("tiff_pages", st.span, "`tiff pages` is written twice in this file"):
                 state.set("/tiff_pages", st.mode.text, st.mode.span)
+        elif isinstance(st, ast.Checkpoint):
+            if claim("checkpoint_every", st.span, "`checkpoint every` is written twice in this file"):
+                state.set("/checkpoint_every", number(st.every.text), st.every.span)
         elif isinstance(st, ast.Lora):
             for setting in st.settings:
                 name = setting.name.text

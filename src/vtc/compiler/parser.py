@@ -34,7 +34,7 @@ CLAUSE_KEYWORDS: tuple[str, ...] = (
     "finetune", "include", "using", "precision", "with", "without", "from", "evaluate on", "holdout", "ask",
     "system", "answer from", "images from", "resize", "bad rows", "window", "tiff pages", "lora", "train for",
     "batch", "accumulate", "learning rate", "warmup", "schedule", "optimizer", "weight decay", "max length", "seed",
-    "metric", "save to", "export", "gpus",
+    "metric", "save to", "export", "gpus", "checkpoint every",
 )
 
 ONE_LINE_EXAMPLE = "finetune vision,mlp on qwen2.5-vl with responses_only from ./xrays resize 512"
@@ -76,6 +76,7 @@ _EXAMPLES = {
     "save to": "save to ./runs/xray",
     "export": "export adapter, merged",
     "gpus": "gpus 1",
+    "checkpoint every": "checkpoint every 50 steps",
 }
 
 _WORD_MEANING = {
@@ -543,6 +544,8 @@ def _statement(node, offset: int, number: int, file: str, diagnostics: list):
         return ast.Window(value(toks[1]), value(toks[2]), span)
     if kind == "tiff_pages":
         return ast.TiffPages(value(toks[1]), span)
+    if kind == "checkpoint":
+        return ast.Checkpoint(value(toks[1]), value(toks[2]), span)
     if kind == "lora":
         settings = tuple(ast.Setting(value(toks[i]), value(toks[i + 1])) for i in range(1, len(toks), 2))
         return ast.Lora(settings, span)

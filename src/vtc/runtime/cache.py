@@ -31,6 +31,8 @@ CACHE_VERSION = 1
 DEFAULT_MAX_BYTES = 10 * 1024**3
 # Read source files in 1 MiB blocks for hashing (a 100 MB scan never sits in memory at once).
 _BLOCK = 1 << 20
+# Entries used again within this many seconds are not re-touched (the LRU order needs no finer clock).
+_TOUCH_EVERY = 3600
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3,
           "T": 1024**4, "TB": 1024**4}
 
@@ -74,10 +76,17 @@ def digest_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def entry_key(digest: str, frame: int, settings: dict) -> str:
-    """The cache key of one standardised image: content digest + page + preparation settings + version."""
-    text = json.dumps({"v": CACHE_VERSION, "d": digest, "f": int(frame), "s": settings}, sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+def entry_key(digest: str, frame: int, settings: dict | str) -> str:
+    """The cache key of one standardised image: content digest + page + preparation settings + version.
+
+    ``settings`` may be given already as settings_text(settings) (the same for every file of a dataset)."""
+    text = settings if isinstance(settings, str) else settings_text(settings)
+    return hashlib.blake2b(f"{CACHE_VERSION}|{digest}|{int(frame)}|{text}".encode(), digest_size=20).hexdigest()
+
+
+def settings_text(settings: dict) -> str:
+    """The canonical text of preparation settings, as keys use it."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
 
 
 class ImageCache:
@@ -85,31 +94,47 @@ class ImageCache:
 
     def __init__(self, root: str | Path | None = None, limit: int | None = None):
         self.root = Path(root) if root is not None else cache_dir()
+        self._root = str(self.root)
         self.limit = max_bytes() if limit is None else int(limit)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         folder = self.root / key[:2]
         return folder / f"{key}.json", folder / f"{key}.png"
 
-    def meta(self, key: str) -> dict | None:
-        """What preparation recorded for this key, or None when it is not cached (or the entry is incomplete)."""
-        meta_path, image_path = self._paths(key)
+    def meta(self, key: str, touch: bool = False) -> dict | None:
+        """What preparation recorded for this key, or None when it is not cached.
+
+        With ``touch``, the entry is marked as used now (the size cap removes the least recently used first), at
+        most once an hour: a run over 100,000 cached images then costs reads, not writes. A missing image of an
+        entry is found when it is loaded (``load`` returns None and the caller decodes the source instead).
+        """
+        path = f"{self._root}/{key[:2]}/{key}.json"
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
             return None
-        if meta.get("ok") and not image_path.is_file():
+        try:
+            data = os.read(fd, 1 << 16)
+            stale = touch and time.time() - os.fstat(fd).st_mtime > _TOUCH_EVERY
+        finally:
+            os.close(fd)
+        try:
+            meta = json.loads(data)
+        except ValueError:
             return None
+        if stale:
+            try:
+                os.utime(path)
+            except OSError:
+                pass
         return meta
 
     def touch(self, key: str) -> None:
-        """Mark an entry as used now (the size cap removes the least recently used first)."""
-        now = time.time()
-        for p in self._paths(key):
-            try:
-                os.utime(p, (now, now))
-            except OSError:
-                pass
+        """Mark an entry as used now (the JSON's time counts for the size cap)."""
+        try:
+            os.utime(self._paths(key)[0])
+        except OSError:
+            pass
 
     def load(self, key: str):
         """The cached standardised image (RGB PIL image), or None."""
@@ -153,24 +178,29 @@ class ImageCache:
     def trim(self, limit: int | None = None) -> int:
         """Remove least recently used entries until the cache is under ``limit`` bytes; returns entries removed."""
         limit = self.limit if limit is None else limit
-        files = []
+        entries: dict[str, list] = {}  # key -> [last used, bytes, paths]
         total = 0
         for entry in self._files():
             st = entry.stat()
             total += st.st_size
-            files.append((st.st_mtime, entry, st.st_size))
+            item = entries.setdefault(entry.name.split(".")[0], [0.0, 0, []])
+            item[1] += st.st_size
+            item[2].append(entry.path)
+            if entry.name.endswith(".json"):
+                item[0] = st.st_mtime
         if total <= limit:
             return 0
         removed = 0
-        for _, entry, size in sorted(files, key=lambda t: t[0]):
+        for used, size, paths in sorted(entries.values(), key=lambda t: t[0]):
             if total <= limit:
                 break
-            try:
-                entry.unlink()
-            except OSError:
-                continue
+            for p in sorted(paths, key=lambda q: not q.endswith(".json")):  # the JSON ("complete") first
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
             total -= size
-            removed += entry.name.endswith(".json")
+            removed += 1
         return removed
 
     def _files(self):

@@ -91,12 +91,21 @@ class VisionCollator:
             images.append(_images_of(messages))
         kwargs = dict(text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
         if any(images):
-            if not all(images):
-                raise VtcError(error(
-                    "VT434", "a batch mixes rows with images and rows without",
-                    help="give every row an image (text-only rows are not supported yet)",
-                ))
             kwargs["images"] = images
+            if not all(images):
+                # Text-only rows beside image rows: Qwen-VL's processor takes the per-row lists as they are
+                # (an empty list for a text-only row; image tokens are expanded in order). Llama 3.2 Vision's
+                # MllamaProcessor refuses ("there should be either no images or at least one image per sample"):
+                # its cross-attention mask is built per row from that row's images.
+                try:
+                    return self.processor(**kwargs)
+                except (ValueError, TypeError, IndexError) as exc:
+                    raise VtcError(error(
+                        "VT434", f"this model's processor ({type(self.processor).__name__}) cannot put rows with "
+                                 f"images and text-only rows in one batch: {str(exc).splitlines()[0][:160]}",
+                        help="write `batch 1` (each batch is then one row), or give every row an image, or keep "
+                             "the text-only rows out of this dataset",
+                    )) from None
         return self.processor(**kwargs)
 
     def _truncate(self, batch):

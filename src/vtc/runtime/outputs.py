@@ -1,10 +1,18 @@
 """The run folder and what goes into it.
 
 One folder per run, never overwriting an earlier one: ``<outputs.dir>/run-NNN`` (run-001, run-002, ...; the next
-number after the highest one present, finished or not). While the run works, the folder is ``run-NNN.partial``;
-when everything is saved it is renamed to ``run-NNN``. A run that fails after its folder was created is renamed to
-``run-NNN.failed`` with ``"state": "failed"`` and the error in its manifest. So a folder named ``run-NNN`` is always
-a finished run. Problems with the recipe, the data or the model are found before the folder is created.
+number after the highest one present, in any state). The folder's name says the run's state, and so does the
+``state`` in its manifest:
+
+    run-NNN.partial       running (or killed without a chance to say so: see the manifest's pid)
+    run-NNN.interrupted   stopped by Ctrl-C or SIGTERM; `vtc run --resume run-NNN.interrupted` continues it
+    run-NNN.failed        stopped by an error (in the manifest); resumable from its last checkpoint, if any
+    run-NNN               finished: everything saved
+
+So a folder named ``run-NNN`` is always a finished run. Problems with the recipe, the data or the model are found
+before the folder is created. Every file vtc writes is written under a temporary name and renamed into place
+(``write_json``, ``write_jsonl``, ``atomic_dir``), so a killed process leaves either the old file or the new one,
+never half of one, and never an ``adapter/`` that looks finished but is not.
 
 Contents of a finished run::
 
@@ -18,6 +26,9 @@ Contents of a finished run::
     predictions.jsonl   per evaluation row: image(s), question, expected, before, after
     loss.png            the training loss curve
     tensorboard/        TensorBoard event files (when tensorboard is installed)
+
+While it works (and after an interruption) the folder also holds ``checkpoints/`` (see checkpoints.py) and
+``eval-base.json`` (the base model's answers, so that a resumed run does not evaluate the base model again).
 """
 
 from __future__ import annotations
@@ -27,11 +38,14 @@ import json
 import os
 import platform
 import re
+import shutil
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
-_RUN_NAME = re.compile(r"^run-(\d+)(\.partial|\.failed)?$")
+_RUN_NAME = re.compile(r"^run-(\d+)(\.partial|\.failed|\.interrupted)?$")
+STATE_SUFFIX = {"running": ".partial", "interrupted": ".interrupted", "failed": ".failed", "finished": ""}
 
 LIBRARIES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
              "pillow", "bitsandbytes", "unsloth", "unsloth_zoo", "tensorboard", "matplotlib")
@@ -53,31 +67,83 @@ def next_run_dir(parent: str | Path) -> Path:
 
 
 def final_name(partial: Path, suffix: str = "") -> Path:
-    return partial.with_name(partial.name.removesuffix(".partial") + suffix)
+    return partial.with_name(run_name(partial) + suffix)
+
+
+def run_name(path: Path) -> str:
+    """``run-NNN`` of a run folder in any state."""
+    m = _RUN_NAME.match(Path(path).name)
+    return f"run-{m.group(1)}" if m else Path(path).name
+
+
+def state_of(path: Path) -> str | None:
+    """The state a run folder's name says: running, interrupted, failed, finished (None: not a run folder)."""
+    m = _RUN_NAME.match(Path(path).name)
+    if not m:
+        return None
+    return {".partial": "running", ".interrupted": "interrupted", ".failed": "failed", None: "finished"}[m.group(2)]
+
+
+def move_run_dir(path: Path, state: str) -> Path:
+    """Rename a run folder to the name of ``state`` (running, interrupted, failed, finished)."""
+    target = Path(path).with_name(run_name(path) + STATE_SUFFIX[state])
+    if target != Path(path):
+        os.replace(path, target)
+    return target
 
 
 def finish_run_dir(partial: Path) -> Path:
     """Rename ``run-NNN.partial`` to ``run-NNN``: from now on it is a finished run."""
-    final = final_name(partial)
-    os.replace(partial, final)
-    return final
+    return move_run_dir(partial, "finished")
 
 
 def fail_run_dir(partial: Path) -> Path:
     """Rename ``run-NNN.partial`` to ``run-NNN.failed``."""
-    failed = final_name(partial, ".failed")
-    os.replace(partial, failed)
-    return failed
+    return move_run_dir(partial, "failed")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    """Write JSON (sorted keys, two-space indent) under a temporary name, then rename it into place."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically: a temporary name in the same folder, then os.replace."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+    write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records))
+
+
+@contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary folder beside ``path``; when the block succeeds, rename it to ``path``. On failure the
+    temporary folder is removed, so ``path`` exists only when everything in it was written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def library_versions() -> dict[str, str | None]:
@@ -108,39 +174,30 @@ def device_info() -> dict[str, Any]:
 
 def data_paths(plan: dict) -> list[Path]:
     """The local data sources of a plan (train, then eval), resolved against the plan's base_dir."""
-    base = Path(plan.get("base_dir") or ".")
-    out = []
-    for key in ("train", "eval"):
-        src = (plan.get("data") or {}).get(key)
-        if src and src.get("kind", "path") == "path":
-            p = Path(os.path.expanduser(src["source"]))
-            out.append(p if p.is_absolute() else base / p)
-    return out
+    from vtc.lockfile import data_sources, source_path
+
+    return [source_path(plan, src) for _k, src in data_sources(plan) if src.get("kind", "path") == "path"]
 
 
 def data_fingerprint(plan: dict) -> dict[str, Any]:
-    """sha256 over every data file's path (relative to its source) and bytes, in sorted order.
+    """sha256 over every data file's path (relative to its source), size and bytes, per source; combined.
 
     The same files with the same contents give the same fingerprint wherever the folder lies; a renamed, added,
-    removed or edited file changes it. Hub sources are recorded by name and split (their files live in the
-    Hugging Face cache).
+    removed or edited file changes it. Hub sources are recorded by name, split and the revision the local cache
+    holds. ``sources`` keeps each source's own fingerprint (what a lock file records and `--resume` compares).
     """
+
+    from vtc.lockfile import data_fingerprint as per_source
+
+    sources = per_source(plan, content=True)
     h = hashlib.sha256()
     files = size = 0
-    for root in data_paths(plan):
-        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
-        for p in paths:
-            rel = p.relative_to(root).as_posix() if root.is_dir() else p.name
-            h.update(rel.encode("utf-8") + b"\0")
-            with open(p, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-                    size += len(block)
-            h.update(b"\0")
-            files += 1
-    hub = [f"{s['source']}:{s.get('split')}" for k in ("train", "eval")
-           if (s := (plan.get("data") or {}).get(k)) and s.get("kind") == "hub"]
-    return {"sha256": h.hexdigest(), "files": files, "bytes": size, "hub": hub}
+    for key in sorted(sources):
+        h.update(key.encode() + b"\0" + json.dumps(sources[key], sort_keys=True).encode() + b"\0")
+        files += sources[key].get("files", 0)
+        size += sources[key].get("bytes", 0)
+    hub = [f"{s['hub']}:{s.get('split')}" for s in sources.values() if "hub" in s]
+    return {"sha256": h.hexdigest(), "files": files, "bytes": size, "hub": hub, "sources": sources}
 
 
 def plot_loss(history: list[dict], path: str | Path, title: str = "training loss") -> bool:
@@ -165,8 +222,15 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
         ax.set_yscale("log")  # a loss that falls by orders of magnitude reads better on a log scale
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    path = Path(path)
+    tmp = _tmp_name(path).with_suffix(".png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
     return True
 
 

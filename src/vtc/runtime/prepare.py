@@ -1,13 +1,14 @@
 """Streaming, parallel preparation: every image of a dataset checked, standardised and stored in the image cache.
 
 ``prepare_images(tasks, resize=..., window=..., cache=..., workers=...)`` takes an iterable of (path, page) and
-yields one result dict per task, in order, while worker processes decode and resize. Memory stays flat however many
-images there are: tasks are read from the iterable as workers need them (at most ``workers * 4`` chunks of
-``CHUNK`` images in flight), no image outlives its worker's loop, and results are small dicts
-(path, page, key, ok, code, problem, size, format, pages, cached).
+yields one result dict per task (in completion order) while worker processes decode and resize. Memory stays flat
+however many images there are: tasks are read from the iterable as workers need them (at most ``workers * 4``
+chunks of ``CHUNK`` images in flight), no image outlives its worker's loop, and results are small dicts
+(path, frame, key, digest, ok, code, problem, size, format, frames, cached).
 
-Each image: its bytes are hashed (cache key, see vtc.runtime.cache); a key already in the cache is done (the
-recorded check result comes back, nothing is decoded); otherwise the header is read, an image over pillow's
+Each image: its bytes are hashed here, in this process (cache key, see vtc.runtime.cache); a key already in the
+cache is done (the recorded check result comes back, nothing is decoded, no worker is involved -- a run over
+prepared data starts no worker at all); otherwise a worker reads the header, refuses an image over pillow's
 decompression-bomb limit is refused (VT425) before any pixel is decoded, the pixels are decoded (unreadable,
 truncated, zero-byte: VT411; unsupported format: VT421; DICOM through vtc.runtime.dicom), EXIF-rotated, converted
 to RGB, standardised to the plan's size and written to the cache with what the check found. Failures are cached too,
@@ -52,32 +53,68 @@ def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict | None, win
     """
     root = str(cache.root) if cache is not None else None
     workers = default_workers() if workers is None else max(1, workers)
-    if workers == 1 or (count is not None and count < MIN_PARALLEL):
+    serial = workers == 1 or (count is not None and count < MIN_PARALLEL)
+    pool = None
+    pending: deque = deque()
+    chunk: list = []
+    try:
         for path, frame in tasks:
-            yield prepare_one(str(path), frame, resize, window, root, store)
-        return
-    import multiprocessing as mp
+            path, frame = str(path), int(frame)
+            if cache is not None:
+                hit = lookup(path, frame, resize, window, cache)
+                if hit is not None:
+                    yield hit
+                    continue
+            if serial:
+                yield prepare_one(path, frame, resize, window, root, store)
+                continue
+            chunk.append((path, frame))
+            if len(chunk) < CHUNK:
+                continue
+            if pool is None:
+                import multiprocessing as mp
 
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        pending: deque = deque()
-        for chunk in _chunks(tasks, CHUNK):
+                pool = mp.get_context("spawn").Pool(workers)
             pending.append(pool.apply_async(_prepare_chunk, (chunk, resize, window, root, store)))
+            chunk = []
             while len(pending) >= workers * 4:
                 yield from pending.popleft().get()
+        if chunk:
+            if pool is None:  # fewer misses than one chunk: not worth starting workers
+                yield from _prepare_chunk(chunk, resize, window, root, store)
+            else:
+                pending.append(pool.apply_async(_prepare_chunk, (chunk, resize, window, root, store)))
         while pending:
             yield from pending.popleft().get()
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
 
-def _chunks(tasks: Iterable[tuple[str, int]], n: int) -> Iterator[list]:
-    chunk: list = []
-    for path, frame in tasks:
-        chunk.append((str(path), int(frame)))
-        if len(chunk) == n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+_SETTINGS_TEXT: dict = {}
+
+
+def lookup(path: str, frame: int, resize: dict | None, window: dict | None, cache) -> dict | None:
+    """The cached result for this file's current content and these settings, or None (also when unreadable)."""
+    from vtc.runtime.cache import digest_file, entry_key, settings_text
+
+    try:
+        digest = digest_file(path)
+    except OSError:
+        return None
+    dicom = path[-4:].lower() == ".dcm"
+    memo = (repr(resize), repr(window) if dicom else None)
+    text = _SETTINGS_TEXT.get(memo)
+    if text is None:
+        text = _SETTINGS_TEXT[memo] = settings_text(settings_for(path, resize, window))
+    key = entry_key(digest, frame, text)
+    meta = cache.meta(key, touch=True)
+    if meta is None:
+        return None
+    out = {"path": path, "frame": frame, "key": key, "digest": digest, "cached": True}
+    out.update({k: meta.get(k) for k in ("ok", "code", "problem", "size", "format", "frames")})
+    return out
 
 
 def _prepare_chunk(chunk, resize, window, root, store) -> list[dict]:
@@ -163,7 +200,9 @@ def _decode(path: Path, data: bytes, frame: int, window: dict | None):
         return image, meta
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Between 1x and 2x pillow's limit, open() only warns: bomb_problem() below refuses those with their
+            # size before any pixel is decoded; over 2x, open() raises DecompressionBombError.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 meta.update(size=list(im.size), format=im.format, frames=int(getattr(im, "n_frames", 1) or 1))
                 bomb = bomb_problem(im.size)

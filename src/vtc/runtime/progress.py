@@ -40,6 +40,8 @@ class Reporter:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.timings: dict[str, float] = {}
+        # The stage in progress (left set when a stage fails, so that the error can say where it happened).
+        self.current: str | None = None
 
     @property
     def tty(self) -> bool:
@@ -56,12 +58,14 @@ class Reporter:
         such as training), so the output never looks hung.
         """
         st = Stage(name)
+        self.current = name
         if announce:
             self.line(f"{name} ...")
         elif self.tty:
             print(f"{name} ...", end="\r", file=self.stream, flush=True)
         start = time.perf_counter()
         yield st
+        self.current = None
         took = time.perf_counter() - start
         self.timings[name] = round(took, 3)
         detail = f"  {st.detail}" if st.detail else ""
@@ -100,25 +104,31 @@ def quiet_libraries():
                 hf_logging.enable_progress_bar()
 
 
-def training_callback(metrics_path: str | Path, reporter: Reporter):
+def training_callback(metrics_path: str | Path, reporter: Reporter, history: list[dict] | None = None):
     """A transformers TrainerCallback that writes metrics.jsonl and prints the progress line.
 
-    Made by a function so that importing this module never imports transformers.
+    ``history``: the records already in metrics.jsonl when a run resumes; new records continue them (their
+    ``elapsed`` counts on from the last one). Made by a function so that importing this module never imports
+    transformers.
     """
+    earlier = list(history or [])
+    offset = float(earlier[-1].get("elapsed") or 0.0) if earlier else 0.0
     from transformers import TrainerCallback
 
     class ProgressCallback(TrainerCallback):
         def __init__(self) -> None:
             self.start = time.perf_counter()
-            self.history: list[dict] = []
-            self.loss: float | None = None
+            self.history: list[dict] = list(earlier)
+            self.loss: float | None = earlier[-1]["loss"] if earlier else None
             self.total = 0
+            self.first = 0
             self.every = 1
             self._file = None
 
         def on_train_begin(self, args, state, control, **kw):
             self.start = time.perf_counter()
             self.total = state.max_steps
+            self.first = state.global_step  # > 0 when resuming from a checkpoint
             # In a log file: ten progress lines a run, not one per step.
             self.every = max(1, self.total // 10)
             self._file = open(metrics_path, "a", encoding="utf-8")
@@ -133,7 +143,7 @@ def training_callback(metrics_path: str | Path, reporter: Reporter):
                 "learning_rate": _num(logs.get("learning_rate")),
                 "grad_norm": _num(logs.get("grad_norm")),
                 "epoch": _num(logs.get("epoch")),
-                "elapsed": round(time.perf_counter() - self.start, 3),
+                "elapsed": round(offset + time.perf_counter() - self.start, 3),
             }
             self.loss = record["loss"]
             self.history.append(record)
@@ -166,7 +176,8 @@ def training_callback(metrics_path: str | Path, reporter: Reporter):
             total = max(self.total, 1)
             done = int(width * step / total)
             elapsed = time.perf_counter() - self.start
-            left = elapsed / step * (total - step) if step else 0.0
+            done_here = step - self.first
+            left = elapsed / done_here * (total - step) if done_here > 0 else 0.0
             loss = f"loss {self.loss:.4f}" if self.loss is not None else "loss -"
             return (f"  [{'#' * done}{'.' * (width - done)}] {step:>{len(str(total))}}/{total}  {loss}  "
                     f"{_fmt_seconds(elapsed)}, {_fmt_seconds(left)} left")

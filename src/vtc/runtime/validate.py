@@ -166,8 +166,8 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
         except VtcError as exc:
             found.extend(exc.diagnostics)
             continue
-        if len(rows) == 0 and not listing:
-            continue
+        if len(rows) == 0 and (rows.source is None or not listing):
+            continue  # no evaluation data (loading it read the training source, already scanned)
         report.sources.append(rows.description)
         report.rows += len(rows) + len({d.span for d in listing if d.span is not None})
         for d in listing:
@@ -177,8 +177,8 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
         found.extend(_scan_rows(rows, plan, cache, workers, seen_images, report))
     report.diagnostics = _dedupe(found)
     report.seconds = time.perf_counter() - started
-    if cache is not None and use_cache:
-        cache.trim()
+    if cache is not None and use_cache and report.images > report.cached:
+        cache.trim()  # only when this scan added entries (listing a large cache costs seconds)
     return report
 
 
@@ -222,7 +222,8 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport)
         dup = (tuple(digests), rows.answer(i))
         if dup in first_copy:
             first = first_copy[dup]
-            d = warning("VT422", f"{span.location} repeats the row at {first.location} (same image"
+            at = f"row {first.line}" if first.file == span.file else first.location
+            d = warning("VT422", f"row {span.line} of {Path(span.file).name} repeats {at} (same image"
                                  f"{'s' * (len(digests) != 1)} and answer)", span,
                         help="remove the copy: duplicates weigh that row double in training",
                         related=((first, "first here"),))
@@ -297,11 +298,16 @@ def _unlisted(rows) -> list[Diagnostic]:
     info = getattr(rows, "source", None)
     if info is None or info.kind != "imagefolder" or info.metadata is None:
         return []
-    from vtc.runtime.data import _walk_images
+
+    import os
 
     from vtc.runtime.data import _read_table
+    from vtc.runtime.images import IMAGE_EXTENSIONS
 
-    listed = {p.resolve() for i in range(len(rows)) for p in rows.images(i)}
+    def norm(p) -> str:  # string normalisation: resolve() costs an lstat per component on 100,000 files
+        return os.path.normpath(os.path.abspath(str(p)))
+
+    listed = {norm(p) for rec in rows._records for p in rec.images}
     try:  # rows left out for a problem still list their images
         for _, row in _read_table(info.metadata):
             if isinstance(row, dict):
@@ -309,10 +315,18 @@ def _unlisted(rows) -> list[Diagnostic]:
                     if col == "file_name" or col.endswith(("_file_name", "file_names")):
                         for name in value if isinstance(value, list) else [value]:
                             if isinstance(name, str) and name.strip():
-                                listed.add((info.metadata.parent / name).resolve())
+                                listed.add(norm(info.metadata.parent / name))
     except VtcError:
         pass
-    present = [p for p in _walk_images(info.metadata.parent) if p.resolve() not in listed]
+    present = []
+    top = norm(info.metadata.parent)
+    for dirpath, dirnames, filenames in os.walk(top):  # strings, not Paths: this visits every file
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f[0] != "." and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
+                full = os.path.join(dirpath, f)
+                if full not in listed:
+                    present.append(Path(full))
     if not present:
         return []
     names = ", ".join(p.name for p in present[:5]) + (", ..." if len(present) > 5 else "")

@@ -38,7 +38,12 @@ class Backend(Protocol):
     def trainer(self, plan: dict, model: Any, processor: Any, train_rows: Sequence, collator: Callable,
                 output_dir: str, callbacks: list, report_to: list[str] | None = None) -> Any:
         """A TRL SFTTrainer (or compatible) configured from plan["sft"]; ``.train()`` runs it. ``report_to`` is
-        the trackers besides vtc's own TensorBoard callback (["none"] for none)."""
+        the trackers besides vtc's own TensorBoard callback (["none"] for none).
+
+        Checkpoints: ``output_dir`` is the run's checkpoints/ folder and must become ``args.output_dir``; the
+        ``callbacks`` (vtc's checkpoint callback among them) must be kept. vtc's callback decides when to save
+        (``control.should_save``), so ``save_strategy="no"`` is right, and the runtime resumes with
+        ``trainer.train(resume_from_checkpoint=...)``: the trainer must be a transformers Trainer subclass."""
 
     def for_inference(self, model: Any) -> None:
         """Switch to generation: eval mode, caches on, left padding."""

@@ -38,6 +38,8 @@ def compute_dtype(plan: dict):
     if device_kind() != "cuda":
         return torch.float32
     wanted = (plan.get("unsloth") or {}).get("from_pretrained", {}).get("dtype")
+    if wanted in ("float32", "fp32"):  # a plan edited for exact comparisons (tests/gpu parity): no autocast
+        return torch.float32
     if wanted in ("float16", "fp16"):
         return torch.float16
     if wanted in ("bfloat16", "bf16") or torch.cuda.is_bf16_supported():
@@ -168,8 +170,8 @@ class TransformersBackend:
         if cuda:
             import torch
 
-            bf16 = compute_dtype(plan) == torch.bfloat16
-            args.update(bf16=bf16, fp16=not bf16)
+            dtype = compute_dtype(plan)
+            args.update(bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
         else:
             args.update(bf16=False, fp16=False)
             self._note("no CUDA GPU: training in 32-bit floating point on the CPU")

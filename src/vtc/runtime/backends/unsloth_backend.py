@@ -76,18 +76,20 @@ def torch_dtype(name):
     return getattr(torch, key)
 
 
-class _RowDataset:
-    """The plan's rows as a map-style dataset: images are opened when the trainer's loader asks for a row, so the
-    whole data set is never held in memory (the notebooks' list of PIL images would be)."""
+class VtcUnslothCollator(UnslothVisionDataCollator):
+    """UnslothVisionDataCollator over lazily opened rows.
 
-    def __init__(self, rows: Sequence) -> None:
-        self.rows = rows
+    TRL's SFTTrainer takes only a `datasets` Dataset, and one holding the rows would hold every image in memory.
+    So the trainer's dataset holds row numbers ({"row": i}), and this collator opens the rows of each batch from
+    ``self.rows`` (vtc's lazy Rows) before Unsloth's collator sees them. Rows given directly (dicts with
+    "messages") pass through unchanged. Being a subclass keeps Unsloth's trainer treating it as its own collator.
+    """
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.rows[i]
+    def __call__(self, examples):
+        rows = getattr(self, "rows", None)
+        if rows is not None:
+            examples = [rows[e["row"]] if "row" in e and "messages" not in e else e for e in examples]
+        return super().__call__(examples)
 
 
 class UnslothBackend:
@@ -200,7 +202,7 @@ class UnslothBackend:
         if kwargs["train_on_responses_only"]:
             kwargs["instruction_part"] = c["instruction_part"]
             kwargs["response_part"] = c["response_part"]
-        return UnslothVisionDataCollator(model, processor, **kwargs)
+        return VtcUnslothCollator(model, processor, **kwargs)
 
     def sft_config(self, plan: dict, model, output_dir: str, report_to: list[str] | None = None):
         """TRL's SFTConfig from plan["sft"]: precision from the loaded model's dtype, an optimizer this machine can
@@ -237,8 +239,18 @@ class UnslothBackend:
                 if state.is_local_process_zero:
                     print(FIRST_STEP_NOTE, flush=True)
 
+        from datasets import Dataset
+
         cfg = self.sft_config(plan, model, output_dir, report_to)
-        return SFTTrainer(model=model, args=cfg, train_dataset=_RowDataset(train_rows), data_collator=collator,
+        dataset = Dataset.from_dict({"row": list(range(len(train_rows)))})
+        if isinstance(collator, VtcUnslothCollator):
+            collator.rows = train_rows
+        else:  # any other collator gets the rows themselves
+            inner = collator
+
+            def collator(batch):
+                return inner([train_rows[item["row"]] for item in batch])
+        return SFTTrainer(model=model, args=cfg, train_dataset=dataset, data_collator=collator,
                           processing_class=processor, callbacks=[FirstStepNote(), *callbacks])
 
     def for_inference(self, model) -> None:

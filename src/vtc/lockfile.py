@@ -1,0 +1,350 @@
+"""Fingerprints of a run's inputs (recipe, data, model), the saved plan's "inputs" section, and the lock file.
+
+Torch-free: this module never imports torch, transformers, trl, peft, datasets or unsloth. Library versions are read
+with importlib.metadata, which reads the installed package's metadata files without importing the package.
+
+Two strengths of fingerprint, for two moments:
+
+* **quick** (``vtc plan -o plan.json``, checked by ``vtc run plan.json``): must stay fast on a folder of 100,000
+  images. It hashes every file's relative name and size, the full content of every file that is not an image (the
+  answers live there: metadata.jsonl, captions, CSV; a caption edited from "red" to "blue" keeps the size), and of
+  big files (over 64 MiB: parquet, safetensors) 16 evenly spaced 64 KiB samples plus the size. Images are known by
+  name and size only: re-encoding or editing an image virtually always changes its size, and reading 100,000
+  images would make `vtc plan` take minutes. Modification times are left out on purpose: copying a project to a
+  GPU machine changes them, and that must not count as a change.
+* **content** (``vtc lock``, and every run's manifest): sha256 over every file's relative name and bytes. Slow on
+  big folders, and exact.
+
+A model is known by what from_pretrained would load: a local folder by its files (quick: config.json and every
+file's name and size, big weight files sampled; lock: every byte), a Hub model by the revision the local Hugging
+Face cache resolves `main` to (offline, from the cache's refs; "unresolved" when it is not cached), a tiny model by
+its build version and the hash of its built folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+LOCK_VERSION = 1
+# The libraries whose version decides what a run does; `vtc run` warns when one differs from the lock.
+LOCK_LIBRARIES = ("torch", "transformers", "trl", "peft", "unsloth")
+NOT_INSTALLED = "not installed"
+UNRESOLVED = "unresolved"
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom", ".ppm",
+                  ".pgm", ".jp2", ".heic"}
+BIG_FILE = 64 << 20  # files above this are sampled by the quick fingerprint
+SAMPLES = 16
+SAMPLE_SIZE = 64 << 10
+
+
+# ---- files ----------------------------------------------------------------------------------------------------
+
+def _files(root: Path) -> list[tuple[str, Path]]:
+    """(relative name, path) of every file under ``root`` (or the file itself), sorted, hidden files included
+    except the HF cache's own bookkeeping folders."""
+    if root.is_file():
+        return [(root.name, root)]
+    if not root.is_dir():
+        return []
+    out = []
+    for p in root.rglob("*"):
+        if p.is_file():
+            rel = p.relative_to(root).as_posix()
+            if rel.startswith((".cache/", ".git/")):
+                continue
+            out.append((rel, p))
+    return sorted(out)
+
+
+def _hash_file(h, path: Path) -> int:
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size
+
+
+def _sample_file(h, path: Path, size: int) -> None:
+    """16 evenly spaced 64 KiB blocks (the first at 0, the last ending at the end)."""
+    with open(path, "rb") as f:
+        for i in range(SAMPLES):
+            f.seek((size - SAMPLE_SIZE) * i // (SAMPLES - 1))
+            h.update(f.read(SAMPLE_SIZE))
+
+
+def folder_fingerprint(root: Path, *, content: bool) -> dict[str, Any]:
+    """Fingerprint of a file or folder: {"sha256", "files", "bytes"} (quick or content, see the module doc)."""
+    h = hashlib.sha256()
+    files = total = 0
+    for rel, p in _files(root):
+        size = p.stat().st_size
+        h.update(rel.encode("utf-8") + b"\0" + str(size).encode() + b"\0")
+        if content:
+            _hash_file(h, p)
+        elif size > BIG_FILE:
+            _sample_file(h, p, size)
+        elif p.suffix.lower() not in IMAGE_SUFFIXES:
+            _hash_file(h, p)
+        h.update(b"\0")
+        files += 1
+        total += size
+    return {"sha256": h.hexdigest(), "files": files, "bytes": total}
+
+
+# ---- the recipe -----------------------------------------------------------------------------------------------
+
+def recipe_fingerprint(plan: dict) -> dict[str, Any]:
+    """sha256 over the recipe and every file it includes (names as the plan lists them, bytes as on disk)."""
+    base = Path(plan.get("base_dir") or ".")
+    h = hashlib.sha256()
+    missing = []
+    names = list((plan.get("recipe") or {}).get("files") or [])
+    for name in names:
+        p = Path(name) if os.path.isabs(name) else base / name
+        h.update(name.encode("utf-8") + b"\0")
+        try:
+            h.update(p.read_bytes())
+        except OSError:
+            missing.append(name)
+        h.update(b"\0")
+    return {"sha256": h.hexdigest(), "files": names, "missing": missing}
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+
+def data_sources(plan: dict) -> list[tuple[str, dict]]:
+    """("train" | "eval", the plan's data source) for each source of the plan."""
+    data = plan.get("data") or {}
+    return [(k, data[k]) for k in ("train", "eval") if isinstance(data.get(k), dict)]
+
+
+def source_path(plan: dict, source: dict) -> Path:
+    p = Path(os.path.expanduser(source["source"]))
+    return p if p.is_absolute() else Path(plan.get("base_dir") or ".") / p
+
+
+def data_fingerprint(plan: dict, *, content: bool) -> dict[str, Any]:
+    """Per source ("train", "eval"): a local folder's fingerprint, or a Hub dataset's cached revision."""
+    out: dict[str, Any] = {}
+    for key, src in data_sources(plan):
+        if src.get("kind", "path") == "hub":
+            out[key] = {"hub": src["source"], "split": src.get("split"),
+                        "revision": hub_revision(src["source"], "dataset")}
+        else:
+            out[key] = {"source": src["source"], **folder_fingerprint(source_path(plan, src), content=content)}
+    return out
+
+
+# ---- the model ------------------------------------------------------------------------------------------------
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache folder (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub), as
+    huggingface_hub computes it."""
+    try:
+        from huggingface_hub import constants  # light: no network, no torch
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        home = os.environ.get("HF_HOME") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+        return Path(os.environ.get("HF_HUB_CACHE") or os.path.join(home, "hub"))
+
+
+def hub_revision(repo_id: str, kind: str = "model", ref: str = "main") -> str:
+    """The commit the local cache resolves ``ref`` to (offline), or "unresolved" when it is not cached."""
+    folder = hub_cache_dir() / f"{kind}s--{repo_id.replace('/', '--')}"
+    try:
+        rev = (folder / "refs" / ref).read_text(encoding="utf-8").strip()
+    except OSError:
+        return UNRESOLVED
+    return rev if rev and (folder / "snapshots" / rev).is_dir() else UNRESOLVED
+
+
+def model_fingerprint(plan: dict, *, content: bool) -> dict[str, Any]:
+    """What from_pretrained would load: see the module doc."""
+    model = plan.get("model") or {}
+    source, mid = model.get("source"), model.get("id")
+    if source == "tiny":
+        from vtc.runtime.tiny_models import TINY_VERSION, cache_root
+
+        folder = cache_root() / "models" / f"{mid}-v{TINY_VERSION}"
+        built = (folder / "vtc_tiny.json").is_file()
+        fp = folder_fingerprint(folder, content=True)["sha256"] if built and content else None
+        # The build is deterministic: the version decides the bytes; the hash shows they are what was locked.
+        return {"kind": "tiny", "id": mid, "version": TINY_VERSION,
+                "sha256": fp if built and content else (None if built else "not built yet")}
+    if source == "local":
+        p = Path(os.path.expanduser(mid))
+        if not p.is_absolute():
+            p = Path(plan.get("base_dir") or ".") / p
+        if not p.is_dir():
+            return {"kind": "local", "path": mid, "sha256": "missing"}
+        return {"kind": "local", "path": mid, **folder_fingerprint(p, content=content)}
+    return {"kind": "hub", "id": mid, "revision": hub_revision(mid, "model")}
+
+
+# ---- the saved plan's inputs ----------------------------------------------------------------------------------
+
+def plan_inputs(plan: dict) -> dict[str, Any]:
+    """The "inputs" section `vtc plan -o` adds: quick fingerprints of the recipe, the data and the model."""
+    return {"fingerprint": "quick", "recipe": recipe_fingerprint(plan),
+            "data": data_fingerprint(plan, content=False), "model": model_fingerprint(plan, content=False)}
+
+
+def input_changes(recorded: dict, plan: dict) -> list[str]:
+    """What changed since ``recorded`` (a plan's "inputs") was made, in words; [] when nothing did."""
+    now = plan_inputs(plan)
+    out = []
+    rec_recipe, cur_recipe = recorded.get("recipe") or {}, now["recipe"]
+    for name in cur_recipe["missing"]:
+        out.append(f"the recipe file {name} no longer exists")
+    if rec_recipe.get("sha256") != cur_recipe["sha256"] and not cur_recipe["missing"]:
+        out.append(f"the recipe changed ({', '.join(cur_recipe['files'])})")
+    for key, cur in now["data"].items():
+        rec = (recorded.get("data") or {}).get(key)
+        if rec is None:
+            out.append(f"the {key} data is new")
+        elif rec != cur:
+            out.append(f"the {key} data changed: {_data_change(rec, cur)}")
+    rec_model, cur_model = recorded.get("model") or {}, now["model"]
+    if _model_differs(rec_model, cur_model):
+        out.append(f"the model changed: {_model_change(rec_model, cur_model)}")
+    return out
+
+
+def _data_change(rec: dict, cur: dict) -> str:
+    if "hub" in cur:
+        return f"{cur['hub']} revision {_short(cur.get('revision'))} (was {_short(rec.get('revision'))})"
+    where = cur.get("source")
+    if rec.get("files") != cur.get("files"):
+        return f"{where} has {cur['files']} files (was {rec.get('files')})"
+    if rec.get("bytes") != cur.get("bytes"):
+        return f"{where} holds {cur['bytes']:,} bytes (was {rec.get('bytes'):,})"
+    return f"{where}: the same number of files and bytes, but a file was renamed or edited"
+
+
+def _model_differs(rec: dict, cur: dict) -> bool:
+    if rec.get("kind") != cur.get("kind"):
+        return True
+    if cur.get("kind") == "hub":
+        # "unresolved" means not known offline: no evidence of a change either way.
+        return UNRESOLVED not in (rec.get("revision"), cur.get("revision")) and rec.get("revision") != cur.get(
+            "revision") or rec.get("id") != cur.get("id")
+    if cur.get("kind") == "tiny":
+        return rec.get("version") != cur.get("version") or rec.get("id") != cur.get("id")
+    return rec.get("sha256") != cur.get("sha256")
+
+
+def _model_change(rec: dict, cur: dict) -> str:
+    if cur.get("kind") == "hub":
+        return f"{cur.get('id')} revision {_short(cur.get('revision'))} (was {_short(rec.get('revision'))})"
+    if cur.get("kind") == "tiny":
+        return f"{cur.get('id')} build version {cur.get('version')} (was {rec.get('version')})"
+    if cur.get("sha256") == "missing":
+        return f"the folder {cur.get('path')} no longer exists"
+    return f"the files in {cur.get('path')} differ"
+
+
+def _short(rev) -> str:
+    return rev[:12] if isinstance(rev, str) and len(rev) == 40 else str(rev)
+
+
+# ---- the lock file --------------------------------------------------------------------------------------------
+
+def library_versions(names=LOCK_LIBRARIES) -> dict[str, str]:
+    """Installed versions, read from package metadata without importing the packages."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = NOT_INSTALLED
+    return out
+
+
+def lock_path(plan: dict) -> Path:
+    """recipe.vt.lock beside the recipe."""
+    return Path(plan.get("base_dir") or ".") / ((plan.get("recipe") or {}).get("file", "recipe.vt") + ".lock")
+
+
+def build_lock(plan: dict) -> dict[str, Any]:
+    """The lock of a compiled plan. Deterministic: no times, no absolute paths, nothing from the environment."""
+    from vtc import __version__
+
+    model = model_fingerprint(plan, content=True)
+    if model.get("kind") == "local":
+        # Both: the content hash for the record, the quick one so that `vtc run` can compare cheaply.
+        model["quick_sha256"] = model_fingerprint(plan, content=False).get("sha256")
+    recipe = recipe_fingerprint(plan)
+    return {
+        "lock_version": LOCK_VERSION,
+        "vtc": __version__,
+        "recipe": {"files": recipe["files"], "sha256": recipe["sha256"]},
+        "model": model,
+        "data": data_fingerprint(plan, content=True),
+        "libraries": library_versions(),
+    }
+
+
+def lock_text(lock: dict) -> str:
+    return json.dumps(lock, indent=2, sort_keys=True) + "\n"
+
+
+def read_lock(path: Path) -> dict | None:
+    """A lock file's content, or None when it is missing or unreadable."""
+    try:
+        lock = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return lock if isinstance(lock, dict) and lock.get("lock_version") else None
+
+
+def lock_differences(lock: dict, plan: dict, data_content: dict | None = None) -> list[str]:
+    """Every difference between a lock and the inputs now, one sentence each.
+
+    ``data_content``: the run's content fingerprint of the data (data_fingerprint(plan, content=True)), when it was
+    computed already. A local model is compared by its quick fingerprint (the content hash of many GiB of weights
+    would cost every run a full read), the data by content.
+    """
+    out = []
+    recipe = recipe_fingerprint(plan)
+    if (lock.get("recipe") or {}).get("sha256") != recipe["sha256"]:
+        out.append("the recipe differs from the locked one")
+    locked_model = lock.get("model") or {}
+    now = model_fingerprint(plan, content=False)
+    if now.get("kind") == "local":
+        if locked_model.get("kind") != "local" or locked_model.get("quick_sha256") != now.get("sha256"):
+            out.append(f"the model folder {now.get('path')} differs from the locked one")
+    elif now.get("kind") == "tiny":
+        if locked_model.get("kind") != "tiny" or (locked_model.get("id"), locked_model.get("version")) != (
+                now.get("id"), now.get("version")):
+            out.append(f"the model is {now.get('id')} build {now.get('version')}; the lock has "
+                       f"{locked_model.get('id')} build {locked_model.get('version')}")
+    else:
+        if locked_model.get("id") != now.get("id"):
+            out.append(f"the model is {now.get('id')}; the lock has {locked_model.get('id')}")
+        elif locked_model.get("revision") != now.get("revision"):
+            out.append(f"the model {now.get('id')} resolves to revision {_short(now.get('revision'))}; the lock has "
+                       f"{_short(locked_model.get('revision'))}")
+    data = data_content if data_content is not None else data_fingerprint(plan, content=True)
+    locked_data = lock.get("data") or {}
+    for key in sorted(set(data) | set(locked_data)):
+        if data.get(key) != locked_data.get(key):
+            if key not in locked_data:
+                out.append(f"the {key} data is not in the lock")
+            elif key not in data:
+                out.append(f"the lock has {key} data that the recipe no longer uses")
+            else:
+                out.append(f"the {key} data differs from the locked one: {_data_change(locked_data[key], data[key])}")
+    versions = library_versions()
+    for name, locked in sorted((lock.get("libraries") or {}).items()):
+        if name in versions and versions[name] != locked:
+            out.append(f"{name} is {versions[name]}; the lock has {locked}")
+    return out
