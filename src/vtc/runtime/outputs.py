@@ -237,6 +237,9 @@ def plot_loss(history: list[dict], path: str | Path, title: str = "training loss
 def shorten(text: str, width: int) -> str:
     """One line of at most ``width`` characters (newlines shown as ⏎)."""
     text = str(text).replace("\n", " ⏎ ")
+    # An untrained model can emit control characters and broken UTF-8 (shown as U+FFFD): print them as "?" so that
+    # the table's columns stay aligned on any terminal.
+    text = "".join(c if c.isprintable() and c != "\ufffd" else "?" for c in text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
