@@ -78,13 +78,14 @@ def conversations(data_dir: Path, instruction: str = INSTRUCTION) -> list[dict]:
     return rows
 
 
-def tokens_per_row(model_dir: Path, data_dir: Path, instruction: str = INSTRUCTION) -> list[int]:
-    """Non-padding tokens of each row (text + image placeholders) as the processor makes them."""
+def tokens_per_row(model_dir: Path, data_dir: Path, instruction: str = INSTRUCTION,
+                   limit: int | None = None) -> list[int]:
+    """Non-padding tokens of each row (text + image placeholders) as the processor makes them (the first `limit`)."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(str(model_dir))
     counts = []
-    for row in conversations(data_dir, instruction):
+    for row in conversations(data_dir, instruction)[:limit]:
         text = processor.apply_chat_template(row["messages"], tokenize=False)
         image = row["messages"][0]["content"][1]["image"]
         enc = processor(text=[text], images=[image], return_tensors="pt")

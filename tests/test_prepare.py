@@ -75,3 +75,31 @@ def test_a_prepared_dataset_starts_no_worker_and_a_changed_file_is_redone(images
     other_size = list(prepare.prepare_images(tasks[:2], resize={"mode": "longest", "size": 49}, cache=cache,
                                              workers=1))
     assert not any(r["cached"] for r in other_size)
+
+
+def test_the_stat_index_skips_reading_unchanged_files_but_not_changed_ones(images, tmp_path, monkeypatch):
+    import os
+
+    from vtc.runtime import cache as cache_mod
+
+    cache = ImageCache(tmp_path / "cache")
+    tasks = [(str(p), 0) for p in images[:5]]
+    memo: dict = {}
+    for r in prepare.prepare_images(tasks, resize=RESIZE, cache=cache, workers=1, memo=memo):
+        prepare.remember(memo, r, RESIZE, None)
+    cache.write_index("src", memo)
+    memo = cache.read_index("src")
+    assert len(memo) == 5
+    reads = []
+    real = cache_mod.digest_file
+    monkeypatch.setattr(cache_mod, "digest_file", lambda p: reads.append(p) or real(p))
+    again = list(prepare.prepare_images(tasks, resize=RESIZE, cache=cache, workers=1, memo=memo))
+    assert all(r["cached"] for r in again) and reads == []
+    # Same size, the old mtime put back: the ctime still changes, so the file is read and redone.
+    st = os.stat(images[2])
+    Image.new("RGB", Image.open(images[2]).size, (1, 2, 3)).save(images[2])
+    os.utime(images[2], ns=(st.st_atime_ns, st.st_mtime_ns))
+    redo = list(prepare.prepare_images(tasks, resize=RESIZE, cache=cache, workers=1, memo=memo))
+    assert [r["path"] for r in redo if not r["cached"]] == [str(images[2])] and reads == [str(images[2])]
+    cache.clear()
+    assert cache.read_index("src") == {}

@@ -246,3 +246,57 @@ def test_load_rows_collects_row_problems_instead_of_raising(broken):
     assert len(rows) == 11
     with pytest.raises(VtcError):
         load_rows(plan_for(broken.parent, "data"))
+
+
+# --- the recipe clauses and `vtc check --data` ---------------------------------------------------------------------
+
+
+def test_recipe_clauses_reach_the_plan_and_format(tmp_path):
+    from vtc.compiler.fmt import format_source
+    from vtc.compiler.pipeline import compile_file
+
+    (tmp_path / "d").mkdir()
+    recipe = tmp_path / "r.vt"
+    recipe.write_text("finetune vision on qwen2.5-vl from ./d   bad rows skip window -600 1500 tiff pages all\n")
+    plan = compile_file(str(recipe)).plan
+    assert plan["data"]["bad_rows"] == "skip" and plan["images"]["tiff_pages"] == "all"
+    assert plan["images"]["window"] == {"center": -600, "width": 1500}
+    assert plan["provenance"]["/data/bad_rows"].endswith("r.vt:1")
+    text, _ = format_source(recipe.read_text(), "r.vt")
+    assert "\nbad rows skip\nwindow -600 1500\ntiff pages all\n" in text
+    recipe.write_text("finetune vision on qwen2.5-vl from ./d\n")
+    plan = compile_file(str(recipe)).plan
+    assert (plan["data"]["bad_rows"], plan["images"]["window"], plan["images"]["tiff_pages"]) == ("stop", None,
+                                                                                                  "first")
+
+
+@pytest.mark.parametrize("clause,code,words", [
+    ("bad rows skipp", "VT102", "skip"), ("tiff pages every", "VT102", "all"), ("window 40 0", "VT104", "width"),
+    ("window 40", "VT011", "number"), ("bad rows", "VT011", "skip or stop"),
+])
+def test_recipe_clause_mistakes(tmp_path, clause, code, words):
+    from vtc.compiler.pipeline import compile_file
+
+    (tmp_path / "d").mkdir()
+    recipe = tmp_path / "r.vt"
+    recipe.write_text(f"finetune vision on qwen2.5-vl from ./d\n{clause}\n")
+    result = compile_file(str(recipe))
+    d = next(d for d in result.diagnostics if d.is_error)
+    assert result.plan is None and d.code == code and d.span.line == 2
+    assert words in d.message + (d.help or "")
+
+
+def test_vtc_check_data_prints_the_problems_and_the_table(broken, tmp_path):
+    from click.testing import CliRunner
+
+    from vtc.cli import cli
+
+    recipe = broken.parent / "r.vt"
+    recipe.write_text("finetune vision on qwen2.5-vl from ./data bad rows skip\n")
+    res = CliRunner().invoke(cli, ["check", "--data", str(recipe)])
+    assert res.exit_code == 1
+    assert "metadata.jsonl:6" in res.output and "VT425" in res.output and "data check: 17 rows" in res.output
+    assert "skipped_rows.jsonl" in res.output
+    res = CliRunner().invoke(cli, ["check", "--data", "--format", "json", str(recipe)])
+    found = json.loads(res.output)
+    assert {d["span"]["line"] for d in found if d["code"] != "VT420"} == set(EXPECTED)

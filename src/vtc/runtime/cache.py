@@ -12,6 +12,10 @@ Where: ``<cache root>/images/`` (the root is tiny_models.cache_root(): $VTC_CACH
 $VTC_CACHE_MAX (like ``20G``, ``500M``), default 10 GiB; after each preparation the least recently used entries go
 until the cache is under the cap. ``vtc cache`` shows the size, ``vtc cache clear`` empties it.
 
+A stat index per dataset (``<root>/index/``, ImageCache.read_index / write_index) remembers each source file's
+size, mtime, ctime and inode with its content hash and check result, so that a check over unchanged files reads none
+of them (git's rule: any write changes the ctime). Clearing or trimming the cache drops the indexes.
+
 Writes are atomic (a temporary file renamed into place), so parallel workers and interrupted runs never leave a
 half-written entry behind.
 """
@@ -67,12 +71,15 @@ def max_bytes() -> int:
 def digest_file(path: str | Path) -> str:
     """Hex BLAKE2b-128 of the file's bytes (the content part of a cache key)."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY)  # raw reads: a third of the cost of open() for the small files of a dataset
+    try:
         while True:
-            block = f.read(_BLOCK)
+            block = os.read(fd, _BLOCK)
             if not block:
                 break
             h.update(block)
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
@@ -157,6 +164,25 @@ class ImageCache:
         data = json.dumps(meta, sort_keys=True).encode("utf-8")
         _atomic(meta_path, lambda f: f.write(data))
 
+    def read_index(self, name: str) -> dict:
+        """The stat index saved under ``name`` (prepare.lookup's memo), or {}."""
+        try:
+            return json.loads(self._index_path(name).read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+    def write_index(self, name: str, memo: dict) -> None:
+        path = self._index_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(memo, separators=(",", ":")).encode("utf-8")
+        _atomic(path, lambda f: f.write(data))
+
+    def _index_path(self, name: str) -> Path:
+        return self.root / "index" / (hashlib.blake2b(name.encode(), digest_size=12).hexdigest() + ".json")
+
+    def _drop_indexes(self) -> None:
+        shutil.rmtree(self.root / "index", ignore_errors=True)
+
     def stats(self) -> tuple[int, int]:
         """(entries, bytes) of the cache."""
         entries, size = 0, 0
@@ -169,6 +195,7 @@ class ImageCache:
     def clear(self) -> tuple[int, int]:
         """Remove every entry; returns what was removed as (entries, bytes)."""
         found = self.stats()
+        self._drop_indexes()
         if self.root.is_dir():
             for child in self.root.iterdir():
                 if child.is_dir() and len(child.name) == 2:
@@ -190,6 +217,7 @@ class ImageCache:
                 item[0] = st.st_mtime
         if total <= limit:
             return 0
+        self._drop_indexes()  # they may name removed entries
         removed = 0
         for used, size, paths in sorted(entries.values(), key=lambda t: t[0]):
             if total <= limit:

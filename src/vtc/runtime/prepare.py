@@ -45,15 +45,17 @@ def default_workers() -> int:
 
 def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict | None, window: dict | None = None,
                    cache=None, workers: int | None = None, store: bool = True,
-                   count: int | None = None) -> Iterator[dict]:
-    """Check and standardise every (path, page) in ``tasks``; yields result dicts in the same order.
+                   count: int | None = None, memo: dict | None = None) -> Iterator[dict]:
+    """Check and standardise every (path, page) in ``tasks``; yields result dicts (in completion order).
 
     ``cache``: an ImageCache (None: check only, nothing stored or reused). ``count``: how many tasks there are, if
-    known (decides whether workers are worth starting).
+    known (decides whether workers are worth starting). ``memo``: a stat index (ImageCache.read_index), updated in
+    place: a file whose size, mtime, ctime and inode are those recorded is not even read again (git's rule for
+    "unchanged"; any write changes the ctime). Its content hash, the cache key, was recorded with them.
     """
     root = str(cache.root) if cache is not None else None
     workers = default_workers() if workers is None else max(1, workers)
-    serial = workers == 1 or (count is not None and count < MIN_PARALLEL)
+    serial = workers == 1 or (count is not None and count < MIN_PARALLEL) or not _can_spawn()
     pool = None
     pending: deque = deque()
     chunk: list = []
@@ -61,7 +63,7 @@ def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict | None, win
         for path, frame in tasks:
             path, frame = str(path), int(frame)
             if cache is not None:
-                hit = lookup(path, frame, resize, window, cache)
+                hit = lookup(path, frame, resize, window, cache, memo)
                 if hit is not None:
                     yield hit
                     continue
@@ -95,26 +97,68 @@ def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict | None, win
 _SETTINGS_TEXT: dict = {}
 
 
-def lookup(path: str, frame: int, resize: dict | None, window: dict | None, cache) -> dict | None:
+def _can_spawn() -> bool:
+    """Whether spawned workers can start: they re-import the main script, which must exist as a file (a script
+    piped to `python -` has none, and its workers would die and be restarted forever)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None or os.path.isfile(path)
+
+
+_FIELDS = ("ok", "code", "problem", "size", "format", "frames")
+
+
+def stat_signature(path: str) -> list[int]:
+    """[size, mtime_ns, ctime_ns, inode]: what says "unchanged" without reading the file."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def lookup(path: str, frame: int, resize: dict | None, window: dict | None, cache,
+           memo: dict | None = None) -> dict | None:
     """The cached result for this file's current content and these settings, or None (also when unreadable)."""
     from vtc.runtime.cache import digest_file, entry_key, settings_text
 
+    dicom = path[-4:].lower() == ".dcm"
+    which = (repr(resize), repr(window) if dicom else None)
+    text = _SETTINGS_TEXT.get(which)
+    if text is None:
+        text = _SETTINGS_TEXT[which] = settings_text(settings_for(path, resize, window))
     try:
-        digest = digest_file(path)
+        sig = stat_signature(path)
     except OSError:
         return None
-    dicom = path[-4:].lower() == ".dcm"
-    memo = (repr(resize), repr(window) if dicom else None)
-    text = _SETTINGS_TEXT.get(memo)
-    if text is None:
-        text = _SETTINGS_TEXT[memo] = settings_text(settings_for(path, resize, window))
-    key = entry_key(digest, frame, text)
-    meta = cache.meta(key, touch=True)
-    if meta is None:
-        return None
+    slot = f"{path}|{frame}|{text}"
+    known = memo.get(slot) if memo is not None else None
+    if known is not None and known[0] == sig:
+        _, key, digest, meta = known
+    else:
+        try:
+            digest = digest_file(path)
+        except OSError:
+            return None
+        key = entry_key(digest, frame, text)
+        meta = cache.meta(key, touch=True)
+        if meta is None:
+            return None
+        if memo is not None:
+            memo[slot] = [sig, key, digest, {k: meta.get(k) for k in _FIELDS}]
     out = {"path": path, "frame": frame, "key": key, "digest": digest, "cached": True}
-    out.update({k: meta.get(k) for k in ("ok", "code", "problem", "size", "format", "frames")})
+    out.update({k: meta.get(k) for k in _FIELDS})
     return out
+
+
+def remember(memo: dict | None, result: dict, resize: dict | None, window: dict | None) -> None:
+    """Record a freshly prepared file in the stat index (its signature was taken before it was read)."""
+    if memo is None or not result.get("key") or not result.get("stat"):
+        return
+    from vtc.runtime.cache import settings_text
+
+    path = result["path"]
+    slot = f"{path}|{result['frame']}|{settings_text(settings_for(path, resize, window))}"
+    memo[slot] = [result["stat"], result["key"], result["digest"], {k: result.get(k) for k in _FIELDS}]
 
 
 def _prepare_chunk(chunk, resize, window, root, store) -> list[dict]:
@@ -139,7 +183,9 @@ def prepare_one(path: str, frame: int, resize: dict | None, window: dict | None,
            "size": None, "format": None, "frames": None, "cached": False}
     p = Path(path)
     try:
-        size = p.stat().st_size
+        sig = stat_signature(path)  # before reading: a write after this changes the ctime
+        size = sig[0]
+        out["stat"] = sig
     except OSError:
         out.update(code="VT410", problem="the file does not exist")
         return out

@@ -332,22 +332,26 @@ def _resumable(folder: Path) -> tuple[Path, dict, dict]:
 
 def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: float,
          resume: _Resume | None = None) -> Path:
+    # Every row is checked (and its standardised image prepared into the cache) before any model loads. Under
+    # `bad rows stop` (the default) any bad row stops here with every problem listed; under `bad rows skip` the bad
+    # rows are left out and listed in the run folder's skipped_rows.jsonl.
     with rep.stage("scan data") as st:
-        from vtc.runtime.validate import scan_plan_data
+        from vtc.runtime.validate import validate_for_run
 
-        problems = scan_plan_data(plan)
-        errors = [d for d in problems if d.is_error]
-        if errors:
-            _raise(problems, sources)
-        if problems:
-            rep.line(render_all(problems, sources))
-        st.detail = f"{len(problems)} warning{'s' * (len(problems) != 1)}" if problems else "no problems"
+        try:
+            data_check = validate_for_run(plan)
+        except VtcError as exc:
+            _raise(exc.diagnostics, sources)
+        report = data_check.report
+        if report.diagnostics:
+            rep.line(render_all(report.shown(), sources))
+            rep.line(report.table(plan["data"].get("bad_rows") or "stop"))
+        warnings = len(report.diagnostics)
+        st.detail = (f"{len(data_check.skipped)} bad rows left out" if data_check.skipped else
+                     f"{warnings} warning{'s' * (warnings != 1)}" if warnings else "no problems")
 
     with rep.stage("load rows") as st:
-        from vtc.runtime.data import load_rows
-
-        train_rows = load_rows(plan, "train")
-        eval_rows = load_rows(plan, "eval")
+        train_rows, eval_rows = data_check.train, data_check.eval
         if len(train_rows) == 0:
             _raise([error("VT402", f"no training rows in {train_rows.description}", recipe_span(plan),
                           help="check the folder after `from`: it needs images and their answers")])
@@ -380,8 +384,10 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
         run_dir = O.next_run_dir(parent)
         manifest = _manifest(plan, target, be, reason, started, train_rows, eval_rows, model_path, rep, data_fp)
         manifest["lock"] = lock
+        manifest["data"]["skipped_rows"] = len(data_check.skipped)
         O.write_json(run_dir / "plan.json", plan)
         O.write_json(run_dir / "manifest.json", manifest)
+        data_check.write_skipped(run_dir)
         (run_dir / "metrics.jsonl").touch()
         history: list[dict] = []
         checkpoint = None

@@ -173,7 +173,7 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
         for d in listing:
             found.append(d)
             report.bad.setdefault((d.span, ()), []).append(d)
-        found.extend(_unlisted(rows))
+        found.extend(_unlisted(rows, complete=not listing))
         found.extend(_scan_rows(rows, plan, cache, workers, seen_images, report))
     report.diagnostics = _dedupe(found)
     report.seconds = time.perf_counter() - started
@@ -184,7 +184,7 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
 
 def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport) -> list[Diagnostic]:
     """Prepare every image of ``rows`` (in parallel, streaming) and turn the results into row diagnostics."""
-    from vtc.runtime.prepare import prepare_images
+    from vtc.runtime.prepare import prepare_images, remember
 
     resize = (plan.get("images") or {}).get("resize")
     window = (plan.get("images") or {}).get("window")
@@ -200,10 +200,19 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport)
                     yield str(path), frame
 
     todo = sum(len(rows.images(i)) for i in file_rows)
-    for result in prepare_images(tasks(), resize=resize, window=window, cache=cache, workers=workers, count=todo):
+    # The stat index of this source: a file unchanged since the last check (size, times, inode) is not read again.
+    name = f"{rows.description.split(' (')[0]}|{getattr(rows.source, 'root', None)}"
+    memo = cache.read_index(name) if cache is not None else None
+    before = len(memo or {})
+    for result in prepare_images(tasks(), resize=resize, window=window, cache=cache, workers=workers, count=todo,
+                                 memo=memo):
+        if not result["cached"]:
+            remember(memo, result, resize, window)
         seen[(result["path"], result["frame"])] = result
         report.images += 1
         report.cached += bool(result["cached"])
+    if memo is not None and (len(memo) != before or report.images > report.cached):
+        cache.write_index(name, memo)
     first_copy: dict[tuple, Span] = {}
     for i in file_rows:
         span = rows.origin(i)
@@ -293,8 +302,10 @@ def check_image_file(path: str | Path) -> str | None:
     return None if r["ok"] else r["problem"]
 
 
-def _unlisted(rows) -> list[Diagnostic]:
-    """imagefolder: images in the folder that the metadata file never lists (datasets skips them silently)."""
+def _unlisted(rows, complete: bool = False) -> list[Diagnostic]:
+    """imagefolder: images in the folder that the metadata file never lists (datasets skips them silently).
+
+    ``complete``: every metadata row is in ``rows`` (none was left out), so the metadata need not be read again."""
     info = getattr(rows, "source", None)
     if info is None or info.kind != "imagefolder" or info.metadata is None:
         return []
@@ -305,11 +316,12 @@ def _unlisted(rows) -> list[Diagnostic]:
     from vtc.runtime.images import IMAGE_EXTENSIONS
 
     def norm(p) -> str:  # string normalisation: resolve() costs an lstat per component on 100,000 files
-        return os.path.normpath(os.path.abspath(str(p)))
+        text = str(p)
+        return os.path.normpath(text if text.startswith(os.sep) else os.path.abspath(text))
 
     listed = {norm(p) for rec in rows._records for p in rec.images}
     try:  # rows left out for a problem still list their images
-        for _, row in _read_table(info.metadata):
+        for _, row in ([] if complete else _read_table(info.metadata)):
             if isinstance(row, dict):
                 for col, value in row.items():
                     if col == "file_name" or col.endswith(("_file_name", "file_names")):

@@ -46,6 +46,10 @@ _BNB_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_ad
 
 FIRST_STEP_NOTE = ("  first step: Unsloth compiles the model for this GPU, which takes a minute or more; "
                    "this is expected, and the steps after it are fast")
+# Measured on an H100: the first generation with a tiny model took 35-50 s (compiling), later batches ~0.1 s.
+FIRST_GENERATION_NOTE = ("  first generation: Unsloth compiles the model for this GPU, which can take a minute; "
+                         "this is expected")
+_generation_noted = False
 
 
 def local_rank() -> int:
@@ -254,6 +258,10 @@ class UnslothBackend:
                           processing_class=processor, callbacks=[FirstStepNote(), *callbacks])
 
     def for_inference(self, model) -> None:
+        global _generation_noted
+        if not _generation_noted and local_rank() == 0:
+            _generation_noted = True
+            print(FIRST_GENERATION_NOTE, flush=True)
         FastVisionModel.for_inference(model)
 
     def for_training(self, model) -> None:
