@@ -154,3 +154,18 @@ def test_a_failure_while_training_leaves_a_failed_folder(tmp_path, shapes, monke
     manifest = json.loads((runs / "run-001.failed" / "manifest.json").read_text())
     assert manifest["state"] == "failed" and "simulated crash" in manifest["error"]
     assert not (runs / "run-001.failed" / "adapter").exists()
+
+
+def test_bad_rows_skip_trains_on_the_rest_and_lists_what_it_left_out(tmp_path, shapes):
+    (shapes / "img-002.png").write_bytes(b"this is not a png")
+    plan = make_plan(shapes, outputs_dir=tmp_path / "runs", steps=2)
+    plan["data"]["bad_rows"] = "skip"
+    target = write_plan(plan, tmp_path / "plan.json")
+    result, text = run_cli("run", str(target))
+    assert result.exit_code == 0, text
+    assert "Traceback" not in text and "1 bad rows left out" in text
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    skipped = [json.loads(line) for line in (run_dir / "skipped_rows.jsonl").read_text().splitlines()]
+    assert [(s["code"], Path(s["file"]).name) for s in skipped] == [("VT411", "metadata.jsonl")]
+    assert "img-002.png" in skipped[0]["reason"]
+    assert json.loads((run_dir / "manifest.json").read_text())["data"]["skipped_rows"] == 1
