@@ -16,6 +16,8 @@ tools/gen_parser.py, so ``vtc check`` need not import lark. If that module is mi
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import re
 import unicodedata
@@ -387,7 +389,8 @@ def _parse_source(text: str, file: str, partial: bool) -> tuple[ast.Recipe | Non
         if line.code.strip():
             found, problems = _parse_line(line.code, number, file)
             statements.extend(found)
-            diagnostics.extend(problems)
+            # An unterminated string was closed past the end of the line: keep carets on the line itself.
+            diagnostics.extend(_within(d, len(raw)) for d in problems)
     if not statements and not diagnostics:
         only_comments = bool(comments)
         diagnostics.append(error(
@@ -400,6 +403,15 @@ def _parse_source(text: str, file: str, partial: bool) -> tuple[ast.Recipe | Non
     if any(d.is_error for d in diagnostics) and not partial:
         return None, diagnostics
     return ast.Recipe(file, tuple(statements), tuple(comments)), diagnostics
+
+
+def _within(diagnostic: Diagnostic, width: int) -> Diagnostic:
+    """The diagnostic with its span cut to a line of ``width`` characters (a caret may stand just after it)."""
+    span = diagnostic.span
+    if span is None or span.end_column <= width + 1:
+        return diagnostic
+    end = max(width + 1, span.column + 1) if span.column <= width + 1 else span.column + 1
+    return dataclasses.replace(diagnostic, span=dataclasses.replace(span, end_column=end))
 
 
 def _scan_line(raw: str, number: int, file: str) -> _Line:
