@@ -46,7 +46,7 @@ _BNB_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_ad
 
 FIRST_STEP_NOTE = ("  first step: Unsloth compiles the model for this GPU, which takes a minute or more; "
                    "this is expected, and the steps after it are fast")
-# Measured on an H100: the first generation with a tiny model took 35-50 s (compiling), later batches ~0.1 s.
+# Measured on an H100: the first generation with a tiny model took 30-50 s (compiling), later batches ~0.1 s.
 FIRST_GENERATION_NOTE = ("  first generation: Unsloth compiles the model for this GPU, which can take a minute; "
                          "this is expected")
 _generation_noted = False
