@@ -79,7 +79,7 @@ def open_image(path: str | Path, span: Span | None = None, *, frame: int = 0, wi
     Raises VtcError VT410 (missing), VT411 (unreadable), VT421 (unsupported format) or VT425 (too large) naming
     the file (and ``span``, the data row, if given).
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     path = Path(path)
     where = span or Span(str(path))
@@ -104,14 +104,7 @@ def open_image(path: str | Path, span: Span | None = None, *, frame: int = 0, wi
                 if bomb:
                     raise VtcError(error("VT425", f"refused to open {path.name}: {bomb}", where,
                                          help="shrink the image below the limit, or remove the row that lists it"))
-                if frame:
-                    im.seek(frame)
-                im = ImageOps.exif_transpose(im)
-                if im.mode != "RGB":
-                    im = _to_rgb(im)
-                else:
-                    im.load()
-                    im = im.copy()
+                im = decoded_frame(im, frame)
     except Image.DecompressionBombError as exc:
         raise VtcError(error("VT425", f"refused to open {path.name}: {_reason(exc, path)}", where,
                              help="shrink the image below the limit, or remove the row that lists it")) from None
@@ -121,6 +114,19 @@ def open_image(path: str | Path, span: Span | None = None, *, frame: int = 0, wi
             help="replace the file with a valid PNG or JPEG, or remove the row that lists it",
         )) from None
     return im
+
+
+def decoded_frame(im, frame: int = 0):
+    """Page ``frame`` of an open image, decoded: EXIF orientation applied, RGB, detached from the file."""
+    from PIL import ImageOps
+
+    if frame:
+        im.seek(frame)
+    im = ImageOps.exif_transpose(im)
+    if im.mode != "RGB":
+        return _to_rgb(im)
+    im.load()
+    return im.copy()
 
 
 def _to_rgb(im):

@@ -40,7 +40,6 @@ import platform
 import re
 import shutil
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -148,13 +147,10 @@ def atomic_dir(path: str | Path):
 
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries a run depends on (None when not installed)."""
-    out = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from vtc.lockfile import NOT_INSTALLED, library_versions as installed
+
+    versions = installed(LIBRARIES)
+    return {"python": platform.python_version(), **{k: None if v == NOT_INSTALLED else v for k, v in versions.items()}}
 
 
 def device_info() -> dict[str, Any]:

@@ -227,10 +227,10 @@ def prepare_one(path: str, frame: int, resize: dict | None, window: dict | None,
 
 def _decode(path: Path, data: bytes, frame: int, window: dict | None):
     """(RGB image | None, {"ok", "code", "problem", "size", "format", "frames"}) for the bytes of one file."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from vtc.diagnostics import VtcError
-    from vtc.runtime.images import _reason, _to_rgb, bomb_problem
+    from vtc.runtime.images import _reason, bomb_problem, decoded_frame
 
     meta = {"ok": False, "code": None, "problem": None, "size": None, "format": None, "frames": 1}
     if path.suffix.lower() == ".dcm":
@@ -258,14 +258,7 @@ def _decode(path: Path, data: bytes, frame: int, window: dict | None):
                 if frame >= meta["frames"]:
                     meta.update(code="VT411", problem=f"it has no page {frame + 1} (it has {meta['frames']})")
                     return None, meta
-                if frame:
-                    im.seek(frame)
-                im = ImageOps.exif_transpose(im)
-                if im.mode != "RGB":
-                    im = _to_rgb(im)
-                else:
-                    im.load()
-                    im = im.copy()
+                im = decoded_frame(im, frame)
     except Image.DecompressionBombError as exc:
         meta.update(code="VT425", problem=f"the image is too large to open safely ({exc}); it was not decoded")
         return None, meta
