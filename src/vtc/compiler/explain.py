@@ -57,7 +57,7 @@ def explain_plan(plan: dict) -> str:
         s.append(f"Every conversation starts with the instruction \"{data['system']}\".")
     r = plan["images"]["resize"]
     if r["mode"] == "longest":
-        img = f"Images are shrunk so that their longest side is at most {r['size']} pixels"
+        img = f"Images are resized so that their longest side is {r['size']} pixels"
     elif r["mode"] == "exact":
         img = f"Images are resized to exactly {r['size'][0]}x{r['size'][1]} pixels"
     else:
