@@ -6,7 +6,6 @@ VTC_UPDATE_GOLDEN=1 pytest tests/test_fmt.py
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -23,17 +22,7 @@ CASES = sorted(GOLDEN.glob("*.vt"))
 RECIPES = sorted((ROOT / "recipes").glob("*.vt"))
 
 
-def normal(node):
-    """Span-free normal form of an AST node (values as written, quoted or not)."""
-    if isinstance(node, ast.Value):
-        return (node.text, node.quoted)
-    if isinstance(node, tuple):
-        return tuple(normal(n) for n in node)
-    if dataclasses.is_dataclass(node):
-        return (type(node).__name__,) + tuple(
-            normal(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "span"
-        )
-    return node
+normal = ast.without_spans
 
 
 def statements(text: str) -> list:

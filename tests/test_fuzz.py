@@ -8,7 +8,6 @@ lie inside the text -- never as an exception.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 
@@ -163,15 +162,7 @@ def assert_diagnostics_inside(diagnostics, text: str, file: str) -> None:
         assert span.end_line == span.line and span.column <= span.end_column <= width + 2, (d, width)
 
 
-def normal(node):
-    if isinstance(node, ast.Value):
-        return (node.text, node.quoted)
-    if isinstance(node, tuple):
-        return tuple(normal(n) for n in node)
-    if dataclasses.is_dataclass(node):
-        return (type(node).__name__,) + tuple(
-            normal(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "span")
-    return node
+normal = ast.without_spans
 
 
 @FAST

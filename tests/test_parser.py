@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import pytest
@@ -27,17 +26,7 @@ def only(text: str):
     return statements[0]
 
 
-def strip(node):
-    """A span-free normal form: nested tuples of class names and values as written."""
-    if isinstance(node, ast.Value):
-        return (node.text, node.quoted)
-    if isinstance(node, tuple):
-        return tuple(strip(n) for n in node)
-    if dataclasses.is_dataclass(node):
-        return (type(node).__name__,) + tuple(
-            strip(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name != "span"
-        )
-    return node
+strip = ast.without_spans
 
 
 def test_one_line_form_exactly_as_written():
@@ -255,3 +244,17 @@ def test_tokenizer_knows_every_keyword_terminal_of_the_grammar():
     by_name = {t.name: re.compile(t.pattern.to_regexp()) for t in grammar.terminals}
     for spelling, name in engine.keywords.items():
         assert by_name[name].fullmatch(spelling), (spelling, name)
+
+
+def test_ast_nodes_are_frozen_records():
+    span = Span("r.vt", 1, 1, 1, 4)
+    value = ast.Value("512", span)
+    assert value == ast.Value("512", span) and hash(value) == hash(ast.Value("512", span))
+    assert value != ast.Value("512", span, quoted=True) and value.quoted is False
+    assert ast.Resize(value, span) != ast.Holdout(value, span)  # same fields, different clauses
+    with pytest.raises(AttributeError):
+        value.text = "640"
+    with pytest.raises(TypeError):
+        ast.Value("512")
+    assert ast.fields(value) == ("text", "span", "quoted") and ast.fields("512") == ()
+    assert repr(value).startswith("Value(text='512'")

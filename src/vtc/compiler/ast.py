@@ -7,13 +7,66 @@ the JSON document that the schema validates. Every value a user wrote is a ``Val
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Union
 
 from vtc.diagnostics import Span
 
 
-@dataclass(frozen=True)
+def node(cls):
+    """Make ``cls`` a frozen record: its annotated attributes are its fields, in order (a class attribute of the
+    same name is the default); instances are immutable, equal when of the same class with equal fields, hashable.
+
+    This is what ``@dataclass(frozen=True)`` gives, built without generating code: dataclasses compiles six
+    functions a class, about 1 ms each class on these machines, and `vtc check` has 0.2 s to answer in total.
+    """
+    names = tuple(cls.__dict__.get("__annotations__", {}))
+    defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+    label = cls.__name__
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(names):
+            raise TypeError(f"{label} takes {len(names)} fields, got {len(args)}")
+        values = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in values:
+                raise TypeError(f"{label}: unexpected or repeated field {key!r}")
+            values[key] = value
+        for name in names:
+            if name not in values and name not in defaults:
+                raise TypeError(f"{label}: missing field {name!r}")
+            object.__setattr__(self, name, values[name] if name in values else defaults[name])
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{label} is frozen: cannot set {name!r}")
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in names)
+
+    def __hash__(self):
+        return hash((label, *(getattr(self, n) for n in names)))
+
+    def __repr__(self):
+        return f"{label}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+
+    def __delattr__(self, name):
+        raise AttributeError(f"{label} is frozen: cannot delete {name!r}")
+
+    for method in (__init__, __setattr__, __delattr__, __eq__, __hash__, __repr__):
+        method.__qualname__ = f"{label}.{method.__name__}"
+        setattr(cls, method.__name__, method)
+    cls.__match_args__ = names
+    cls.node_fields = names
+    return cls
+
+
+def fields(value) -> tuple[str, ...]:
+    """The field names of an AST node (empty for anything else)."""
+    return getattr(type(value), "node_fields", ())
+
+
+@node
 class Value:
     """A word, number, size, percentage, path or string as written (strings unquoted and unescaped)."""
 
@@ -22,7 +75,7 @@ class Value:
     quoted: bool = False
 
 
-@dataclass(frozen=True)
+@node
 class Comment:
     text: str  # without the leading '#'
     span: Span
@@ -33,7 +86,7 @@ class Comment:
 # Each statement is one clause of the language. ``keyword`` is the clause's name as docs/language.md lists it.
 
 
-@dataclass(frozen=True)
+@node
 class Finetune:
     """finetune <parts> on <model>"""
 
@@ -43,7 +96,7 @@ class Finetune:
     keyword = "finetune"
 
 
-@dataclass(frozen=True)
+@node
 class Include:
     """include "base.vt" """
 
@@ -52,7 +105,7 @@ class Include:
     keyword = "include"
 
 
-@dataclass(frozen=True)
+@node
 class Using:
     """using qlora | lora | full"""
 
@@ -61,7 +114,7 @@ class Using:
     keyword = "using"
 
 
-@dataclass(frozen=True)
+@node
 class Precision:
     """precision auto | bf16 | fp16"""
 
@@ -70,7 +123,7 @@ class Precision:
     keyword = "precision"
 
 
-@dataclass(frozen=True)
+@node
 class Flags:
     """with responses_only, rslora  /  without responses_only"""
 
@@ -80,7 +133,7 @@ class Flags:
     keyword = "with"
 
 
-@dataclass(frozen=True)
+@node
 class From:
     """from <path or hub dataset> [split <name>]"""
 
@@ -90,7 +143,7 @@ class From:
     keyword = "from"
 
 
-@dataclass(frozen=True)
+@node
 class EvaluateOn:
     """evaluate on <path or hub dataset> [split <name>]"""
 
@@ -100,7 +153,7 @@ class EvaluateOn:
     keyword = "evaluate on"
 
 
-@dataclass(frozen=True)
+@node
 class Holdout:
     """holdout 10%"""
 
@@ -109,7 +162,7 @@ class Holdout:
     keyword = "holdout"
 
 
-@dataclass(frozen=True)
+@node
 class Ask:
     """ask "Describe this X-ray." (the instruction sent with every image)"""
 
@@ -118,7 +171,7 @@ class Ask:
     keyword = "ask"
 
 
-@dataclass(frozen=True)
+@node
 class System:
     """system "You are an expert radiographer." """
 
@@ -127,7 +180,7 @@ class System:
     keyword = "system"
 
 
-@dataclass(frozen=True)
+@node
 class Answer:
     """answer from captions | folders | column <name>"""
 
@@ -137,7 +190,7 @@ class Answer:
     keyword = "answer from"
 
 
-@dataclass(frozen=True)
+@node
 class Images:
     """images from column <name>"""
 
@@ -146,7 +199,7 @@ class Images:
     keyword = "images from"
 
 
-@dataclass(frozen=True)
+@node
 class Resize:
     """resize 512 (longest side) | resize 640x480 (exact) | resize none"""
 
@@ -155,7 +208,7 @@ class Resize:
     keyword = "resize"
 
 
-@dataclass(frozen=True)
+@node
 class BadRows:
     """bad rows skip | bad rows stop (what a run does with rows that fail the data check)"""
 
@@ -164,7 +217,7 @@ class BadRows:
     keyword = "bad rows"
 
 
-@dataclass(frozen=True)
+@node
 class Window:
     """window <centre> <width>: the DICOM display window (in the image's rescaled units, e.g. Hounsfield)"""
 
@@ -174,7 +227,7 @@ class Window:
     keyword = "window"
 
 
-@dataclass(frozen=True)
+@node
 class TiffPages:
     """tiff pages all | tiff pages first (a multi-page TIFF gives one sample a page, or its first page only)"""
 
@@ -183,13 +236,13 @@ class TiffPages:
     keyword = "tiff pages"
 
 
-@dataclass(frozen=True)
+@node
 class Setting:
     name: Value
     value: Value
 
 
-@dataclass(frozen=True)
+@node
 class Lora:
     """lora rank 16 alpha 16 dropout 0"""
 
@@ -198,7 +251,7 @@ class Lora:
     keyword = "lora"
 
 
-@dataclass(frozen=True)
+@node
 class TrainFor:
     """train for 1 epoch | train for 60 steps"""
 
@@ -208,7 +261,7 @@ class TrainFor:
     keyword = "train for"
 
 
-@dataclass(frozen=True)
+@node
 class Number:
     """A clause with one numeric value: batch, accumulate, learning rate, weight decay, max length, seed, gpus."""
 
@@ -221,7 +274,7 @@ class Number:
         return self.name
 
 
-@dataclass(frozen=True)
+@node
 class Warmup:
     """warmup 5 steps | warmup 3%"""
 
@@ -231,7 +284,7 @@ class Warmup:
     keyword = "warmup"
 
 
-@dataclass(frozen=True)
+@node
 class Choice:
     """A clause that names one option: schedule, optimizer."""
 
@@ -244,7 +297,7 @@ class Choice:
         return self.name
 
 
-@dataclass(frozen=True)
+@node
 class Metric:
     """metric exact_match, cer"""
 
@@ -253,7 +306,7 @@ class Metric:
     keyword = "metric"
 
 
-@dataclass(frozen=True)
+@node
 class SaveTo:
     """save to ./runs/xray"""
 
@@ -262,7 +315,7 @@ class SaveTo:
     keyword = "save to"
 
 
-@dataclass(frozen=True)
+@node
 class Export:
     """export adapter, merged"""
 
@@ -271,7 +324,7 @@ class Export:
     keyword = "export"
 
 
-@dataclass(frozen=True)
+@node
 class Checkpoint:
     """checkpoint every 50 steps (0: only when interrupted and at the end)"""
 
@@ -287,10 +340,24 @@ Statement = Union[
 ]
 
 
-@dataclass(frozen=True)
+@node
 class Recipe:
     """One parsed file: its statements in source order and its comments."""
 
     file: str
     statements: tuple[Statement, ...]
     comments: tuple[Comment, ...]
+
+
+def without_spans(value):
+    """A span-free, comparable form of an AST node (or a tuple of nodes): class names and values as written.
+
+    Two recipes that say the same thing in a different layout have equal forms; `vtc fmt` is tested with it.
+    """
+    if isinstance(value, Value):
+        return (value.text, value.quoted)
+    if isinstance(value, tuple):
+        return tuple(without_spans(v) for v in value)
+    if fields(value):
+        return (type(value).__name__, *(without_spans(getattr(value, n)) for n in fields(value) if n != "span"))
+    return value
