@@ -241,3 +241,21 @@ def test_compiler_imports_no_training_library():
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_bad_value_does_not_hide_the_semantic_problems():
+    text = ("finetune vision,mlp on qwen2.5-vl-8b from ./xrays\n"
+            "holdout 60%\n"
+            "metric exact_match, acuracy\n"
+            "batch 0\n")
+    result = compile_source(text, "r.vt", base_dir="/tmp")
+    found = {(d.code, d.span.line) for d in result.diagnostics}
+    # schema problems (VT102 unknown metric, VT104 batch out of range) and, on the valid rest, the semantic ones
+    assert {("VT102", 3), ("VT104", 4), ("VT201", 1), ("VT250", 2)} <= found, found
+    assert result.plan is None
+
+
+def test_a_missing_required_clause_skips_the_semantic_checks():
+    result = compile_source("finetune all on qwen2.5-vl-8b\nmetric acuracy\n", "r.vt", base_dir="/tmp")
+    codes = {d.code for d in result.diagnostics}
+    assert "VT105" in codes and "VT102" in codes and "VT201" not in codes

@@ -86,11 +86,9 @@ def compile_source(text: str, file: str, load=None, base_dir: str | None = None)
 
 
 def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str]) -> CompileResult:
-    from vtc.compiler.checks import check
     from vtc.compiler.lower import lower_with_sources
     from vtc.compiler.parser import parse_source
     from vtc.compiler.validate import validate
-    from vtc.registry import is_local_path, load_registry, resolve_model
 
     # Every problem at once: after a syntax error the statements that did parse still go through lowering and
     # validation, so a typo on line 1 and a bad value on line 5 are reported together. No plan is made then.
@@ -105,20 +103,63 @@ def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str])
         problems = [d for d in problems if d.code != MISSING_CLAUSE]
     diagnostics += problems
     sources.update(included)
-    if syntax_failed or has_errors(problems):  # checks and planning assume a schema-valid document
+    if syntax_failed or has_errors(problems):
+        # No plan, but every problem at once: the semantic checks still look at the values that are valid (those
+        # that failed validation are left out, as if unwritten), unless something they need is missing.
+        rest = valid_part(document)
+        if rest is not None:
+            diagnostics += _semantic(rest, spans, base_dir)[1]
         return CompileResult(None, sort_diagnostics(diagnostics), sources)
+    model, found = _semantic(document, spans, base_dir)
+    diagnostics += found
+    if has_errors(diagnostics) or model is None:
+        return CompileResult(None, sort_diagnostics(diagnostics), sources)
+    from vtc.compiler.plan import build_plan
+    from vtc.registry import load_registry
+
+    plan = build_plan(document, spans, load_registry(), base_dir, model=model)
+    return CompileResult(plan, sort_diagnostics(diagnostics), sources)
+
+
+def _semantic(document: dict, spans: dict, base_dir: str) -> tuple[dict | None, list[Diagnostic]]:
+    """Resolve the model and run the semantic checks on a schema-valid document: (model or None, diagnostics)."""
+    from vtc.compiler.checks import check
+    from vtc.registry import is_local_path, load_registry, resolve_model
+
     registry = load_registry()
     name = document["model"]
     local = _local_config(name, base_dir) if is_local_path(name) else None
     model, found = resolve_model(name, registry, local)
     model_span = spans.get("/model")
-    for p in found:
-        maker = {"error": error, "warning": warning, "note": note}[p.severity]
-        diagnostics.append(maker(p.code, p.message, model_span, p.help))
+    makers = {"error": error, "warning": warning, "note": note}
+    diagnostics = [makers[p.severity](p.code, p.message, model_span, p.help) for p in found]
     diagnostics += check(document, spans, registry, model=model)
-    if has_errors(diagnostics) or model is None:
-        return CompileResult(None, sort_diagnostics(diagnostics), sources)
-    from vtc.compiler.plan import build_plan
+    return model, diagnostics
 
-    plan = build_plan(document, spans, registry, base_dir, model=model)
-    return CompileResult(plan, sort_diagnostics(diagnostics), sources)
+
+def valid_part(document: dict) -> dict | None:
+    """The document without the values that fail the schema, or None when what is left still fails it (a required
+    clause is missing, say)."""
+    import copy
+
+    from vtc.compiler.validate import raw_errors
+
+    rest = copy.deepcopy(document)
+    paths = []
+    for keyword, path, instance, node in raw_errors(document):
+        if keyword == "required":
+            return None
+        if keyword == "additionalProperties" and isinstance(instance, dict):
+            paths += [(*path, extra) for extra in instance if extra not in node.get("properties", {})]
+        elif path:
+            paths.append(tuple(path))
+    # Deepest and last first, so that removing a list item does not shift the ones still to remove.
+    for path in sorted(set(paths), key=lambda p: (len(p), [(isinstance(k, str), k) for k in p]), reverse=True):
+        parent = rest
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            del parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue
+    return rest if not raw_errors(rest) else None
