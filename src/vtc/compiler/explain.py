@@ -77,9 +77,11 @@ def explain_plan(plan: dict) -> str:
     else:
         n = sft["num_train_epochs"]
         length = f"{n} pass{'es' * (n != 1)} over the training data (epoch{'s' * (n != 1)})"
-    s.append(f"Training runs for {length}, each step learning from {eff} examples "
-             f"({sft['per_device_train_batch_size']} at a time, {sft['gradient_accumulation_steps']} times before "
-             f"each update), at a learning rate (step size) of {sft['learning_rate']:g}.")
+    batch, accumulate = sft["per_device_train_batch_size"], sft["gradient_accumulation_steps"]
+    how = (f"{batch} at a time, {accumulate} times before each update" if accumulate != 1 else
+           f"all {batch} at once")
+    s.append(f"Training runs for {length}, each step learning from {eff} example{'s' * (eff != 1)} ({how}), "
+             f"at a learning rate (step size) of {sft['learning_rate']:g}.")
     if data["eval"]:
         s.append(f"It is tested on the separate data in {data['eval']['source']}")
     elif data["holdout"] is not None:
