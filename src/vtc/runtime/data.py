@@ -561,47 +561,56 @@ def _imagefolder(info: SourceInfo, answer: dict, image_column: str | None) -> tu
     image_col = image_cols[0]
     others = [c for c in columns if c not in image_cols]
     col = _pick_column(others, answer, Span(str(meta), 1))
+    records = _table_records(table, meta, image_col, col, info.root.resolve(), lambda name: meta.parent / name,
+                             row_help='write one object a line: {"file_name": "1.png", "text": "..."}',
+                             image_help="give every row the file name of its image",
+                             missing_help=f"add the file to {meta.parent}, or remove the row")
+    where = f"{info.path.name}/{info.root.name}" if info.root != info.path else info.path.name
+    return records, f"imagefolder {where} with {meta.name}, answers from `{col}`"
+
+
+def _table_records(table, source: Path, image_col: str, col: str, root: Path, resolve, *, row_help: str,
+                   image_help: str, missing_help: str) -> list[_Record]:
+    """The records of a metadata or table file's rows: every row's images (``resolve`` turns a written name into a
+    path; one leaving ``root`` is refused, never opened) and its answer from ``col``. Every bad row is reported, all
+    at once (VtcError), with its line."""
     records, problems = [], []
-    root = info.root.resolve()
     for line, row in table:
-        span = Span(str(meta), line)
+        span = Span(str(source), line)
         if isinstance(row, _BadLine):
             problems.append(row.diagnostic)
             continue
         if not isinstance(row, dict):
-            problems.append(error("VT408", f"line {line} of {meta.name} is not a JSON object", span,
-                                  help='write one object a line: {"file_name": "1.png", "text": "..."}'))
+            problems.append(error("VT408", f"line {line} of {source.name} is not a JSON object", span,
+                                  help=row_help))
             continue
         before = len(problems)
         names = row.get(image_col)
-        names = names if isinstance(names, list) else [names]
         paths = []
-        for name in names:
+        for name in names if isinstance(names, list) else [names]:
             if not isinstance(name, str) or not name.strip():
-                problems.append(error("VT408", f"row {line} of {meta.name} has no `{image_col}`", span,
-                                      help="give every row the file name of its image"))
+                problems.append(error("VT408", f"row {line} of {source.name} has no `{image_col}`", span,
+                                      help=image_help))
                 continue
-            p = (meta.parent / name)
+            p = resolve(name)
             where = _locate(p, root)
             if where == "outside":
-                problems.append(error("VT415", f"row {line} of {meta.name} points outside the dataset folder: "
-                                      f"{name}", span, help="keep the images inside the dataset folder"))
-                continue
-            if where != "file":
-                problems.append(error("VT409", f"row {line} of {meta.name} lists {name}, which does not exist",
-                                      span, help=f"add {name} to {meta.parent}, or remove the row"))
-                continue
-            paths.append(p)
+                problems.append(error("VT415", f"row {line} of {source.name} points outside the dataset folder: "
+                                      f"{name}", span, help=f"keep the images inside {root}"))
+            elif where != "file":
+                problems.append(error("VT409", f"row {line} of {source.name} lists {name}, which does not exist",
+                                      span, help=missing_help))
+            else:
+                paths.append(p)
         text = _answer_text(row.get(col))
         if text is None:
-            problems.append(error("VT412", f"row {line} of {meta.name} has no answer (column `{col}` is empty)",
+            problems.append(error("VT412", f"row {line} of {source.name} has no answer (column `{col}` is empty)",
                                   span, help=f"fill in `{col}`, or remove the row"))
             continue
         if paths and len(problems) == before:
             records.append(_Record(span, text, tuple(paths)))
     _raise_rows(problems)
-    where = f"{info.path.name}/{info.root.name}" if info.root != info.path else info.path.name
-    return records, f"imagefolder {where} with {meta.name}, answers from `{col}`"
+    return records
 
 
 def _inside(p: Path, root: Path) -> bool:
@@ -798,45 +807,14 @@ def _table(info: SourceInfo, answer: dict, image_column: str | None) -> tuple[li
         ))
     image_col = candidates[0]
     col = _pick_column([c for c in columns if c != image_col], answer, Span(str(path), 1))
-    records, problems = [], []
-    folder = path.parent.resolve()
-    for line, row in table:
-        span = Span(str(path), line)
-        if isinstance(row, _BadLine):
-            problems.append(row.diagnostic)
-            continue
-        if not isinstance(row, dict):
-            problems.append(error("VT408", f"line {line} of {path.name} is not a JSON object", span,
-                                  help="write one object a line"))
-            continue
-        before = len(problems)
-        names = row.get(image_col)
-        names = names if isinstance(names, list) else [names]
-        paths = []
-        for name in names:
-            if not isinstance(name, str) or not name.strip():
-                problems.append(error("VT408", f"row {line} of {path.name} has no `{image_col}`", span,
-                                      help="give every row its image path"))
-                continue
-            p = Path(os.path.expanduser(name))
-            p = p if p.is_absolute() else path.parent / p
-            if not _inside(p, folder):
-                problems.append(error("VT415", f"row {line} of {path.name} points outside the dataset folder: "
-                                      f"{name}", span, help=f"keep the images inside {path.parent}"))
-                continue
-            if not p.is_file():
-                problems.append(error("VT409", f"row {line} of {path.name} lists {name}, which does not exist",
-                                      span, help="fix the path (relative to the file), or remove the row"))
-                continue
-            paths.append(p)
-        text = _answer_text(row.get(col))
-        if text is None:
-            problems.append(error("VT412", f"row {line} of {path.name} has no answer (column `{col}` is empty)",
-                                  span, help=f"fill in `{col}`, or remove the row"))
-            continue
-        if paths and len(problems) == before:
-            records.append(_Record(span, text, tuple(paths)))
-    _raise_rows(problems)
+
+    def resolve(name: str) -> Path:
+        p = Path(os.path.expanduser(name))
+        return p if p.is_absolute() else path.parent / p
+
+    records = _table_records(table, path, image_col, col, path.parent.resolve(), resolve,
+                             row_help="write one object a line", image_help="give every row its image path",
+                             missing_help="fix the path (relative to the file), or remove the row")
     return records, f"rows of {path.name}, answers from `{col}`"
 
 
