@@ -54,6 +54,11 @@ LABELS = {
     "VT420": "image never listed (warning)", "VT421": "unsupported format", "VT422": "duplicate row (warning)",
     "VT423": "size far outside 300-1000 px (warning)", "VT424": "aspect ratio over 200",
     "VT425": "over the decompression-bomb limit", "VT426": "DICOM needs pydicom",
+    # Problems of a whole source rather than of a row:
+    "VT401": "data folder or file missing", "VT402": "empty dataset", "VT403": "no answers found",
+    "VT404": "split not found", "VT405": "answer column not found", "VT406": "no answer column",
+    "VT407": "image column not found", "VT413": "answers do not fit the source", "VT416": "Hub dataset unreachable",
+    "VT417": "dataset file unreadable", "VT418": "hold-out too small",
 }
 
 
@@ -377,6 +382,8 @@ def validate_for_run(plan: dict, run_dir: str | Path | None = None, *, cache=Non
     policy = (plan.get("data") or {}).get("bad_rows") or "stop"
     report = scan_data(plan, cache=cache, workers=workers)
     if report.errors and policy != "skip":
+        if not report.bad:  # a problem of a whole source (a missing folder, a wrong column): no row to leave out
+            raise VtcError(report.shown())
         raise VtcError(report.shown() + [
             error("VT427", f"{len(report.bad):,} bad row{'s' * (len(report.bad) != 1)} stop the run "
                            "(`bad rows stop`, the default)", help="fix them, or write `bad rows skip` to leave them "
