@@ -73,3 +73,25 @@ def test_schema_is_valid_json_schema():
     result = run("schema")
     assert result.exit_code == 0
     jsonschema.Draft202012Validator.check_schema(json.loads(result.output))
+
+
+def test_check_accepts_a_base_recipe_with_a_note_but_plan_needs_a_full_one(tmp_path):
+    from click.testing import CliRunner
+
+    from vtc.cli import cli
+
+    base = tmp_path / "base.vt"
+    base.write_text("batch 4\nlearning rate 1e-4\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", str(base)])
+    assert result.exit_code == 0, result.output
+    assert "note[VT109]" in result.output and "VT105" not in result.output
+    # its own values are still checked
+    base.write_text("batch 0\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", str(base)])
+    assert result.exit_code == 1 and "VT104" in result.output
+    # a file with one of the two required clauses is a recipe missing the other, not a base
+    half = tmp_path / "half.vt"
+    half.write_text("finetune all on qwen2.5-vl\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["check", str(half)])
+    assert result.exit_code == 1 and "VT105" in result.output
+    assert CliRunner().invoke(cli, ["plan", str(tmp_path / "base.vt")]).exit_code == 1

@@ -216,11 +216,11 @@ def _load(written: str, including: str) -> tuple[str, str]:
     raise FileNotFoundError(written)
 
 
-def _compile(text: str):
+def _compile(text: str, base_ok: bool = False):
     from vtc.compiler.pipeline import compile_source
 
     with tempfile.TemporaryDirectory() as base:
-        return compile_source(text, "p.vt", load=_load, base_dir=base)
+        return compile_source(text, "p.vt", load=_load, base_dir=base, base_ok=base_ok)
 
 
 WITH_HEADER = st.tuples(recipes(), st.sampled_from([
@@ -230,9 +230,9 @@ WITH_HEADER = st.tuples(recipes(), st.sampled_from([
 
 
 @SLOW
-@given(st.one_of(WITH_HEADER, mutated()))
-def test_pipeline_never_raises(text):
-    result = _compile(text)
+@given(st.one_of(WITH_HEADER, mutated()), st.booleans())
+def test_pipeline_never_raises(text, base_ok):
+    result = _compile(text, base_ok)  # base_ok: as `vtc check` compiles (base recipes allowed)
     assert result.plan is None or not any(d.is_error for d in result.diagnostics)
     assert_diagnostics_inside(result.diagnostics, text, "p.vt")
     for d in result.diagnostics:

@@ -64,7 +64,7 @@ def check(files, fmt, data):
     diagnostics, sources, tables = [], {}, []
     errors = False
     for path in files:
-        result = compile_file(path)
+        result = compile_file(path, base_ok=True)
         diagnostics.extend(result.diagnostics)
         sources.update(result.sources)
         if data and result.plan is not None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from vtc.diagnostics import Diagnostic, Span, VtcError, error, has_errors, note, sort_diagnostics, warning
 
 
-# VT105: a required clause is missing (see docs/diagnostics.md).
+# VT105: a required clause is missing; VT109: a base recipe, checked alone (see docs/diagnostics.md).
 MISSING_CLAUSE = "VT105"
+BASE_RECIPE = "VT109"
 
 
 @dataclass
@@ -63,29 +64,35 @@ def _local_config(model_name: str, base_dir: str) -> str | None:
         return None
 
 
-def compile_file(path: str) -> CompileResult:
-    """Compile the recipe at ``path`` (relative paths in it are relative to its folder)."""
+def compile_file(path: str, *, base_ok: bool = False) -> CompileResult:
+    """Compile the recipe at ``path`` (relative paths in it are relative to its folder).
+
+    ``base_ok`` (for `vtc check`): a file with neither a `finetune` line nor a `from` line is a base recipe, made to
+    be included by others: its own clauses are checked, and instead of two missing-clause errors it gets a note.
+    """
     text, diagnostics = _read_recipe(path)
     if text is None:
         return CompileResult(None, sort_diagnostics(diagnostics), {})
-    result = compile_source(text, path, base_dir=os.path.dirname(os.path.abspath(path)))
+    result = compile_source(text, path, base_dir=os.path.dirname(os.path.abspath(path)), base_ok=base_ok)
     result.diagnostics = sort_diagnostics(diagnostics + result.diagnostics)
     return result
 
 
-def compile_source(text: str, file: str, load=None, base_dir: str | None = None) -> CompileResult:
+def compile_source(text: str, file: str, load=None, base_dir: str | None = None, *,
+                   base_ok: bool = False) -> CompileResult:
     """Compile recipe text named ``file``. ``load`` resolves includes (default: the file system, relative to the
-    including file); ``base_dir`` is where relative paths point (default: the folder of ``file``)."""
+    including file); ``base_dir`` is where relative paths point (default: the folder of ``file``); ``base_ok`` as
+    for compile_file."""
     sources = {file: text}
     try:
         return _compile(text, file, load if load is not None else file_loader,
-                        base_dir or os.path.dirname(os.path.abspath(file)), sources)
+                        base_dir or os.path.dirname(os.path.abspath(file)), sources, base_ok)
     except RecursionError:
         return CompileResult(None, [error("VT099", "this recipe is too deeply nested to read", Span(file, 1, 1))],
                              sources)
 
 
-def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str]) -> CompileResult:
+def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str], base_ok: bool) -> CompileResult:
     from vtc.compiler.lower import lower_with_sources
     from vtc.compiler.parser import parse_source
     from vtc.compiler.validate import validate
@@ -101,8 +108,16 @@ def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str])
     if syntax_failed:
         # A clause on a line that failed to parse is not missing; don't say it is.
         problems = [d for d in problems if d.code != MISSING_CLAUSE]
+    is_base = base_ok and not syntax_failed and "model" not in document and "train_data" not in document
+    if is_base:
+        problems = [d for d in problems if d.code != MISSING_CLAUSE] + [note(
+            BASE_RECIPE, "a base recipe (no `finetune` line, no `from` line): its own clauses were checked",
+            Span(file), help="a recipe that includes it is checked in full; to run it, add `finetune <parts> on "
+                             "<model>` and `from <data>`")]
     diagnostics += problems
     sources.update(included)
+    if is_base:  # nothing to plan, and no model for the semantic checks
+        return CompileResult(None, sort_diagnostics(diagnostics), sources)
     if syntax_failed or has_errors(problems):
         # No plan, but every problem at once: the semantic checks still look at the values that are valid (those
         # that failed validation are left out, as if unwritten), unless something they need is missing.
