@@ -95,3 +95,21 @@ def test_check_accepts_a_base_recipe_with_a_note_but_plan_needs_a_full_one(tmp_p
     result = CliRunner().invoke(cli, ["check", str(half)])
     assert result.exit_code == 1 and "VT105" in result.output
     assert CliRunner().invoke(cli, ["plan", str(tmp_path / "base.vt")]).exit_code == 1
+
+
+def test_plan_shows_the_detected_data_sources(tmp_path):
+    from click.testing import CliRunner
+
+    from vtc.cli import cli
+
+    demo = Path(__file__).resolve().parents[1] / "recipes" / "demo-shapes.vt"
+    result = CliRunner().invoke(cli, ["plan", str(demo)])
+    assert result.exit_code == 0, result.output
+    shown = result.output.split("data sources (detected now)", 1)[1]
+    assert "train" in shown and "imagefolder train with metadata.jsonl" in shown
+    assert "imagefolder test with metadata.jsonl" in shown
+    missing = tmp_path / "r.vt"
+    missing.write_text("finetune all on tiny-qwen2.5-vl\nfrom ./nowhere\nholdout 10%\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["plan", str(missing)])
+    assert result.exit_code == 0 and "problem: data folder or file not found" in result.output
+    assert "10% of the training rows, held out" in result.output

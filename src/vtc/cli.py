@@ -119,6 +119,12 @@ def plan(file, as_json, output, fmt):
         click.echo(text, nl=False)
     elif not output:
         click.echo(summarize_plan(result.plan))
+        # What the data folders are, looked at now (the compiler itself reads no data; `vtc run` reads the same way).
+        from vtc.runtime.data import describe_sources
+
+        click.echo("data sources (detected now)")
+        for label, sentence in describe_sources(result.plan):
+            click.echo(f"  {label:<24} {sentence}")
 
 
 @cli.command(context_settings=CONTEXT)

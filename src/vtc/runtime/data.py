@@ -283,6 +283,32 @@ def load_rows(plan: dict, which: str = "train", *, problems: list | None = None)
         _COLLECT.reset(token)
 
 
+def describe_sources(plan: dict) -> list[tuple[str, str]]:
+    """(label, sentence) for each data source of the plan as `vtc plan` shows it: the kind detected (without reading
+    rows or opening images), or the problem `vtc run` would stop at. Never raises on user data."""
+    data = plan.get("data") or {}
+    base = Path(plan.get("base_dir") or ".")
+    out = []
+    for label, src in (("train", data.get("train")), ("evaluation", data.get("eval"))):
+        if not src:
+            continue
+        if src.get("kind") == "hub":
+            out.append((label, f"Hugging Face Hub dataset {src['source']} (split {src.get('split') or 'train'}), "
+                               "downloaded or read from the Hugging Face cache when the run starts"))
+            continue
+        try:
+            info = detect_source(_resolve(base, src["source"]), src.get("split"))
+        except VtcError as exc:
+            out.append((label, f"problem: {exc.diagnostics[0].message}"))
+            continue
+        splits = f"; split folders: {', '.join(info.splits)}" if info.splits else ""
+        out.append((label, f"{info.description}{splits}"))
+    if data.get("holdout") and not data.get("eval"):
+        out.append(("evaluation", f"{float(data['holdout']):.0%} of the training rows, held out "
+                                  f"(a seeded shuffle, seed {(plan.get('sft') or {}).get('seed', 3407)})"))
+    return out
+
+
 def _load_rows(plan: dict, which: str) -> Rows:
     data = plan.get("data") or {}
     base = Path(plan.get("base_dir") or ".")
