@@ -12,6 +12,10 @@ from typing import Any, Callable, Protocol, Sequence
 
 from vtc.diagnostics import Span, VtcError, error
 
+# Optimizers that are bitsandbytes kernels: they need CUDA and the bitsandbytes package (both backends check).
+BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_adamw_32bit", "lion_8bit",
+                            "paged_lion_8bit", "paged_adamw", "paged_lion"})
+
 BACKENDS = ("transformers", "unsloth")
 
 # backend name -> (module, class); imported only when chosen

@@ -14,10 +14,8 @@ import tempfile
 from typing import Any, Callable, Sequence
 
 from vtc.diagnostics import VtcError, error
+from vtc.runtime.backends.base import BNB_OPTIMIZERS
 
-# Optimizers that are bitsandbytes kernels: they need CUDA and the bitsandbytes package.
-_BNB_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_adamw_32bit", "lion_8bit",
-                   "paged_lion_8bit", "paged_adamw", "paged_lion"}
 
 # Kept in 16 bit in a 4-bit load, as Unsloth does: the vision tower, the projector and the LM head are small and
 # sensitive to quantisation.
@@ -162,7 +160,7 @@ class TransformersBackend:
         args = dict(plan["sft"])
         cuda = device_kind() == "cuda"
         optim = args.get("optim", "adamw_torch")
-        if optim in _BNB_OPTIMIZERS and not (cuda and importlib.util.find_spec("bitsandbytes") is not None):
+        if optim in BNB_OPTIMIZERS and not (cuda and importlib.util.find_spec("bitsandbytes") is not None):
             why = "no CUDA GPU" if not cuda else "bitsandbytes is not installed"
             self._note(f"optimizer {optim} needs bitsandbytes on a CUDA GPU ({why}): using adamw_torch")
             optim = "adamw_torch"

@@ -35,14 +35,12 @@ import re  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
 from vtc.diagnostics import VtcError, error  # noqa: E402
+from vtc.runtime.backends.base import BNB_OPTIMIZERS  # noqa: E402
 
 # What the plan writes for `precision` -> torch dtype names; None lets Unsloth choose (bf16 where supported).
 _DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
            "float32": "float32", "fp32": "float32"}
 
-# Optimizers that are bitsandbytes kernels (the same list as the transformers backend).
-_BNB_OPTIMIZERS = {"adamw_8bit", "paged_adamw_8bit", "adamw_bnb_8bit", "paged_adamw_32bit", "lion_8bit",
-                   "paged_lion_8bit", "paged_adamw", "paged_lion"}
 
 FIRST_STEP_NOTE = ("  first step: Unsloth compiles the model for this GPU, which takes a minute or more; "
                    "this is expected, and the steps after it are fast")
@@ -216,7 +214,7 @@ class UnslothBackend:
 
         args = dict(plan["sft"])
         optim = args.get("optim", "adamw_torch")
-        if optim in _BNB_OPTIMIZERS and importlib.util.find_spec("bitsandbytes") is None:
+        if optim in BNB_OPTIMIZERS and importlib.util.find_spec("bitsandbytes") is None:
             self._note(f"optimizer {optim} needs bitsandbytes, which is not installed: using adamw_torch")
             optim = "adamw_torch"
         dtype = getattr(model, "dtype", None)
