@@ -42,6 +42,10 @@ _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 _MAX_INCLUDE_DEPTH = 32
 
 
+# The help of VT212, whichever of the two clauses comes second.
+_ONE_EVALUATION = ("keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other "
+                   "data")
+
 def escape(token: str) -> str:
     """RFC 6901 escaping of one reference token."""
     return token.replace("~", "~0").replace("/", "~1")
@@ -157,7 +161,7 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                 continue
             if key == "eval_data" and "holdout" in seen:
                 claim("holdout", st.span, "`evaluate on` and `holdout` both say what to evaluate on", "VT212",
-                      "keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other data")
+                      _ONE_EVALUATION)
                 continue
             state.drop(key)
             if key == "eval_data":
@@ -169,7 +173,7 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
         elif isinstance(st, ast.Holdout):
             if "eval_data" in seen:
                 claim("eval_data", st.span, "`holdout` and `evaluate on` both say what to evaluate on", "VT212",
-                      "keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other data")
+                      _ONE_EVALUATION)
                 continue
             if claim("holdout", st.span, "`holdout` is written twice in this file"):
                 state.drop("eval_data")
