@@ -46,6 +46,7 @@ _MAX_INCLUDE_DEPTH = 32
 _ONE_EVALUATION = ("keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other "
                    "data")
 
+
 def escape(token: str) -> str:
     """RFC 6901 escaping of one reference token."""
     return token.replace("~", "~0").replace("/", "~1")
