@@ -112,7 +112,7 @@ def plan_for(data: Path, resize: int) -> dict:
                                                     "system": None, "answer": {"from": "auto", "column": None},
                                                     "image_column": None, "bad_rows": "stop"},
             "images": {"resize": {"mode": "longest", "size": resize}, "window": None, "tiff_pages": "first"},
-            "sft": {"seed": 3407}}
+            "training": {"seed": 3407}}
 
 
 def timed_scan(plan: dict, cache, workers: int) -> dict:

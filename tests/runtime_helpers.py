@@ -1,7 +1,8 @@
-"""Shared by the runtime tests: hand-written plans (docs/internals.md, plan_version 1) and a tiny shapes dataset.
+"""Shared by the runtime tests: plans compiled from small recipes (make_plan) and a tiny shapes dataset.
 
-The LoRA target regexes here are written independently of the compiler, from Unsloth's selection rules
-(shared/reference/unsloth-vision.md), so that the tests check the runtime against Unsloth, not against itself.
+The module names in MODULES are written independently of the compiler, from Unsloth's selection rules
+(shared/reference/unsloth-vision.md), so that the tests check what the compiler's target regex selects at run time
+against Unsloth, not against itself.
 """
 
 from __future__ import annotations
@@ -34,71 +35,49 @@ MODULES = {
     },
 }
 
-FAMILY_OF = {"tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-llama-3.2-vision": "mllama"}
-MARKERS = {
-    "qwen2_5_vl": {"instruction_part": "<|im_start|>user\n", "response_part": "<|im_start|>assistant\n"},
-    "mllama": {"instruction_part": "<|start_header_id|>user<|end_header_id|>\n\n",
-               "response_part": "<|start_header_id|>assistant<|end_header_id|>\n\n"},
-}
-
-
-def target_regex(family: str, parts: dict) -> str:
-    towers = [t for t in ("vision", "language") if parts.get(t)]
-    kinds = [k for k in ("attention", "mlp") if parts.get(k)]
-    alts = [MODULES[family][(t, k)] for t in towers for k in kinds]
-    return "(" + "|".join(f"(?:{a})" for a in alts) + ")"
-
-
 def make_plan(data_dir, *, model="tiny-qwen2.5-vl", parts=None, method="lora", steps=8, lr=2e-3, batch=4,
               holdout=None, eval_dir=None, metrics=("exact_match",), max_new_tokens=4, outputs_dir=None,
-              exports=("adapter",), responses_only=True, source="tiny", model_id=None, r=16) -> dict:
-    """A plan as the compiler would write it for a small LoRA run on the tiny model."""
-    parts = parts or {"vision": True, "language": True, "attention": True, "mlp": True}
-    family = FAMILY_OF.get(model, "qwen2_5_vl")
+              exports=("adapter",), responses_only=True, r=16) -> dict:
+    """The plan the compiler makes for a small LoRA run on ``data_dir`` (the recipe is written here and compiled):
+    constant learning rate ``lr``, no warmup, ``steps`` steps of ``batch`` rows, 112 px images. ``model`` is a
+    registry name, a Hub id or a local folder; ``holdout`` a fraction; ``parts`` the four flags (towers x kinds).
+    ``max_new_tokens`` has no clause (the compiler's default is 128): it is the one value set after compiling."""
+    from vtc.compiler.pipeline import compile_source
+
     data_dir = Path(data_dir)
-    markers = MARKERS[family]
-    regex = target_regex(family, parts)
-    return {
-        "plan_version": 1,
-        "vtc_version": "0.1.0",
-        "recipe": {"file": "test.vt", "files": ["test.vt"]},
-        "base_dir": str(data_dir.parent),
-        "model": {"name": model, "source": source, "id": model_id or model, "family": family, "markers": markers,
-                  "geometry": {"kind": "patches", "patch_size": 14, "merge_size": 2, "min_pixels": 3136,
-                               "max_pixels": 50176},
-                  "trust_remote_code": False},
-        "method": method,
-        "parts": dict(parts),
-        "unsloth": {"from_pretrained": {"model_name": model, "max_seq_length": 512, "dtype": None,
-                                        "load_in_4bit": method == "qlora", "load_in_16bit": False,
-                                        "full_finetuning": method == "full", "use_gradient_checkpointing": "unsloth",
-                                        "trust_remote_code": False, "random_state": 3407},
-                    "get_peft_model": None if method == "full" else {
-                        "finetune_vision_layers": parts["vision"], "finetune_language_layers": parts["language"],
-                        "finetune_attention_modules": parts["attention"], "finetune_mlp_modules": parts["mlp"],
-                        "r": r, "lora_alpha": r, "lora_dropout": 0.0, "bias": "none", "random_state": 3407,
-                        "use_rslora": False}},
-        "peft": None if method == "full" else {"target_modules": regex, "r": r, "lora_alpha": r, "lora_dropout": 0.0,
-                                              "bias": "none", "use_rslora": False, "modules_to_save": None},
-        "trainable_regex": regex + r"\.(weight|bias)" if method == "full" else None,
-        "data": {"train": {"source": data_dir.name, "kind": "path", "split": None},
-                 "eval": {"source": str(eval_dir), "kind": "path", "split": None} if eval_dir else None,
-                 "holdout": holdout, "instruction": "What colour is the shape?", "system": None,
-                 "answer": {"from": "auto", "column": None}, "image_column": None},
-        "images": {"resize": {"mode": "longest", "size": 112}},
-        "collator": {"train_on_responses_only": responses_only, **markers, "max_seq_length": 512,
-                     "resize": 112, "ignore_index": -100},
-        "sft": {"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1, "warmup_steps": 0,
-                "max_steps": steps, "num_train_epochs": 1, "learning_rate": lr, "lr_scheduler_type": "constant",
-                "optim": "adamw_8bit", "weight_decay": 0.0, "seed": 3407, "logging_steps": 1, "report_to": "none",
-                "remove_unused_columns": False, "dataset_text_field": "",
-                "dataset_kwargs": {"skip_prepare_dataset": True}, "max_length": 512},
-        "evaluation": {"metrics": list(metrics), "max_new_tokens": max_new_tokens},
-        "outputs": {"dir": str(outputs_dir or data_dir.parent / "runs"), "exports": list(exports)},
-        "hardware": {"gpus": 1},
-        "estimates": {},
-        "provenance": {},
-    }
+    lines = [f"finetune {_parts_words(parts)} on {_word(str(model))}", f"using {method}", f"from {data_dir.name}",
+             'ask "What colour is the shape?"', "resize 112", f"train for {steps} steps", f"batch {batch}",
+             "accumulate 1", f"learning rate {lr}", "warmup 0 steps", "schedule constant", "weight decay 0",
+             "max length 512", f"metric {', '.join(metrics)}", f"export {', '.join(exports)}",
+             f"save to {_word(str(outputs_dir or data_dir.parent / 'runs'))}",
+             f"{'with' if responses_only else 'without'} responses_only"]
+    if method != "full":
+        lines.append(f"lora rank {r} alpha {r}")
+    if holdout is not None:
+        lines.append(f"holdout {round(holdout * 100, 6):g}%")
+    if eval_dir is not None:
+        lines.append(f"evaluate on {_word(str(eval_dir))}")
+    result = compile_source("\n".join(lines) + "\n", str(data_dir.parent / "test.vt"), base_dir=str(data_dir.parent))
+    errors = [d.message for d in result.diagnostics if d.is_error]
+    assert result.plan is not None and not errors, errors
+    plan = result.plan
+    plan["evaluation"]["max_new_tokens"] = max_new_tokens
+    return plan
+
+
+def _parts_words(parts: dict | None) -> str:
+    """`finetune` words for the four flags: the towers and kinds chosen (an axis with both chosen is left out)."""
+    if not parts or all(parts.values()):
+        return "all"
+    towers = [t for t in ("vision", "language") if parts[t]]
+    kinds = [k for k in ("attention", "mlp") if parts[k]]
+    words = (towers if len(towers) == 1 else []) + (kinds if len(kinds) == 1 else [])
+    return ", ".join(words) or "all"
+
+
+def _word(text: str) -> str:
+    """A model name or path as a recipe value: quoted, so that any path reads as one value."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def shape_image(colour: str, shape: str, size: int = 112, seed: int = 0):

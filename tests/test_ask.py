@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One small finished run (tiny Qwen, 30 steps) shared by the tests below."""
-    from vtc.runtime.run import run_target
+    from vtc.commands import run_target
 
     root = tmp_path_factory.mktemp("ask")
     train = make_shapes(root / "train", n=24, seed=1)

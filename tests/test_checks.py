@@ -100,12 +100,17 @@ def test_vt250_holdout_range(pct, bad):
 def test_vt251_answer_column_rules():
     # The grammar requires the column after `answer from column`; the check guards documents built otherwise.
     from vtc.compiler.checks import check
+    from vtc.compiler.resolve import resolve
     from vtc.registry import load_registry
 
+    def found(doc):
+        resolved, _ = resolve(doc, {}, load_registry(), "/abs")
+        return [d.code for d in check(resolved)]
+
     doc = {"model": "qwen2.5-vl", "parts": ["all"], "train_data": {"source": "./x"}, "answer": {"from": "column"}}
-    assert [d.code for d in check(doc, {}, load_registry())] == ["VT251"]
+    assert found(doc) == ["VT251"]
     doc["answer"] = {"from": "folders", "column": "x"}
-    assert [d.code for d in check(doc, {}, load_registry())] == ["VT251"]
+    assert found(doc) == ["VT251"]
 
 
 def test_vt260_packing_refused():

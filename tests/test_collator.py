@@ -232,7 +232,7 @@ def test_rows_from_the_demo_dataset_collate(processors):
             "data": {"train": {"source": "data/shapes", "kind": "path", "split": None}, "eval": None,
                      "holdout": None, "instruction": QUESTION, "system": None,
                      "answer": {"from": "auto", "column": None}, "image_column": None},
-            "images": {"resize": {"mode": "longest", "size": 112}}, "sft": {"seed": 3407}}
+            "images": {"resize": {"mode": "longest", "size": 112}}, "training": {"seed": 3407}}
     rows = load_rows(plan)
     name = "tiny-qwen2.5-vl"
     c = collator(processors[name], name)

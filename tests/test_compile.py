@@ -1,5 +1,5 @@
 """The compiler's stages: lowering (includes, overrides, conflicts), schema validation (both engines), the peft
-regex and the estimates, and the golden bad recipes (UPDATE_GOLDEN=1 rewrites tests/golden/bad/*.json)."""
+regex and the estimates, and the golden bad recipes (VTC_UPDATE_GOLDEN=1 rewrites tests/golden/bad/*.json)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 from vtc.compiler import ast
 from vtc.compiler.lower import lower
 from vtc.compiler.pipeline import compile_file, compile_source
-from vtc.compiler.plan import peft_regex, selection, trainable_parameters
+from vtc.compiler.estimates import peft_regex, selection, trainable_parameters
 from vtc.compiler.validate import raw_errors, validate
 from vtc.diagnostics import Span
 from vtc.registry import exact_total_params, load_registry
@@ -65,9 +65,9 @@ def test_include_overrides_and_provenance():
     result = compile_source(text, "main.vt", load=_loader(files), base_dir="/abs")
     assert not [d for d in result.diagnostics if d.is_error], result.diagnostics
     plan = result.plan
-    assert plan["sft"]["per_device_train_batch_size"] == 2
-    assert plan["provenance"]["/sft/per_device_train_batch_size"] == "main.vt:4"
-    assert plan["provenance"]["/sft/learning_rate"] == "base.vt:2"
+    assert plan["training"]["batch"] == 2
+    assert plan["provenance"]["/training/batch"] == "main.vt:4"
+    assert plan["provenance"]["/training/learning_rate"] == "base.vt:2"
     assert plan["data"]["holdout"] is None and plan["data"]["eval"]["source"] == "./val"  # later clause replaced it
     assert plan["recipe"]["files"] == ["main.vt", "base.vt"] and result.sources["base.vt"].startswith("batch 8")
 
@@ -76,8 +76,8 @@ def test_include_in_subfolder_is_relative_to_including_file():
     files = {"conf/base.vt": 'include "inner.vt"\n', "conf/inner.vt": "seed 7\n"}
     text = 'include "conf/base.vt"\nfinetune all on qwen2.5-vl\nfrom ./x\n'
     result = compile_source(text, "main.vt", load=_loader(files), base_dir="/abs")
-    assert result.plan["sft"]["seed"] == 7
-    assert result.plan["provenance"]["/sft/seed"] == "conf/inner.vt:1"
+    assert result.plan["training"]["seed"] == 7
+    assert result.plan["provenance"]["/training/seed"] == "conf/inner.vt:1"
 
 
 def test_include_diagnostics_are_kept():
@@ -132,7 +132,7 @@ def _expected(path):
 def test_bad_golden(path):
     got = _expected(path)
     golden = path.with_suffix(".json")
-    if os.environ.get("UPDATE_GOLDEN"):
+    if os.environ.get("VTC_UPDATE_GOLDEN"):
         golden.write_text(json.dumps(got, indent=2) + "\n", encoding="utf-8")
     assert any(d["severity"] == "error" or d["code"].startswith(("VT2", "VT3")) for d in got)
     assert got == json.loads(golden.read_text(encoding="utf-8"))
@@ -230,7 +230,7 @@ def test_local_model_family_from_config(tmp_path):
     (tmp_path / "r.vt").write_text("finetune all on ./m\nfrom ./x\nwith responses_only\n")
     result = compile_file(str(tmp_path / "r.vt"))
     assert result.plan["model"]["family"] == "mllama" and result.plan["model"]["source"] == "local"
-    assert result.plan["collator"]["response_part"].startswith("<|start_header_id|>assistant")
+    assert result.plan["model"]["markers"]["response_part"].startswith("<|start_header_id|>assistant")
 
 
 def test_compiler_imports_no_training_library():

@@ -41,7 +41,7 @@ def make_plan(base, source, *, kind="path", split=None, eval_source=None, holdou
             "image_column": image_column,
         },
         "images": {"resize": resize or {"mode": "none", "size": None}},
-        "sft": {"seed": seed},
+        "training": {"seed": seed},
     }
 
 

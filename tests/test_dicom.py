@@ -163,7 +163,7 @@ def test_dicom_folder_loads_as_captioned_images(tmp_path):
                                                 "eval": None, "holdout": None, "instruction": "Describe.",
                                                 "system": None, "answer": {"from": "auto", "column": None},
                                                 "image_column": None},
-            "images": {"resize": {"mode": "longest", "size": 64}, "window": None}, "sft": {"seed": 1}}
+            "images": {"resize": {"mode": "longest", "size": 64}, "window": None}, "training": {"seed": 1}}
     rows = load_rows(plan)
     assert len(rows) == 1 and rows.answer(0) == "normal"
     assert rows[0]["messages"][0]["content"][1]["image"].size == (64, 64)
@@ -179,7 +179,7 @@ def test_a_training_run_on_dicom_leaks_nothing(tmp_path, monkeypatch, capsys):
     sys.path.insert(0, str(Path(__file__).parent))
     from runtime_helpers import make_plan, write_plan
 
-    from vtc.runtime.run import run_target
+    from vtc.commands import run_target
 
     monkeypatch.setenv("VTC_IMAGE_CACHE", str(tmp_path / "cache"))
     data = tmp_path / "scans"

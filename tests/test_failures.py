@@ -29,8 +29,8 @@ def refused(result, text, code, *words):
 def plan_file(tmp_path, **kw):
     data = make_shapes(tmp_path / "shapes", n=6)
     plan = make_plan(data, outputs_dir=tmp_path / "runs", batch=4, **kw)
-    plan["estimates"] = {"image_size": [112, 112], "image_tokens_per_image": 16, "gpu_memory_gib": 9.5}
-    plan["checkpoint"] = {"every_steps": 1}
+    plan["estimates"].update(image_size=[112, 112], image_tokens_per_image=16, gpu_memory_gib=9.5)
+    plan["checkpoint"]["every_steps"] = 1
     return write_plan(plan, tmp_path / "plan.json"), tmp_path / "runs"
 
 
@@ -69,11 +69,11 @@ def test_out_of_gpu_memory_while_training(tmp_path, monkeypatch):
 
 
 def test_oom_advice_fits_the_plan():
-    from vtc.runtime.run import oom_error
+    from vtc.runtime.failures import oom_error
 
     plan = make_plan(Path("/x/shapes"), method="qlora", batch=1)
     plan["images"]["resize"] = {"mode": "longest", "size": 1024}
-    plan["estimates"] = {"image_size": [1022, 1022], "image_tokens_per_image": 1369}
+    plan["estimates"].update(image_size=[1022, 1022], image_tokens_per_image=1369, gpu_memory_gib=None)
     d = oom_error(plan, "evaluating the base model", None)
     assert "while evaluating the base model: each image is 1369 image tokens" in d.message
     assert "`resize 756`" in d.help  # a quarter smaller, a multiple of 28
@@ -104,7 +104,7 @@ def test_disk_full_while_saving_then_resume(tmp_path, monkeypatch):
 
 
 def test_disk_full_is_recognised_through_torch_save(tmp_path):
-    from vtc.runtime.run import _is_disk_full
+    from vtc.runtime.failures import is_disk_full as _is_disk_full
 
     try:
         try:
@@ -130,7 +130,7 @@ def remote_code_model(tmp_path) -> Path:
 
 def test_a_model_that_needs_its_own_code(tmp_path):
     folder = remote_code_model(tmp_path)
-    target, runs = plan_file(tmp_path, source="local", model_id=str(folder))
+    target, runs = plan_file(tmp_path, model=str(folder), responses_only=False)
     result, text = run_cli("run", str(target))
     refused(result, text, "VT507", "needs to run its own Python code", "with trust_remote_code")
     assert not runs.exists()  # found before any run folder exists
@@ -149,10 +149,10 @@ def test_a_hub_model_that_needs_its_own_code(tmp_path, monkeypatch):
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(hub))
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(hub))
-    from vtc.runtime.run import resolve_model_path
+    from vtc.runtime.model_path import resolve_model_path
     from vtc.diagnostics import VtcError
 
-    plan = make_plan(make_shapes(tmp_path / "shapes", n=2), source="hub", model_id="someone/custom-vlm")
+    plan = make_plan(make_shapes(tmp_path / "shapes", n=2), model="someone/custom-vlm", responses_only=False)
     with pytest.raises(VtcError) as info:
         resolve_model_path(plan)
     assert info.value.diagnostics[0].code == "VT507"
@@ -165,7 +165,7 @@ def test_a_hub_model_not_cached_while_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    target, runs = plan_file(tmp_path, source="hub", model_id="someone/not-downloaded-vlm")
+    target, runs = plan_file(tmp_path, model="someone/not-downloaded-vlm", responses_only=False)
     result, text = run_cli("run", str(target))
     refused(result, text, "VT503", "someone/not-downloaded-vlm", "not in the local Hugging Face cache")
     assert not runs.exists()
@@ -174,7 +174,7 @@ def test_a_hub_model_not_cached_while_offline(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_a_crash_mid_save_leaves_no_adapter_folder(tmp_path, monkeypatch):
     from vtc.runtime.backends.transformers_backend import TransformersBackend
-    from vtc.runtime.run import run_target
+    from vtc.commands import run_target
 
     def save_adapter(self, model, processor, out_dir):
         Path(out_dir, "adapter_config.json").write_text("{}")

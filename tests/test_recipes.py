@@ -1,4 +1,4 @@
-"""Every shipped recipe compiles without errors; golden plans (UPDATE_GOLDEN=1 pytest tests/test_recipes.py
+"""Every shipped recipe compiles without errors; golden plans (VTC_UPDATE_GOLDEN=1 pytest tests/test_recipes.py
 rewrites them)."""
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from vtc.compiler.pipeline import compile_file
-from vtc.compiler.plan import plan_to_json
+from vtc.plans import plan_to_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").glob("*.vt"))
@@ -47,9 +47,9 @@ def test_golden_plan(path):
     plan = compile_file(str(path)).plan
     text = plan_to_json(plan).replace(json.dumps(plan["base_dir"])[1:-1], "<BASE_DIR>")
     golden = GOLDEN / (path.stem + ".json")
-    if os.environ.get("UPDATE_GOLDEN"):
+    if os.environ.get("VTC_UPDATE_GOLDEN"):
         golden.write_text(text, encoding="utf-8")
-    assert golden.exists(), f"missing golden {golden}; run UPDATE_GOLDEN=1 pytest {__file__}"
+    assert golden.exists(), f"missing golden {golden}; run VTC_UPDATE_GOLDEN=1 pytest {__file__}"
     assert text == golden.read_text(encoding="utf-8")
 
 
@@ -62,7 +62,7 @@ def test_plan_is_deterministic():
 def test_include_provenance_names_the_base():
     plan = compile_file(str(ROOT / "recipes" / "receipts.vt")).plan
     assert plan["recipe"]["files"] == ["receipts.vt", "site-base.vt"]
-    assert plan["provenance"]["/sft/learning_rate"] == "site-base.vt:9"
-    assert plan["provenance"]["/sft/num_train_epochs"] == "receipts.vt:13"
-    assert plan["provenance"]["/sft/logging_steps"] == "default"
+    assert plan["provenance"]["/training/learning_rate"] == "site-base.vt:9"
+    assert plan["provenance"]["/training/epochs"] == "receipts.vt:13"
+    assert plan["provenance"]["/evaluation/max_new_tokens"] == "default"
     assert plan["provenance"]["/model/id"] == "registry"

@@ -54,7 +54,8 @@ def signal_at_step(monkeypatch, step: int, sig=signal.SIGINT):
 @pytest.mark.slow
 def test_interrupt_then_resume_continues_the_loss_curve(tmp_path, monkeypatch, capsys):
     from vtc.runtime.checkpoints import RunInterrupted
-    from vtc.runtime.run import resume_run, run_target
+    from vtc.commands import run_target
+    from vtc.runtime.run import resume_run
 
     target, runs = small_plan(tmp_path)
     reference = run_target(str(target))  # never interrupted: the curve to match

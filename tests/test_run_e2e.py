@@ -54,7 +54,7 @@ RELOAD = textwrap.dedent('''
 @pytest.mark.slow
 @pytest.mark.parametrize("model,steps", [("tiny-qwen2.5-vl", 30), ("tiny-llama-3.2-vision", 10)])
 def test_run_evaluate_save_and_reload_without_vtc(tmp_path, capsys, model, steps):
-    from vtc.runtime.run import run_target
+    from vtc.commands import run_target
 
     train = make_shapes(tmp_path / "train", n=24, seed=1)
     val = make_shapes(tmp_path / "val", n=10, seed=2)
@@ -110,7 +110,7 @@ def test_run_folders_are_numbered_and_never_reused(tmp_path):
     assert first.name == "run-004.partial"
     assert O.next_run_dir(tmp_path).name == "run-005.partial"
     assert O.finish_run_dir(first).name == "run-004"
-    assert O.fail_run_dir(tmp_path / "run-005.partial").name == "run-005.failed"
+    assert O.move_run_dir(tmp_path / "run-005.partial", "failed").name == "run-005.failed"
 
 
 def test_data_fingerprint_follows_content_and_names(tmp_path):

@@ -77,13 +77,13 @@ def test_text_only_model_folder(tmp_path, shapes):
     folder = tmp_path / "my-llm"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
-    target, runs = plan_file(tmp_path, shapes, source="local", model_id=str(folder))
+    target, runs = plan_file(tmp_path, shapes, model=str(folder), responses_only=False)
     result, text = run_cli("run", str(target))
     assert_refused(result, text, "VT502", "not a vision-language model", "llama", runs=runs)
 
 
 def test_missing_model_folder(tmp_path, shapes):
-    target, runs = plan_file(tmp_path, shapes, source="local", model_id="./no-model-here")
+    target, runs = plan_file(tmp_path, shapes, model="./no-model-here", responses_only=False)
     result, text = run_cli("run", str(target))
     assert_refused(result, text, "VT501", "no-model-here", runs=runs)
 
@@ -93,7 +93,7 @@ def test_hub_model_offline_and_not_cached(tmp_path, shapes, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    target, runs = plan_file(tmp_path, shapes, source="hub", model_id="vtc-test/not-a-cached-model")
+    target, runs = plan_file(tmp_path, shapes, model="vtc-test/not-a-cached-model", responses_only=False)
     result, text = run_cli("run", str(target))
     assert_refused(result, text, "VT503", "not in the local Hugging Face cache and there is no network", runs=runs)
 
@@ -141,7 +141,7 @@ def test_ask_unfinished_run(tmp_path):
 @pytest.mark.slow
 def test_a_failure_while_training_leaves_a_failed_folder(tmp_path, shapes, monkeypatch):
     from vtc.runtime.backends.transformers_backend import TransformersBackend
-    from vtc.runtime.run import run_target
+    from vtc.commands import run_target
 
     def broken(self, *a, **kw):
         raise RuntimeError("simulated crash")

@@ -79,7 +79,8 @@ def test_run_refuses_a_plan_whose_inputs_changed(project, change, words):
 
 def test_allow_changed_runs_anyway_with_warnings(project):
     from vtc.runtime.progress import Reporter
-    from vtc.runtime.run import check_saved_plan, read_plan
+    from vtc.plans import read_plan
+    from vtc.runtime.lifecycle import check_saved_plan
 
     plan_path = save_plan(project)
     (project / "r.vt").write_text(RECIPE.format(model="tiny-qwen2.5-vl") + "seed 1\n")

@@ -135,7 +135,7 @@ def test_a_planted_token_appears_in_no_output(tmp_path):
 
 
 def test_error_messages_in_manifests_are_redacted(monkeypatch):
-    from vtc.runtime.run import _redact
+    from vtc.runtime.failures import redact as _redact
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     text = _redact(f"401 for https://huggingface.co/x?token={TOKEN} and hf_abcdefghijklmnopqrstuvwxyz123456")

@@ -40,7 +40,7 @@ def plan(tmp_path, pages):
                      "instruction": "What?", "system": None, "answer": {"from": "auto", "column": None},
                      "image_column": None, "bad_rows": "stop"},
             "images": {"resize": {"mode": "none", "size": None}, "window": None, "tiff_pages": pages},
-            "sft": {"seed": 1}}
+            "training": {"seed": 1}}
 
 
 def colour_of(row):

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
 from vtc.diagnostics import VtcError  # noqa: E402
+from vtc.paths import TINY_BUILD_VERSION, cache_root  # noqa: E402
 from vtc.runtime import tiny_models as T  # noqa: E402
 
 # Module names from shared/reference/unsloth-vision.md (transformers 5.17), written independently of the builder.
@@ -64,9 +65,9 @@ def _hashes(folder):
 def test_cache_layout_and_build_record(cache):
     paths, root = cache
     for name, path in paths.items():
-        assert path == root / "models" / f"{name}-v{T.TINY_VERSION}"
+        assert path == root / "models" / f"{name}-v{TINY_BUILD_VERSION}"
         info = json.loads((path / "vtc_tiny.json").read_text())
-        assert (info["name"], info["version"], info["seed"]) == (name, T.TINY_VERSION, T.SEED)
+        assert (info["name"], info["version"], info["seed"]) == (name, TINY_BUILD_VERSION, T.SEED)
         config = json.loads((path / "config.json").read_text())
         assert config["model_type"] == ARCH[name][0]
         assert config["architectures"] == [ARCH[name][1]]
@@ -84,13 +85,13 @@ def test_second_call_reuses_the_cache(cache):
 
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("VTC_CACHE", str(tmp_path / "a"))
-    assert T.cache_root() == tmp_path / "a"
+    assert cache_root() == tmp_path / "a"
     monkeypatch.delenv("VTC_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert T.cache_root() == tmp_path / "xdg" / "vtc"
+    assert cache_root() == tmp_path / "xdg" / "vtc"
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert T.cache_root() == tmp_path / "home" / ".cache" / "vtc"
+    assert cache_root() == tmp_path / "home" / ".cache" / "vtc"
 
 
 def test_unknown_tiny_model_is_a_diagnostic():

@@ -21,12 +21,12 @@ def data(tmp_path_factory):
     return make_shapes(tmp_path_factory.mktemp("trainable") / "shapes", n=8, seed=3)
 
 
-def compile_plan(data, parts: str, model: str, extra: str = "") -> dict:
+def compile_plan(data, parts: str, model: str, extra: str = "", method: str = "lora") -> dict:
     from vtc.compiler.pipeline import compile_file
 
-    recipe = data.parent / f"r-{parts.replace(',', '-')}-{model}.vt"
+    recipe = data.parent / f"r-{parts.replace(',', '-')}-{model}-{method}.vt"
     recipe.write_text(
-        f"finetune {parts} on {model}\nusing lora\nfrom ./{data.name}\nask \"What colour is the shape?\"\n"
+        f"finetune {parts} on {model}\nusing {method}\nfrom ./{data.name}\nask \"What colour is the shape?\"\n"
         f"resize 112\ntrain for 3 steps\nbatch 4\nlearning rate 5e-3\noptimizer adamw_torch\n{extra}",
         encoding="utf-8")
     result = compile_file(str(recipe))
@@ -56,7 +56,7 @@ def lora_targets(peft_model) -> set[str]:
 
 def load(plan):
     from vtc.runtime.backends.transformers_backend import TransformersBackend
-    from vtc.runtime.run import resolve_model_path
+    from vtc.runtime.model_path import resolve_model_path
 
     be = TransformersBackend()
     model, processor = be.load(plan, resolve_model_path(plan))
@@ -119,10 +119,8 @@ def test_training_changes_exactly_the_lora_weights(data, model_name, parts):
 def test_full_finetuning_unfreezes_only_the_chosen_parts(data):
     import torch
 
-    plan = compile_plan(data, "vision,mlp", "tiny-qwen2.5-vl").copy()
-    plan_full = compile_plan(data, "vision,mlp", "tiny-qwen2.5-vl", extra="")
-    plan_full = dict(plan_full, method="full", peft=None,
-                     trainable_regex=r"(?:" + plan["peft"]["target_modules"] + r")\.(?:weight|bias)")
+    plan_full = compile_plan(data, "vision,mlp", "tiny-qwen2.5-vl", method="full")
+    assert plan_full["lora"] is None and plan_full["trainable_regex"].endswith(r"\.(?:weight|bias)")
     be, model, _ = load(plan_full)
     trainable = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == expected_modules(model, "qwen2_5_vl", {"vision", "mlp"})

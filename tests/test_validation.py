@@ -32,7 +32,7 @@ def plan_for(base: Path, source: str, *, bad_rows="stop", resize=None, tiff_page
                      "image_column": None, "bad_rows": bad_rows},
             "images": {"resize": resize or {"mode": "longest", "size": 128}, "window": None,
                        "tiff_pages": tiff_pages},
-            "sft": {"seed": 3407}}
+            "training": {"seed": 3407}}
 
 
 def noise(path: Path, size=(320, 240), seed=0) -> Path:

@@ -100,7 +100,8 @@ def plan(file, as_json, output, fmt):
         vtc plan xray.vt -o plan.json    # save it; `vtc run plan.json` runs exactly that
     """
     from vtc.compiler.pipeline import compile_file
-    from vtc.compiler.plan import plan_to_json, summarize_plan
+    from vtc.compiler.plan import summarize_plan
+    from vtc.plans import plan_to_json
 
     result = compile_file(file)
     _emit(result.diagnostics, result.sources, fmt)
@@ -183,13 +184,22 @@ def fmt(files, check_only, fmt):
 
 
 @cli.command(context_settings=CONTEXT)
-def schema():
-    """Print the JSON Schema that every compiled recipe document is validated against.
+@click.option("--plan", "of_plan", is_flag=True, help="The schema of a plan (what `vtc plan --json` writes and "
+              "`vtc run` reads) instead of a recipe document's.")
+def schema(of_plan):
+    """Print the JSON Schema that every compiled recipe document is validated against (or, with --plan, that
+    every plan is validated against).
 
     \b
-    Example:
+    Examples:
         vtc schema > vt.schema.json
+        vtc schema --plan > plan.schema.json
     """
+    if of_plan:
+        from vtc.plans import plan_schema_text
+
+        click.echo(plan_schema_text(), nl=False)
+        return
     from vtc.compiler.validate import schema_text
 
     click.echo(schema_text(), nl=False)
@@ -270,7 +280,7 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, fmt):
 
             resume_run(resume_dir, backend=backend, allow_changed=allow_changed)
         else:
-            from vtc.runtime.run import run_target
+            from vtc.commands import run_target
 
             run_target(target, backend=backend, runs_dir=runs_dir, allow_changed=allow_changed)
     except VtcError as exc:

@@ -169,21 +169,21 @@ def hub_revision(repo_id: str, kind: str = "model", ref: str = "main") -> str:
 
 def model_fingerprint(plan: dict, *, content: bool) -> dict[str, Any]:
     """What from_pretrained would load: see the module doc."""
-    model = plan.get("model") or {}
-    source, mid = model.get("source"), model.get("id")
+    model = plan["model"]
+    source, mid = model["source"], model["id"]
     if source == "tiny":
-        from vtc.runtime.tiny_models import TINY_VERSION, cache_root
+        from vtc.paths import TINY_BUILD_VERSION, tiny_model_dir
 
-        folder = cache_root() / "models" / f"{mid}-v{TINY_VERSION}"
+        folder = tiny_model_dir(mid)
         built = (folder / "vtc_tiny.json").is_file()
         fp = folder_fingerprint(folder, content=True)["sha256"] if built and content else None
         # The build is deterministic: the version decides the bytes; the hash shows they are what was locked.
-        return {"kind": "tiny", "id": mid, "version": TINY_VERSION,
+        return {"kind": "tiny", "id": mid, "version": TINY_BUILD_VERSION,
                 "sha256": fp if built and content else (None if built else "not built yet")}
     if source == "local":
         p = Path(os.path.expanduser(mid))
         if not p.is_absolute():
-            p = Path(plan.get("base_dir") or ".") / p
+            p = Path(plan["base_dir"]) / p
         if not p.is_dir():
             return {"kind": "local", "path": mid, "sha256": "missing"}
         return {"kind": "local", "path": mid, **folder_fingerprint(p, content=content)}

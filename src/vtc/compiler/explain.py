@@ -26,7 +26,7 @@ def _join(items: list[str]) -> str:
 
 def explain_plan(plan: dict) -> str:
     """A paragraph: what trains (in words), on which data, for how long, where results go, GPU memory."""
-    m, parts, sft, data, est = plan["model"], plan["parts"], plan["sft"], plan["data"], plan["estimates"]
+    m, parts, training, data, est = plan["model"], plan["parts"], plan["training"], plan["data"], plan["estimates"]
     s: list[str] = []
     family = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL",
               "mllama": "Llama 3.2 Vision", "gemma3": "Gemma 3", "llava": "Pixtral"}.get(m["family"] or "")
@@ -39,9 +39,9 @@ def explain_plan(plan: dict) -> str:
     else:
         bits = "4-bit compressed" if plan["method"] == "qlora" else "16-bit"
         s.append(f"The original model stays frozen (loaded {bits}); it learns small add-on weights called a LoRA "
-                 f"adapter (rank {plan['peft']['r']}, a measure of its capacity) for " + _join(areas) + ".")
-    t = est.get("trainable_parameters")
-    if t and est.get("total_parameters"):
+                 f"adapter (rank {plan['lora']['rank']}, a measure of its capacity) for " + _join(areas) + ".")
+    t = est["trainable_parameters"]
+    if t and est["total_parameters"]:
         s.append(f"That is {_count(t['total'])} trainable numbers, {100 * t['total'] / est['total_parameters']:.2f}% "
                  f"of the model's {_count(est['total_parameters'])}.")
     src = data["train"]
@@ -62,26 +62,26 @@ def explain_plan(plan: dict) -> str:
         img = f"Images are resized to exactly {r['size'][0]}x{r['size'][1]} pixels"
     else:
         img = "Images are used at their own size"
-    if est.get("image_tokens_per_image"):
-        if est.get("tiles_per_image"):
+    if est["image_tokens_per_image"]:
+        if est["tiles_per_image"]:
             img += (f"; each becomes {est['tiles_per_image']} tile(s), {est['image_tokens_per_image']} image "
                     "tokens (pieces the model reads), which reach the text through cross-attention")
         else:
             img += f", which makes about {est['image_tokens_per_image']} image tokens (pieces the model reads) each"
     s.append(img + ".")
-    if plan["collator"]["train_on_responses_only"]:
+    if training["responses_only"]:
         s.append("Only the answers count towards learning; the question and the image are context.")
     eff = est["effective_batch"]
-    if sft["max_steps"] > 0:
-        length = f"{sft['max_steps']} update steps"
+    if training["steps"] is not None:
+        length = f"{training['steps']} update steps"
     else:
-        n = sft["num_train_epochs"]
+        n = training["epochs"]
         length = f"{n} pass{'es' * (n != 1)} over the training data (epoch{'s' * (n != 1)})"
-    batch, accumulate = sft["per_device_train_batch_size"], sft["gradient_accumulation_steps"]
+    batch, accumulate = training["batch"], training["accumulate"]
     how = (f"{batch} at a time, {accumulate} times before each update" if accumulate != 1 else
            f"all {batch} at once")
     s.append(f"Training runs for {length}, each step learning from {eff} example{'s' * (eff != 1)} ({how}), "
-             f"at a learning rate (step size) of {sft['learning_rate']:g}.")
+             f"at a learning rate (step size) of {training['learning_rate']:g}.")
     if data["eval"]:
         s.append(f"It is tested on the separate data in {data['eval']['source']}")
     elif data["holdout"] is not None:
@@ -98,12 +98,12 @@ def explain_plan(plan: dict) -> str:
              "merged": "a full copy of the model with the adapter built in (16-bit)"}
     s.append(f"Results go to a new numbered folder in {plan['outputs']['dir']}: " + _join([saved[e] for e in exports])
              + ", the plan, the loss curve and the test answers.")
-    gib = est.get("gpu_memory_gib")
+    gib = est["gpu_memory_gib"]
     if gib is not None:
         s.append(f"It needs roughly {gib} GiB of GPU memory (an estimate; a smaller resize or batch needs less).")
     else:
         s.append("vtc does not know this model's size, so it cannot estimate the GPU memory it needs.")
-    every = (plan.get("checkpoint") or {}).get("every_steps")
+    every = plan["checkpoint"]["every_steps"]
     if every:
         s.append(f"It saves a checkpoint every {every} steps, so an interrupted run can continue where it stopped "
                  "(`vtc run --resume`).")

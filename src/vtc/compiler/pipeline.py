@@ -1,4 +1,5 @@
-"""The whole compile: file -> parse -> lower (includes) -> validate -> check -> plan. Never raises on user input.
+"""The whole compile: file -> parse -> lower (includes) -> validate -> resolve -> check -> plan. Never raises on user
+input.
 
     compile_file(path) -> CompileResult(plan | None, diagnostics, sources)
     compile_source(text, file, load=None, base_dir=None) -> CompileResult
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from vtc.diagnostics import Diagnostic, Span, VtcError, error, has_errors, note, sort_diagnostics, warning
+from vtc.diagnostics import Diagnostic, Span, VtcError, error, has_errors, note, sort_diagnostics
 
 
 # VT105: a required clause is missing; VT109: a base recipe, checked alone (see docs/diagnostics.md).
@@ -123,33 +124,37 @@ def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str],
         # that failed validation are left out, as if unwritten), unless something they need is missing.
         rest = valid_part(document)
         if rest is not None:
-            diagnostics += _semantic(rest, spans, base_dir)[1]
+            diagnostics += _resolve_and_check(rest, spans, base_dir)[1]
         return CompileResult(None, sort_diagnostics(diagnostics), sources)
-    model, found = _semantic(document, spans, base_dir)
+    resolved, found = _resolve_and_check(document, spans, base_dir)
     diagnostics += found
-    if has_errors(diagnostics) or model is None:
+    if has_errors(diagnostics):
         return CompileResult(None, sort_diagnostics(diagnostics), sources)
     from vtc.compiler.plan import build_plan
-    from vtc.registry import load_registry
+    from vtc.plans import plan_problems
 
-    plan = build_plan(document, spans, load_registry(), base_dir, model=model)
+    plan = build_plan(resolved)
+    # The plan is checked before it leaves the compiler, as the runtime checks it when it reads one: a plan that
+    # fails its own schema is a bug in vtc, reported as one rather than run.
+    wrong = plan_problems(plan)
+    if wrong:
+        diagnostics += [error("VT098", f"internal error: the plan vtc made has {pointer} {sentence}", Span(file),
+                              help="this is a bug in vtc; please report it with the recipe")
+                        for pointer, sentence in wrong]
+        return CompileResult(None, sort_diagnostics(diagnostics), sources)
     return CompileResult(plan, sort_diagnostics(diagnostics), sources)
 
 
-def _semantic(document: dict, spans: dict, base_dir: str) -> tuple[dict | None, list[Diagnostic]]:
-    """Resolve the model and run the semantic checks on a schema-valid document: (model or None, diagnostics)."""
+def _resolve_and_check(document: dict, spans: dict, base_dir: str):
+    """The resolve stage and the semantic checks on a schema-valid document: (Resolved, diagnostics)."""
     from vtc.compiler.checks import check
-    from vtc.registry import is_local_path, load_registry, resolve_model
+    from vtc.compiler.resolve import resolve
+    from vtc.registry import is_local_path, load_registry
 
-    registry = load_registry()
     name = document["model"]
     local = _local_config(name, base_dir) if is_local_path(name) else None
-    model, found = resolve_model(name, registry, local)
-    model_span = spans.get("/model")
-    makers = {"error": error, "warning": warning, "note": note}
-    diagnostics = [makers[p.severity](p.code, p.message, model_span, p.help) for p in found]
-    diagnostics += check(document, spans, registry, model=model)
-    return model, diagnostics
+    resolved, diagnostics = resolve(document, spans, load_registry(), base_dir, local)
+    return resolved, diagnostics + check(resolved)
 
 
 def valid_part(document: dict) -> dict | None:

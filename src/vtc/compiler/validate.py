@@ -1,13 +1,7 @@
 """The recipe document against schema.json: every schema error becomes a sentence at the recipe span (VT1xx).
 
-Two engines give the same errors:
-
-* ``fast`` (the default): a small evaluator of exactly the JSON Schema keywords schema.json uses (type, enum,
-  const, properties, additionalProperties, required, minimum, maximum, exclusiveMinimum, exclusiveMaximum,
-  minLength, minItems, uniqueItems, items, oneOf). It exists for start-up time: importing jsonschema costs about
-  0.11 s on these machines, more than half of `vtc check`'s 0.2 s budget (docs/plan.md, Speed).
-* ``jsonschema``: the reference implementation (Draft 2020-12), imported lazily; the tests check that both engines
-  report the same errors on every shipped recipe and every bad golden.
+The schema is evaluated by vtc.schema_engine: its fast evaluator by default (start-up time), jsonschema as the
+reference engine (``engine="jsonschema"``); tests check that both report the same errors.
 
 Codes: VT101 unknown option or setting, VT102 a value that is not one of the choices, VT103 a value of the wrong
 kind, VT104 out of range, VT105 a required clause missing, VT106 an item listed twice, VT107 an empty value,
@@ -20,7 +14,9 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+from vtc import schema_engine
 from vtc.diagnostics import Diagnostic, Span, did_you_mean, error
+from vtc.schema_engine import pointer
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
@@ -35,114 +31,12 @@ def schema() -> dict:
     return json.loads(schema_text())
 
 
-@lru_cache(maxsize=1)
-def _jsonschema_validator():
-    import jsonschema  # lazily: ~0.11 s of imports
-
-    return jsonschema.Draft202012Validator(schema())
-
-
-# --- the fast engine ------------------------------------------------------------------------------------------------
-# An error is (keyword, path, instance, schema node), like a jsonschema ValidationError's validator, absolute_path,
-# instance and schema.
-
-
-def _is_type(value, kind: str) -> bool:
-    if kind == "object":
-        return isinstance(value, dict)
-    if kind == "array":
-        return isinstance(value, list)
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "boolean":
-        return isinstance(value, bool)
-    if kind == "integer":
-        return (isinstance(value, int) and not isinstance(value, bool)) or (
-            isinstance(value, float) and value.is_integer())
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "null":
-        return value is None
-    return False
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    return a == b
-
-
-def _errors(value, node: dict, path: tuple) -> list[tuple]:
-    out: list[tuple] = []
-    if "type" in node and not _is_type(value, node["type"]):
-        return [("type", path, value, node)]
-    if "const" in node and not _equal(value, node["const"]):
-        out.append(("const", path, value, node))
-    if "enum" in node and not any(_equal(value, choice) for choice in node["enum"]):
-        out.append(("enum", path, value, node))
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "minimum" in node and value < node["minimum"]:
-            out.append(("minimum", path, value, node))
-        if "maximum" in node and value > node["maximum"]:
-            out.append(("maximum", path, value, node))
-        if "exclusiveMinimum" in node and value <= node["exclusiveMinimum"]:
-            out.append(("exclusiveMinimum", path, value, node))
-        if "exclusiveMaximum" in node and value >= node["exclusiveMaximum"]:
-            out.append(("exclusiveMaximum", path, value, node))
-    if isinstance(value, str) and "minLength" in node and len(value) < node["minLength"]:
-        out.append(("minLength", path, value, node))
-    if isinstance(value, list):
-        if "minItems" in node and len(value) < node["minItems"]:
-            out.append(("minItems", path, value, node))
-        if node.get("uniqueItems"):
-            seen: list = []
-            for item in value:
-                if any(_equal(item, s) for s in seen):
-                    out.append(("uniqueItems", path, value, node))
-                    break
-                seen.append(item)
-        if "items" in node:
-            for i, item in enumerate(value):
-                out.extend(_errors(item, node["items"], path + (i,)))
-    if isinstance(value, dict):
-        props = node.get("properties", {})
-        if node.get("additionalProperties") is False and set(value) - set(props):
-            out.append(("additionalProperties", path, value, node))
-        if any(r not in value for r in node.get("required", [])):
-            out.append(("required", path, value, node))
-        for key, sub in props.items():
-            if key in value:
-                out.extend(_errors(value[key], sub, path + (key,)))
-    if "oneOf" in node:
-        matches = sum(1 for sub in node["oneOf"] if not _errors(value, sub, path))
-        if matches != 1:
-            out.append(("oneOf", path, value, node))
-    return out
-
-
 def raw_errors(document: dict, engine: str = "fast") -> list[tuple]:
-    """Schema errors as (keyword, path, instance, schema node), sorted; engine "fast" or "jsonschema"."""
-    if engine == "jsonschema":
-        errors = [(e.validator, tuple(e.absolute_path), e.instance, e.schema)
-                  for e in _jsonschema_validator().iter_errors(document)]
-        # jsonschema reports one error per missing required property; the fast engine one per object.
-        unique, seen = [], set()
-        for err in errors:
-            key = (err[0], err[1])
-            if key not in seen:
-                seen.add(key)
-                unique.append(err)
-        errors = unique
-    else:
-        errors = _errors(document, schema(), ())
-    return sorted(errors, key=lambda e: ([str(p) for p in e[1]], e[0]))
+    """Schema errors of a recipe document as (keyword, path, instance, schema node), sorted (vtc.schema_engine)."""
+    return schema_engine.raw_errors(document, schema(), engine)
 
 
 # --- errors -> diagnostics ------------------------------------------------------------------------------------------
-
-
-def pointer(path) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
 def _span(spans: dict[str, Span], path) -> Span | None:

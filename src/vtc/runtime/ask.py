@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, error
+from vtc.plans import read_plan
 
 _RUN = re.compile(r"^run-(\d+)$")
 
@@ -66,7 +67,7 @@ def ask_command(run_dir, image, question=None, *, output=None, backend: str = "a
     if output is not None and Path(output).suffix.lower() not in (".jsonl", ".csv"):
         raise VtcError(error("VT513", f"cannot write answers to {output}: the file must end in .jsonl or .csv",
                              help="e.g. `-o answers.csv` or `-o answers.jsonl`"))
-    plan = json.loads((run / "plan.json").read_text(encoding="utf-8"))
+    plan = read_plan(run / "plan.json")
     model_dir = run / ("model" if plan["method"] == "full" else "adapter")
     if not model_dir.is_dir():
         raise VtcError(error("VT511", f"{run} has no {model_dir.name}/ folder", Span(str(run)),
@@ -86,11 +87,11 @@ def _answer(plan, run, model_dir, images, question, be) -> list[dict]:
     """Load the run's model and answer for every image, a batch at a time (images opened per batch)."""
     from vtc.runtime.evaluate import eval_batch_size, generate
     from vtc.runtime.images import open_image, standardise
-    from vtc.runtime.run import resolve_model_path
+    from vtc.runtime.model_path import resolve_model_path
 
-    question = question or plan["data"].get("instruction") or "Describe this image."
-    system = plan["data"].get("system")
-    resize = (plan.get("images") or {}).get("resize")
+    question = question or plan["data"]["instruction"]
+    system = plan["data"]["system"]
+    resize = plan["images"]["resize"]
     open_image(images[0])  # a bad first image fails before the model loads (VT410/VT411 name the file)
 
     model_path = resolve_model_path(plan)
@@ -110,7 +111,7 @@ def _answer(plan, run, model_dir, images, question, be) -> list[dict]:
                                                          {"type": "image", "image": image}]})
             conversations.append(messages)
         answers += generate(model, processor, conversations,
-                            max_new_tokens=int(plan["evaluation"]["max_new_tokens"]), batch_size=batch)
+                            max_new_tokens=plan["evaluation"]["max_new_tokens"], batch_size=batch)
     return [{"image": str(p), "question": question, "answer": a} for p, a in zip(images, answers)]
 
 

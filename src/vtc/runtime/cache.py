@@ -7,7 +7,7 @@ format, the pages, or the problem) and, for a readable image, the standardised i
 image from the cache is exactly the image preparation made; PNG compression level 1 is the fastest of pillow's
 levels and still shrinks typical photos 2-3x).
 
-Where: ``<cache root>/images/`` (the root is tiny_models.cache_root(): $VTC_CACHE, else $XDG_CACHE_HOME/vtc, else
+Where: ``<cache root>/images/`` (the root is vtc.paths.cache_root(): $VTC_CACHE, else $XDG_CACHE_HOME/vtc, else
 ~/.cache/vtc), or $VTC_IMAGE_CACHE when set (another disk, or a test's temporary folder). Size cap:
 $VTC_CACHE_MAX (like ``20G``, ``500M``), default 10 GiB; after each preparation the least recently used entries go
 until the cache is under the cap. ``vtc cache`` shows the size, ``vtc cache clear`` empties it.
@@ -45,9 +45,9 @@ def cache_dir() -> Path:
     """The image cache folder: $VTC_IMAGE_CACHE, else <vtc cache root>/images."""
     if os.environ.get("VTC_IMAGE_CACHE"):
         return Path(os.environ["VTC_IMAGE_CACHE"]).expanduser()
-    from vtc.runtime.tiny_models import cache_root
+    from vtc.paths import image_cache_dir
 
-    return cache_root() / "images"
+    return image_cache_dir()
 
 
 def parse_size(text: str) -> int:

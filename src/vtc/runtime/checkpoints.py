@@ -34,10 +34,6 @@ CHECKPOINTS = "checkpoints"
 COMPLETE = "vtc-complete.json"
 # Two, not one: while checkpoint N+1 is being written, checkpoint N must still be there, complete.
 KEEP = 2
-# Used when a plan has no "checkpoint" section (plans saved before the clause existed). The compiler's default is
-# the same number: at a few seconds a step on a GPU, 50 steps lose at most a few minutes of work, while saving a
-# LoRA adapter with its optimizer state takes about a second.
-DEFAULT_EVERY = 50
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 # Exit codes of a run stopped by a signal: 128 + the signal number, as shells report them.
@@ -58,11 +54,7 @@ class RunInterrupted(Exception):
 
 def every_steps(plan: dict) -> int:
     """Checkpoint frequency in optimizer steps; 0 means only when interrupted and at the end."""
-    section = plan.get("checkpoint")
-    if not isinstance(section, dict):
-        return DEFAULT_EVERY
-    value = section.get("every_steps", DEFAULT_EVERY)
-    return int(value) if value else 0
+    return plan["checkpoint"]["every_steps"]
 
 
 class StopSignals:

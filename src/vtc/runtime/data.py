@@ -305,30 +305,27 @@ def describe_sources(plan: dict) -> list[tuple[str, str]]:
         out.append((label, f"{info.description}{splits}"))
     if data.get("holdout") and not data.get("eval"):
         out.append(("evaluation", f"{float(data['holdout']):.0%} of the training rows, held out "
-                                  f"(a seeded shuffle, seed {(plan.get('sft') or {}).get('seed', 3407)})"))
+                                  f"(a seeded shuffle, seed {plan['training']['seed']})"))
     return out
 
 
 def _load_rows(plan: dict, which: str) -> Rows:
-    data = plan.get("data") or {}
-    base = Path(plan.get("base_dir") or ".")
-    resize = (plan.get("images") or {}).get("resize")
-    instruction = data.get("instruction") or "Describe this image."
-    system = data.get("system")
-    seed = int((plan.get("sft") or {}).get("seed", 3407))
-    holdout = data.get("holdout")
-    train = data.get("train")
-    if not train:
-        raise VtcError(error("VT401", "the plan names no training data", help="add `from <folder>` to the recipe"))
+    data = plan["data"]
+    base = Path(plan["base_dir"])
+    resize = plan["images"]["resize"]
+    instruction, system = data["instruction"], data["system"]
+    seed = plan["training"]["seed"]
+    holdout = data["holdout"]
+    train = data["train"]
 
     def build(src: dict, split: str | None) -> Rows:
         return _load_source(src, split, base=base, data=data, instruction=instruction, system=system, resize=resize,
-                            images=plan.get("images") or {})
+                            images=plan["images"])
 
-    if which == "eval" and data.get("eval"):
-        return build(data["eval"], data["eval"].get("split"))
+    if which == "eval" and data["eval"]:
+        return build(data["eval"], data["eval"]["split"])
     # Evaluation rows without a hold-out never need the training rows themselves (a large source is read once).
-    rows = build(train, train.get("split")) if which == "train" or holdout else None
+    rows = build(train, train["split"]) if which == "train" or holdout else None
     if holdout:
         n = len(rows)
         k = min(max(round(n * float(holdout)), 1), n - 1)
@@ -348,7 +345,7 @@ def _load_rows(plan: dict, which: str) -> Rows:
     if which == "train":
         return rows
     # No evaluation source and no hold-out: a test (or validation) split folder next to the training split.
-    if train.get("kind", "path") == "path" and train.get("split") in (None, "train"):
+    if train["kind"] == "path" and train["split"] in (None, "train"):
         info = detect_source(_resolve(base, train["source"]))
         for split in ("test", "validation"):
             if split in info.splits:

@@ -70,14 +70,14 @@ def generate(model, processor, conversations: Sequence[list[dict]], *, max_new_t
 def eval_batch_size(plan: dict) -> int:
     """Twice the training micro-batch: generation keeps no gradients or optimizer state, so twice as many rows fit
     where training fitted."""
-    return max(1, 2 * int(plan["sft"].get("per_device_train_batch_size", 1)))
+    return 2 * plan["training"]["batch"]
 
 
 def answer_rows(backend, model, processor, rows, plan: dict) -> list[str]:
     """The model's greedy answers for every row (a Rows sequence of conversations)."""
     backend.for_inference(model)
     conversations = [prompt_messages(rows[i]["messages"]) for i in range(len(rows))]
-    limit = answer_token_limit(processor, expected_answers(rows), int(plan["evaluation"]["max_new_tokens"]))
+    limit = answer_token_limit(processor, expected_answers(rows), plan["evaluation"]["max_new_tokens"])
     return generate(model, processor, conversations, max_new_tokens=limit, batch_size=eval_batch_size(plan))
 
 

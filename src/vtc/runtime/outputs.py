@@ -65,10 +65,6 @@ def next_run_dir(parent: str | Path) -> Path:
             continue
 
 
-def final_name(partial: Path, suffix: str = "") -> Path:
-    return partial.with_name(run_name(partial) + suffix)
-
-
 def run_name(path: Path) -> str:
     """``run-NNN`` of a run folder in any state."""
     m = _RUN_NAME.match(Path(path).name)
@@ -94,11 +90,6 @@ def move_run_dir(path: Path, state: str) -> Path:
 def finish_run_dir(partial: Path) -> Path:
     """Rename ``run-NNN.partial`` to ``run-NNN``: from now on it is a finished run."""
     return move_run_dir(partial, "finished")
-
-
-def fail_run_dir(partial: Path) -> Path:
-    """Rename ``run-NNN.partial`` to ``run-NNN.failed``."""
-    return move_run_dir(partial, "failed")
 
 
 def _tmp_name(path: Path) -> Path:
@@ -166,13 +157,6 @@ def device_info() -> dict[str, Any]:
     else:
         info["kind"] = "cpu"
     return info
-
-
-def data_paths(plan: dict) -> list[Path]:
-    """The local data sources of a plan (train, then eval), resolved against the plan's base_dir."""
-    from vtc.lockfile import data_sources, source_path
-
-    return [source_path(plan, src) for _k, src in data_sources(plan) if src.get("kind", "path") == "path"]
 
 
 def data_fingerprint(plan: dict) -> dict[str, Any]:

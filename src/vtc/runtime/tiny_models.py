@@ -4,11 +4,14 @@ Each is a real architecture (Qwen2_5_VLForConditionalGeneration, MllamaForCondit
 thousand random weights from a fixed seed, a byte-level BPE tokenizer trained here on a small built-in corpus with the
 family's special tokens, a chat template in the family's format and the family's real processor class. The folder
 loads offline with ``AutoModelForImageTextToText.from_pretrained`` and ``AutoProcessor.from_pretrained``, so the
-training code treats it exactly like a Hub model. Sizes come from docs measured on 2-core CPUs
-(shared/reference/cpu-stack.md): they train in seconds and still learn the shapes demo.
+training code treats it exactly like a Hub model. The sizes (architecture and image geometry) are the registry's
+entry for the model (src/vtc/registry/models.json), the one place they are written, so that the compiler's
+parameter counts and token estimates describe exactly what is built; they come from sizes measured on 2-core CPUs
+(shared/reference/cpu-stack.md): the models train in seconds and still learn the shapes demo.
 
 The build is deterministic: the same version gives the same bytes. It is cached in the user's cache folder
-(``$VTC_CACHE``, else ``$XDG_CACHE_HOME/vtc``, else ``~/.cache/vtc``) under ``models/<name>-v<version>/``, built into
+(vtc.paths.tiny_model_dir: ``$VTC_CACHE``, else ``$XDG_CACHE_HOME/vtc``, else ``~/.cache/vtc``, then
+``models/<name>-v<version>/``; the version is vtc.paths.TINY_BUILD_VERSION), built into
 a temporary folder first and renamed into place, so an interrupted build never leaves a half folder behind.
 """
 
@@ -21,19 +24,18 @@ import tempfile
 from pathlib import Path
 
 from vtc.diagnostics import VtcError, error
+from vtc.paths import TINY_BUILD_VERSION, tiny_model_dir
+from vtc.registry import load_registry
 
 TINY_MODELS = ("tiny-qwen2.5-vl", "tiny-llama-3.2-vision")
 
-# Bump when anything below changes what gets built: the cache folder name carries it, so old builds are never reused.
-TINY_VERSION = 2  # 2: Mllama's cross-attention gates opened (see _build_llama)
+# Anything below that changes what gets built must bump vtc.paths.TINY_BUILD_VERSION.
 SEED = 1234
 # LoRA leaves lm_head frozen; with the default std 0.02 the frozen head caps the logits of a random tiny model and
 # the loss stalls near 3.8 at chance accuracy. std 0.1 lets LoRA learn (measured, cpu-stack.md).
 LM_HEAD_STD = 0.1
 # Vocabulary of the byte-level BPE before the special tokens are appended: 256 byte symbols + ~120 merges.
 BPE_VOCAB = 384
-
-FAMILY = {"tiny-qwen2.5-vl": "qwen2_5_vl", "tiny-llama-3.2-vision": "mllama"}
 
 QWEN_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
@@ -105,19 +107,6 @@ _CORPUS = [line.strip() for line in _CORPUS_WORDS.strip().splitlines()] * 20 + [
 ] * 40
 
 
-def cache_root() -> Path:
-    """The user's vtc cache folder: $VTC_CACHE, else $XDG_CACHE_HOME/vtc, else ~/.cache/vtc."""
-    if os.environ.get("VTC_CACHE"):
-        return Path(os.environ["VTC_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "vtc"
-    return Path.home() / ".cache" / "vtc"
-
-
-def is_tiny(name: str) -> bool:
-    return name in TINY_MODELS
-
-
 def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
     """The folder of a tiny model, built on first use; loads offline with Auto* classes.
 
@@ -130,8 +119,7 @@ def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
             "VT501", f"`{name}` is not one of vtc's tiny models",
             help=did_you_mean(name, TINY_MODELS) or f"the tiny models are {', '.join(TINY_MODELS)}",
         ))
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    target = root / "models" / f"{name}-v{TINY_VERSION}"
+    target = tiny_model_dir(name, cache_dir)
     if (target / "vtc_tiny.json").is_file():
         return target
     try:
@@ -166,7 +154,7 @@ def build_tiny_model(name: str, out_dir: str | Path) -> Path:
         _build_llama(out)
     else:
         raise ValueError(f"unknown tiny model {name!r}")
-    info = {"name": name, "version": TINY_VERSION, "seed": SEED, "family": FAMILY[name],
+    info = {"name": name, "version": TINY_BUILD_VERSION, "seed": SEED, "family": _entry(name)["family"],
             "lm_head_std": LM_HEAD_STD, "built_by": "vtc.runtime.tiny_models"}
     (out / "vtc_tiny.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
@@ -210,6 +198,18 @@ def _fast_tokenizer(tok, **special):
 # --- Qwen2.5-VL ---------------------------------------------------------------------------------------------------
 
 
+def _entry(name: str) -> dict:
+    """The registry's entry of a tiny model: its family, architecture sizes and image geometry."""
+    return load_registry().models[name]
+
+
+def _check_vocab(name: str, language: dict, vocab: int) -> None:
+    """The registry's vocabulary size must be the trained tokenizer's (the compiler counts lm_head with it)."""
+    if language["vocab_size"] != vocab:  # pragma: no cover - a registry edit that forgot the tokenizer
+        raise AssertionError(f"{name}: models.json says vocab_size {language['vocab_size']}, the tokenizer has "
+                             f"{vocab}")
+
+
 def _build_qwen(out: Path) -> None:
     import torch
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
@@ -223,33 +223,44 @@ def _build_qwen(out: Path) -> None:
     )
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     ids = {t: tok.token_to_id(t) for t in QWEN_SPECIALS}
-    vocab = tok.get_vocab_size()
+    entry = _entry("tiny-qwen2.5-vl")
+    vision, language, geometry = entry["architecture"]["vision"], entry["architecture"]["language"], entry["geometry"]
+    _check_vocab("tiny-qwen2.5-vl", language, tok.get_vocab_size())
 
     # 112x112 px -> 8x8 patches of 14 px -> 4x4 merged tokens = 16 image tokens (min 4, max 64 tokens an image).
+    pixels = {"min_pixels": geometry["min_pixels"], "max_pixels": geometry["max_pixels"]}
     image_processor = Qwen2VLImageProcessor(
-        min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28, patch_size=14, temporal_patch_size=2, merge_size=2,
+        **pixels, patch_size=vision["patch_size"], temporal_patch_size=vision["temporal_patch_size"],
+        merge_size=vision["merge_size"],
     )
-    video_processor = _qwen_video_processor()
+    video_processor = _qwen_video_processor(pixels)
     processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                     video_processor=video_processor, chat_template=QWEN_CHAT_TEMPLATE)
 
+    # mrope sections (temporal, height, width) sum to head_dim / 2: a quarter for time, the rest split between the
+    # two image axes (head_dim 32: 4 + 6 + 6 = 16).
+    half = language["head_dim"] // 2
+    temporal = half // 4
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": vocab, "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 4096,
-            # mrope sections (temporal, height, width) sum to head_dim / 2 = 128 / 4 / 2 = 16.
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+            "vocab_size": language["vocab_size"], "hidden_size": language["hidden"],
+            "intermediate_size": language["intermediate"], "num_hidden_layers": language["layers"],
+            "num_attention_heads": language["heads"], "num_key_value_heads": language["kv_heads"],
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                "mrope_section": [temporal, (half - temporal) // 2, (half - temporal) // 2]},
             "bos_token_id": None, "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": False,
+            "tie_word_embeddings": language["tied_embeddings"],
         },
         vision_config={
-            "depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 14,
-            "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [1],
-            "out_hidden_size": 128,
+            "depth": vision["layers"], "hidden_size": vision["hidden"], "intermediate_size": vision["intermediate"],
+            "num_heads": vision["heads"], "patch_size": vision["patch_size"], "spatial_merge_size": vision["merge_size"],
+            "temporal_patch_size": vision["temporal_patch_size"], "window_size": vision["window_size"],
+            "fullatt_block_indexes": vision["fullatt_block_indexes"], "out_hidden_size": vision["out_hidden"],
         },
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=False,
+        tie_word_embeddings=language["tied_embeddings"],
     )
     config.eos_token_id = ids["<|im_end|>"]
     config.pad_token_id = ids["<|endoftext|>"]
@@ -260,12 +271,12 @@ def _build_qwen(out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def _qwen_video_processor():
+def _qwen_video_processor(pixels: dict):
     """Qwen2.5-VL's processor requires a video processor; the real one needs torchvision."""
     try:
         from transformers import Qwen2VLVideoProcessor
 
-        return Qwen2VLVideoProcessor(min_pixels=4 * 28 * 28, max_pixels=64 * 28 * 28)
+        return Qwen2VLVideoProcessor(**pixels)
     except (ImportError, RuntimeError, ValueError) as exc:  # torchvision missing or broken
         raise VtcError(error(
             "VT503", "cannot build tiny-qwen2.5-vl: its video processor needs torchvision, which does not import",
@@ -288,26 +299,34 @@ def _build_llama(out: Path) -> None:
     )
     tokenizer.chat_template = LLAMA_CHAT_TEMPLATE
     ids = {t: tok.token_to_id(t) for t in LLAMA_SPECIALS}
-    vocab = tok.get_vocab_size()
+    entry = _entry("tiny-llama-3.2-vision")
+    vision, language, geometry = entry["architecture"]["vision"], entry["architecture"]["language"], entry["geometry"]
+    _check_vocab("tiny-llama-3.2-vision", language, tok.get_vocab_size())
 
     # 56 px tiles of 14 px patches, up to 4 tiles an image (real model: 560 px tiles).
-    image_processor = MllamaImageProcessor(size={"height": 56, "width": 56}, max_image_tiles=4)
+    tile = geometry["tile_size"]
+    image_processor = MllamaImageProcessor(size={"height": tile, "width": tile}, max_image_tiles=geometry["max_tiles"])
     processor = MllamaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                 chat_template=LLAMA_CHAT_TEMPLATE)
 
     config = MllamaConfig(
         vision_config={
-            "hidden_size": 32, "num_hidden_layers": 2, "num_global_layers": 1, "attention_heads": 4,
-            "intermediate_size": 64, "image_size": 56, "patch_size": 14, "max_num_tiles": 4,
+            "hidden_size": vision["hidden"], "num_hidden_layers": vision["layers"],
+            "num_global_layers": vision["global_layers"], "attention_heads": vision["heads"],
+            "intermediate_size": vision["intermediate"], "image_size": vision["image_size"],
+            "patch_size": vision["patch_size"], "max_num_tiles": vision["max_tiles"],
             # vision_output_dim = hidden * (len(intermediate_layers_indices) + 1) = 32 * 3.
-            "intermediate_layers_indices": [0, 1], "vision_output_dim": 96,
+            "intermediate_layers_indices": vision["intermediate_layers_indices"],
+            "vision_output_dim": vision["output_dim"],
         },
         text_config={
-            "vocab_size": vocab, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "cross_attention_layers": [1],
+            "vocab_size": language["vocab_size"], "hidden_size": language["hidden"],
+            "intermediate_size": language["intermediate"], "num_hidden_layers": language["layers"],
+            "num_attention_heads": language["heads"], "num_key_value_heads": language["kv_heads"],
+            "cross_attention_layers": language["cross_attention_layers"],
             "max_position_embeddings": 4096, "rope_parameters": {"rope_type": "default", "rope_theta": 500000.0},
             "bos_token_id": ids["<|begin_of_text|>"], "eos_token_id": ids["<|eot_id|>"],
-            "pad_token_id": ids["<|finetune_right_pad_id|>"], "tie_word_embeddings": False,
+            "pad_token_id": ids["<|finetune_right_pad_id|>"], "tie_word_embeddings": language["tied_embeddings"],
         },
         image_token_index=ids["<|image|>"],
     )

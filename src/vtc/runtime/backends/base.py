@@ -62,14 +62,50 @@ class Backend(Protocol):
         """Merge LoRA into the base weights and save a 16-bit model with the processor."""
 
 
+def sft_arguments(plan: dict, output_dir: str, report_to: list[str]) -> dict:
+    """The arguments of TRL's SFTConfig that both backends share, from the plan's training values. Each backend's
+    sft_config adds what its machine needs (precision flags, an optimizer it can run) and nothing else."""
+    t = plan["training"]
+    args = {
+        "per_device_train_batch_size": t["batch"],
+        "gradient_accumulation_steps": t["accumulate"],
+        # A plan trains for either a number of steps or a number of epochs; -1 tells the Trainer to count epochs,
+        # and num_train_epochs is ignored once max_steps is positive.
+        "max_steps": t["steps"] if t["steps"] is not None else -1,
+        "num_train_epochs": t["epochs"] if t["epochs"] is not None else 1,
+        "learning_rate": t["learning_rate"],
+        "lr_scheduler_type": t["schedule"],
+        "optim": t["optimizer"],
+        "weight_decay": t["weight_decay"],
+        "seed": t["seed"],
+        "max_length": t["max_length"],
+        # vtc's progress line and metrics.jsonl show every optimizer step.
+        "logging_steps": 1,
+        # vtc's checkpoint callback decides when to save (control.should_save); the adapter is saved by vtc.
+        "output_dir": output_dir, "save_strategy": "no", "report_to": report_to, "disable_tqdm": True,
+        # The vision collators need each row whole: no column removal, no text field, no dataset preparation.
+        "remove_unused_columns": False, "dataset_text_field": "", "dataset_kwargs": {"skip_prepare_dataset": True},
+    }
+    if t["warmup_ratio"] is not None:
+        args["warmup_ratio"] = t["warmup_ratio"]
+    else:
+        args["warmup_steps"] = t["warmup_steps"]
+    return args
+
+
+def chat_markers(plan: dict) -> tuple[str | None, str | None]:
+    """The model's (instruction_part, response_part) markers, (None, None) when its family is unknown."""
+    markers = plan["model"]["markers"]
+    return (markers["instruction_part"], markers["response_part"]) if markers else (None, None)
+
+
 def plan_span(plan: dict, pointer: str) -> Span | None:
     """Where the recipe set a plan value (from the plan's provenance, e.g. "xray.vt:2"), for diagnostics."""
-    where = (plan.get("provenance") or {}).get(pointer, "")
+    where = plan["provenance"].get(pointer, "")
     file, _, line = where.rpartition(":")
     if file and line.isdigit():
         return Span(file, int(line))
-    recipe = (plan.get("recipe") or {}).get("file")
-    return Span(recipe) if recipe else None
+    return Span(plan["recipe"]["file"])
 
 
 def cuda_available() -> bool:

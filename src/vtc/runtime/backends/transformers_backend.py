@@ -1,8 +1,10 @@
 """The portable backend: transformers + PEFT + TRL, on CPU or a CUDA GPU.
 
-It reads the plan only: plan["peft"] for LoRA, plan["trainable_regex"] for full fine-tuning, plan["sft"] for TRL's
-SFTConfig, plan["collator"] for the collator. What it has to change to run on this machine (an optimizer that needs
-bitsandbytes, 16-bit precision on a CPU) is listed in ``self.notes`` for the log and the manifest, never silently.
+It reads the plan only, and derives each library's arguments in one place: PEFT's LoraConfig from plan["lora"]
+(load), full fine-tuning's parameters from plan["trainable_regex"], TRL's SFTConfig from plan["training"]
+(base.sft_arguments + sft_config), the collator from plan["training"] and the model's markers (collator). What it
+has to change to run on this machine (an optimizer that needs bitsandbytes, 16-bit precision on a CPU) is listed in
+``self.notes`` for the log and the manifest, never silently.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import tempfile
 from typing import Any, Callable, Sequence
 
 from vtc.diagnostics import VtcError, error
-from vtc.runtime.backends.base import BNB_OPTIMIZERS
+from vtc.runtime.backends.base import BNB_OPTIMIZERS, chat_markers, sft_arguments
 
 
 # Kept in 16 bit in a 4-bit load, as Unsloth does: the vision tower, the projector and the LM head are small and
@@ -29,18 +31,18 @@ def device_kind() -> str:
 
 
 def compute_dtype(plan: dict):
-    """Weights' dtype: bf16 on a GPU that supports it (fp16 on older GPUs), fp32 on the CPU, unless the plan's
-    precision says otherwise on a GPU."""
+    """Weights' dtype: the plan's precision on a GPU (auto: bf16 where the GPU supports it, else fp16), fp32 on the
+    CPU."""
     import torch
 
     if device_kind() != "cuda":
         return torch.float32
-    wanted = (plan.get("unsloth") or {}).get("from_pretrained", {}).get("dtype")
-    if wanted in ("float32", "fp32"):  # a plan edited for exact comparisons (tests/gpu parity): no autocast
+    precision = plan["precision"]
+    if precision == "fp32":  # a plan edited for exact comparisons (tests/gpu parity): no autocast
         return torch.float32
-    if wanted in ("float16", "fp16"):
+    if precision == "fp16":
         return torch.float16
-    if wanted in ("bfloat16", "bf16") or torch.cuda.is_bf16_supported():
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
 
@@ -61,7 +63,7 @@ class TransformersBackend:
 
         cuda = device_kind() == "cuda"
         dtype = compute_dtype(plan)
-        trust = bool(plan["model"].get("trust_remote_code", False))
+        trust = plan["model"]["trust_remote_code"]
         kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust}
         if plan["method"] == "qlora" and for_training:
             from vtc.runtime.backends.base import plan_span
@@ -89,13 +91,12 @@ class TransformersBackend:
         return model, processor
 
     def load(self, plan: dict, model_path: str):
-        """Load model and processor; apply LoRA from plan["peft"], or unfreeze plan["trainable_regex"]."""
+        """Load model and processor; apply LoRA from plan["lora"], or unfreeze plan["trainable_regex"]."""
         import torch
 
         model, processor = self._load_base(plan, model_path)
-        seed = int(plan["sft"].get("seed", 3407))
         if plan["method"] == "full":
-            pattern = re.compile(plan["trainable_regex"] or "")
+            pattern = re.compile(plan["trainable_regex"])
             chosen = 0
             for name, param in model.named_parameters():
                 param.requires_grad = bool(pattern.fullmatch(name))
@@ -107,7 +108,7 @@ class TransformersBackend:
 
         from peft import LoraConfig, get_peft_model
 
-        cfg = plan["peft"]
+        cfg = plan["lora"]
         target = re.compile(cfg["target_modules"])
         linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and target.fullmatch(n)]
         if not linear:
@@ -119,11 +120,10 @@ class TransformersBackend:
 
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(
-            r=cfg["r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"], bias=cfg["bias"],
-            use_rslora=cfg["use_rslora"], modules_to_save=cfg.get("modules_to_save"),
-            target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
+            r=cfg["rank"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"], bias=cfg["bias"],
+            use_rslora=cfg["rslora"], target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
         # The LoRA A matrices are random: seed them like Unsloth's random_state so that a run is repeatable.
-        torch.manual_seed(seed)
+        torch.manual_seed(plan["training"]["seed"])
         model = get_peft_model(model, lora)
         return model, processor
 
@@ -138,8 +138,7 @@ class TransformersBackend:
 
             base, _ = self._load_base(plan, model_path, for_training=False)
             model = PeftModel.from_pretrained(base, run_model_dir)
-        processor = AutoProcessor.from_pretrained(run_model_dir,
-                                                  trust_remote_code=bool(plan["model"].get("trust_remote_code")))
+        processor = AutoProcessor.from_pretrained(run_model_dir, trust_remote_code=plan["model"]["trust_remote_code"])
         self.for_inference(model)
         return model, processor
 
@@ -147,19 +146,18 @@ class TransformersBackend:
     def collator(self, plan: dict, model, processor) -> Callable[[list], dict]:
         from vtc.runtime.collator import VisionCollator
 
-        c = plan["collator"]
+        instruction_part, response_part = chat_markers(plan)
         return VisionCollator(
-            processor, train_on_responses_only=c["train_on_responses_only"], instruction_part=c["instruction_part"],
-            response_part=c["response_part"], max_seq_length=c["max_seq_length"],
-            ignore_index=c.get("ignore_index", -100))
+            processor, train_on_responses_only=plan["training"]["responses_only"], instruction_part=instruction_part,
+            response_part=response_part, max_seq_length=plan["training"]["max_length"])
 
     def sft_config(self, plan: dict, output_dir: str, report_to: list[str]):
-        """TRL's SFTConfig from plan["sft"], with what this machine needs (precision, optimizer) and the notes."""
+        """TRL's SFTConfig from the plan, with what this machine needs (precision, optimizer) and the notes."""
         from trl import SFTConfig
 
-        args = dict(plan["sft"])
+        args = sft_arguments(plan, output_dir, report_to)
         cuda = device_kind() == "cuda"
-        optim = args.get("optim", "adamw_torch")
+        optim = args["optim"]
         if optim in BNB_OPTIMIZERS and not (cuda and importlib.util.find_spec("bitsandbytes") is not None):
             why = "no CUDA GPU" if not cuda else "bitsandbytes is not installed"
             self._note(f"optimizer {optim} needs bitsandbytes on a CUDA GPU ({why}): using adamw_torch")
@@ -173,16 +171,11 @@ class TransformersBackend:
         else:
             args.update(bf16=False, fp16=False)
             self._note("no CUDA GPU: training in 32-bit floating point on the CPU")
-        gc = (plan.get("unsloth") or {}).get("from_pretrained", {}).get("use_gradient_checkpointing", False)
         # Gradient checkpointing trades compute for GPU memory; on the CPU memory is not the limit, so it is off.
-        args["gradient_checkpointing"] = bool(gc) and cuda
+        args["gradient_checkpointing"] = plan["training"]["gradient_checkpointing"] and cuda
         if args["gradient_checkpointing"]:
             args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
-        args.update(
-            output_dir=output_dir, report_to=report_to, save_strategy="no", disable_tqdm=True,
-            remove_unused_columns=False, dataloader_pin_memory=cuda,
-            dataset_kwargs={**(args.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
-        )
+        args["dataloader_pin_memory"] = cuda
         if not cuda:
             args["use_cpu"] = True
         return SFTConfig(**args)

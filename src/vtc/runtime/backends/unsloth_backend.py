@@ -7,11 +7,11 @@ runtime module touches transformers: run_target and `vtc ask` call choose_backen
 the plan, which imports only the compiler (and torch, to look for CUDA; torch before unsloth is fine). If
 transformers was imported earlier anyway, ``self.notes`` says so in the run's log and manifest.
 
-The plan carries Unsloth's own arguments (docs/internals.md): ``plan["unsloth"]["from_pretrained"]`` goes to
-FastVisionModel.from_pretrained (model_name replaced by the resolved local folder or Hub id),
-``plan["unsloth"]["get_peft_model"]`` to FastVisionModel.get_peft_model (its four finetune_* flags pick the layers
-exactly as Unsloth's notebooks do), ``plan["collator"]`` to UnslothVisionDataCollator and ``plan["sft"]`` to TRL's
-SFTConfig, with the precision flags set from the model's dtype.
+Unsloth's arguments are derived from the plan's values here, each in one function: from_pretrained_arguments
+(FastVisionModel.from_pretrained: precision, method, max length, gradient checkpointing, seed), peft_arguments
+(FastVisionModel.get_peft_model: the four finetune_* flags from plan["parts"], which pick the layers exactly as
+Unsloth's notebooks do, and plan["lora"]), collator_arguments (UnslothVisionDataCollator: masking, markers, length,
+resize) and sft_config (TRL's SFTConfig: base.sft_arguments, with the precision flags set from the model's dtype).
 
 One process per GPU: nothing here assumes device 0. Under torchrun (LOCAL_RANK and WORLD_SIZE set) each process
 takes its own card and loads one whole model there, as Unsloth's DDP support expects; multi-GPU runs are a later
@@ -35,11 +35,10 @@ import re  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
 from vtc.diagnostics import VtcError, error  # noqa: E402
-from vtc.runtime.backends.base import BNB_OPTIMIZERS  # noqa: E402
+from vtc.runtime.backends.base import BNB_OPTIMIZERS, chat_markers, sft_arguments  # noqa: E402
 
-# What the plan writes for `precision` -> torch dtype names; None lets Unsloth choose (bf16 where supported).
-_DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-           "float32": "float32", "fp32": "float32"}
+# The plan's precision -> a torch dtype name; auto lets Unsloth choose (bf16 where the GPU supports it, else fp16).
+_DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
 FIRST_STEP_NOTE = ("  first step: Unsloth compiles the model for this GPU, which takes a minute or more; "
@@ -65,17 +64,56 @@ def distributed() -> bool:
         return False
 
 
-def torch_dtype(name):
-    """The plan's dtype string ("bfloat16", "float16", "float32") as a torch dtype; None stays None (auto)."""
+def torch_dtype(precision: str):
+    """The plan's precision as a torch dtype; auto is None (Unsloth chooses)."""
     import torch
 
-    if name is None:
-        return None
-    key = _DTYPES.get(str(name).lower())
-    if key is None:
-        raise VtcError(error("VT505", f"unknown precision `{name}` in the plan",
-                             help="write `precision auto`, `precision bf16` or `precision fp16`"))
-    return getattr(torch, key)
+    name = _DTYPES[precision]
+    return getattr(torch, name) if name else None
+
+
+def from_pretrained_arguments(plan: dict, model_path: str) -> dict:
+    """FastVisionModel.from_pretrained's arguments: the model from where it is now (a local folder or a Hub id),
+    4-bit weights for qlora, 16-bit for lora, full fine-tuning's own switch (neither 4- nor 16-bit flag: Unsloth
+    loads full precision for it), Unsloth's offloaded gradient checkpointing when the plan keeps checkpointing on."""
+    method, training = plan["method"], plan["training"]
+    return {
+        "model_name": model_path, "max_seq_length": training["max_length"], "dtype": torch_dtype(plan["precision"]),
+        "load_in_4bit": method == "qlora", "load_in_16bit": method == "lora", "full_finetuning": method == "full",
+        "use_gradient_checkpointing": "unsloth" if training["gradient_checkpointing"] else False,
+        "trust_remote_code": plan["model"]["trust_remote_code"], "random_state": training["seed"],
+    }
+
+
+def peft_arguments(plan: dict) -> dict:
+    """FastVisionModel.get_peft_model's arguments: the four finetune_* flags and the adapter."""
+    parts, lora, training = plan["parts"], plan["lora"], plan["training"]
+    return {
+        "finetune_vision_layers": parts["vision"], "finetune_language_layers": parts["language"],
+        "finetune_attention_modules": parts["attention"], "finetune_mlp_modules": parts["mlp"],
+        "r": lora["rank"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"], "bias": lora["bias"],
+        "use_rslora": lora["rslora"], "random_state": training["seed"],
+        "use_gradient_checkpointing": "unsloth" if training["gradient_checkpointing"] else False,
+    }
+
+
+def collator_arguments(plan: dict) -> dict:
+    """UnslothVisionDataCollator's arguments. Images reach it already standardised by vtc (images.resize), so its
+    own resize is the same size: the longest side (resize_dimension "max"; its default compares the width only),
+    the exact (W, H), or "max" (no resize) for `resize none`."""
+    resize = plan["images"]["resize"]
+    training = plan["training"]
+    kwargs: dict[str, Any] = {"max_seq_length": training["max_length"],
+                              "train_on_responses_only": training["responses_only"]}
+    if resize["mode"] == "longest":
+        kwargs.update(resize=resize["size"], resize_dimension="max")
+    elif resize["mode"] == "exact":
+        kwargs["resize"] = tuple(resize["size"])
+    else:
+        kwargs["resize"] = "max"
+    if training["responses_only"]:
+        kwargs["instruction_part"], kwargs["response_part"] = chat_markers(plan)
+    return kwargs
 
 
 class VtcUnslothCollator(UnslothVisionDataCollator):
@@ -109,14 +147,8 @@ class UnslothBackend:
     def _from_pretrained_kwargs(self, plan: dict, model_path: str) -> dict:
         import torch
 
-        kwargs = dict((plan.get("unsloth") or {}).get("from_pretrained") or {})
-        kwargs["model_name"] = model_path
-        kwargs["dtype"] = torch_dtype(kwargs.get("dtype"))
-        method = plan["method"]
-        kwargs["full_finetuning"] = method == "full"
-        if method == "full":
-            kwargs["load_in_4bit"] = kwargs["load_in_16bit"] = False
-        if kwargs.get("load_in_4bit") and importlib.util.find_spec("bitsandbytes") is None:
+        kwargs = from_pretrained_arguments(plan, model_path)
+        if kwargs["load_in_4bit"] and importlib.util.find_spec("bitsandbytes") is None:
             # Unsloth would switch to 16 bit with a printed line; say it once, in vtc's log and the manifest.
             self._note("`using qlora` needs bitsandbytes, which is not installed: Unsloth loads the model in 16 bit")
         if torch.cuda.is_available():
@@ -134,15 +166,10 @@ class UnslothBackend:
         model, processor = FastVisionModel.from_pretrained(**kwargs)
         self.model_path = model_path
         if plan["method"] == "full":
-            self._unfreeze(model, plan.get("trainable_regex"))
+            self._unfreeze(model, plan["trainable_regex"])
             return model, processor
-        peft_kwargs = dict((plan.get("unsloth") or {}).get("get_peft_model") or {})
-        peft_kwargs.setdefault("use_gradient_checkpointing", kwargs.get("use_gradient_checkpointing", "unsloth"))
-        modules_to_save = (plan.get("peft") or {}).get("modules_to_save")
-        if modules_to_save:
-            peft_kwargs["modules_to_save"] = modules_to_save
         try:
-            model = FastVisionModel.get_peft_model(model, **peft_kwargs)
+            model = FastVisionModel.get_peft_model(model, **peft_arguments(plan))
         except RuntimeError as exc:
             # unsloth_zoo.peft_utils.get_peft_regex: "No layers to finetune ..." / "No modules to finetune ..."
             if "to finetune" in str(exc):
@@ -153,10 +180,8 @@ class UnslothBackend:
         return model, processor
 
     @staticmethod
-    def _unfreeze(model, regex: str | None) -> None:
+    def _unfreeze(model, regex: str) -> None:
         """Unsloth's full_finetuning trains every weight; the recipe's parts may ask for fewer."""
-        if not regex:
-            return
         pattern = re.compile(regex)
         chosen = 0
         for name, param in model.named_parameters():
@@ -183,49 +208,29 @@ class UnslothBackend:
             base, _ = FastVisionModel.from_pretrained(**kwargs)
             model = PeftModel.from_pretrained(base, run_model_dir, is_trainable=False)
         self.model_path = model_path
-        processor = AutoProcessor.from_pretrained(run_model_dir,
-                                                  trust_remote_code=bool(plan["model"].get("trust_remote_code")))
+        processor = AutoProcessor.from_pretrained(run_model_dir, trust_remote_code=plan["model"]["trust_remote_code"])
         self.for_inference(model)
         return model, processor
 
     # ---- training ------------------------------------------------------------------------------------------
     def collator(self, plan: dict, model, processor) -> Callable[[list], dict]:
         """UnslothVisionDataCollator with the plan's masking, markers, length limit and resize."""
-        c = plan["collator"]
-        resize = c.get("resize", "min")
-        if isinstance(resize, list):
-            resize = tuple(resize)
-        kwargs: dict[str, Any] = {
-            "max_seq_length": c.get("max_seq_length"), "resize": resize, "ignore_index": c.get("ignore_index", -100),
-            "train_on_responses_only": bool(c.get("train_on_responses_only")),
-        }
-        if c.get("resize_dimension") is not None:
-            kwargs["resize_dimension"] = c["resize_dimension"]
-        if kwargs["train_on_responses_only"]:
-            kwargs["instruction_part"] = c["instruction_part"]
-            kwargs["response_part"] = c["response_part"]
-        return VtcUnslothCollator(model, processor, **kwargs)
+        return VtcUnslothCollator(model, processor, **collator_arguments(plan))
 
     def sft_config(self, plan: dict, model, output_dir: str, report_to: list[str] | None = None):
-        """TRL's SFTConfig from plan["sft"]: precision from the loaded model's dtype, an optimizer this machine can
-        run, and the trainer's scratch folder (nothing saved there: vtc saves the adapter itself)."""
+        """TRL's SFTConfig from the plan (base.sft_arguments): precision from the loaded model's dtype and an
+        optimizer this machine can run."""
         import torch
         from trl import SFTConfig
 
-        args = dict(plan["sft"])
-        optim = args.get("optim", "adamw_torch")
+        args = sft_arguments(plan, output_dir, report_to or ["none"])
+        optim = args["optim"]
         if optim in BNB_OPTIMIZERS and importlib.util.find_spec("bitsandbytes") is None:
             self._note(f"optimizer {optim} needs bitsandbytes, which is not installed: using adamw_torch")
             optim = "adamw_torch"
         dtype = getattr(model, "dtype", None)
-        args.update(
-            optim=optim,
-            # Mixed precision must match the weights: Unsloth refuses bf16 flags on a float16 model and vice versa.
-            bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
-            output_dir=output_dir, save_strategy="no", report_to=report_to or ["none"], disable_tqdm=True,
-            remove_unused_columns=False, dataset_text_field="",
-            dataset_kwargs={**(args.get("dataset_kwargs") or {}), "skip_prepare_dataset": True},
-        )
+        # Mixed precision must match the weights: Unsloth refuses bf16 flags on a float16 model and vice versa.
+        args.update(optim=optim, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
         if distributed():
             args["ddp_find_unused_parameters"] = False
         return SFTConfig(**args)
@@ -280,5 +285,3 @@ class UnslothBackend:
         if text not in self.notes:
             self.notes.append(text)
 
-
-BACKEND = UnslothBackend

@@ -1,0 +1,56 @@
+"""Where the compiler and the runtime meet: `vtc run recipe.vt` is compile, then run the plan; `vtc run plan.json`
+is read (and check) the plan, then run it. The runtime never imports the compiler; this module imports both.
+
+    run_target(target, backend=..., runs_dir=..., allow_changed=...) -> the finished run folder
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from vtc.diagnostics import VtcError, render_all
+
+
+def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = None,
+               allow_changed: bool = False) -> Path:
+    """Run a recipe (.vt) or a saved plan (.json) end to end and return the finished run folder.
+
+    A saved plan is checked against the plan schema (VT510/VT514), and refused (VT530) when its recipe, data or
+    model changed since `vtc plan -o` made it, unless ``allow_changed``. Raises VtcError for problems (with
+    ``.sources`` for rendering), checkpoints.RunInterrupted after Ctrl-C or SIGTERM.
+    """
+    from vtc.runtime.progress import Reporter
+    from vtc.runtime.run import run_plan
+
+    rep = Reporter()
+    started = time.time()
+    saved_plan = target.lower().endswith(".json")
+    with rep.stage("read plan" if saved_plan else "compile") as st:
+        plan, sources = _read_plan(target) if saved_plan else _compile(target, rep)
+        st.detail = f"{plan['method']} on {plan['model']['id']} ({plan['model']['family'] or '?'})"
+    if saved_plan:
+        from vtc.runtime.lifecycle import check_saved_plan
+
+        check_saved_plan(plan, target, allow_changed, rep)
+    return run_plan(plan, target, rep=rep, started=started, sources=sources, backend=backend, runs_dir=runs_dir)
+
+
+def _read_plan(target: str) -> tuple[dict, dict]:
+    from vtc.plans import read_plan
+
+    return read_plan(target), {}
+
+
+def _compile(target: str, rep) -> tuple[dict, dict]:
+    """The plan of a recipe; its warnings are printed, its errors raised (VtcError with the recipe texts)."""
+    from vtc.compiler.pipeline import compile_file
+
+    result = compile_file(target)
+    if result.plan is None:
+        exc = VtcError(result.diagnostics)
+        exc.sources = result.sources
+        raise exc
+    if result.diagnostics:  # warnings and notes only: a plan is made only when there is no error
+        rep.line(render_all(result.diagnostics, result.sources))
+    return result.plan, result.sources

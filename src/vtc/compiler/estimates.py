@@ -1,0 +1,212 @@
+"""The numbers a plan derives from the resolved recipe: what trains (the LoRA target regex and the trainable
+parameters per part), image sizes and tokens, and the GPU memory estimate. Pure functions over the registry's
+architecture sizes; no I/O.
+
+    selection(parts) -> the four Unsloth flags
+    image_estimate(geometry, resize) -> image size and tokens after standardisation
+    peft_regex(family, arch, flags) -> (regex, Linear layers it selects)
+    trainable_parameters(method, flags, family, arch, rank, total) -> parameters per part
+    memory_estimate(...) -> peak GPU memory in GiB, by part
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from vtc.registry import linear_layers
+
+# unsloth_zoo.peft_utils.get_peft_regex's tags (unsloth-zoo 2026.10.9; "mixer" is in both component lists there).
+VISION_TAGS = ["vision", "image", "visual", "patch"]
+LANGUAGE_TAGS = ["language", "text"]
+ATTENTION_TAGS = ["self_attn", "attention", "attn", "mixer"]
+MLP_TAGS = ["mlp", "feed_forward", "ffn", "dense", "mixer"]
+# Leaf names used when the family (and so the module names) is unknown: the Linear leaves of every family vtc knows.
+GENERIC_LEAVES = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv", "proj", "out_proj", "gate_proj", "up_proj",
+                  "down_proj", "fc1", "fc2", "linear_fc1", "linear_fc2"]
+# A stand-in architecture with every size 1, for the module names of a family whose sizes are unknown.
+_SHAPE_ONLY = {"vision": {"layers": 2, "global_layers": 2, "hidden": 1, "intermediate": 1, "out_hidden": 1,
+                          "output_dim": 1},
+               "language": {"layers": 3, "hidden": 1, "intermediate": 1, "heads": 1, "kv_heads": 1, "head_dim": 1,
+                            "vocab_size": 1, "cross_attention_layers": [1]}}
+
+
+def selection(parts: list[str]) -> dict[str, bool]:
+    """The four Unsloth flags for a parts list: towers x kinds, a missing axis meaning both (see docs/language.md)."""
+    chosen = set(parts)
+    if "all" in chosen:
+        return {"vision": True, "language": True, "attention": True, "mlp": True}
+    towers = chosen & {"vision", "language"} or {"vision", "language"}
+    kinds = chosen & {"attention", "mlp"} or {"attention", "mlp"}
+    return {"vision": "vision" in towers, "language": "language" in towers, "attention": "attention" in kinds,
+            "mlp": "mlp" in kinds}
+
+
+def smart_resize(width: int, height: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen-VL's smart_resize: both sides to multiples of ``factor`` (patch x merge), area within the bounds."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return w_bar, h_bar
+
+
+def image_estimate(geometry: dict | None, resize: dict) -> dict:
+    """Image size and tokens for one image at the plan's resize.
+
+    ``resize`` is the plan's images.resize ({"mode": "longest"|"exact"|"none", "size": ...}). For `resize N` the
+    worst case is a square N x N image (the aspect ratio is kept, so no side exceeds N). Returns image_size [W, H]
+    (or None), image_tokens_per_image (what the vision tower produces, or None), text_tokens_per_image (how many of
+    them sit in the text sequence: all of them for Qwen-VL, 1 <|image|> token for Llama 3.2 Vision, whose image
+    states enter through cross-attention) and tiles (Llama 3.2 Vision) .
+    """
+    out = {"image_size": None, "image_tokens_per_image": None, "text_tokens_per_image": None, "tiles": None}
+    if geometry is None or resize["mode"] == "none":
+        return out
+    size = resize["size"]
+    width, height = (size, size) if resize["mode"] == "longest" else (size[0], size[1])
+    if width <= 0 or height <= 0:
+        return out
+    kind = geometry["kind"]
+    if kind == "patches":
+        factor = geometry["patch_size"] * geometry.get("merge_size", 1)
+        w, h = smart_resize(width, height, factor, geometry["min_pixels"], geometry["max_pixels"])
+        tokens = (w // factor) * (h // factor)
+        if geometry.get("row_break_tokens"):  # Pixtral: an [IMG_BREAK] after each row, [IMG_END] after the last
+            tokens += h // factor
+        out.update(image_size=[w, h], image_tokens_per_image=tokens, text_tokens_per_image=tokens)
+    elif kind == "tiles":
+        tile = geometry["tile_size"]
+        tiles = min(geometry["max_tiles"], math.ceil(width / tile) * math.ceil(height / tile))
+        out.update(image_size=[width, height], image_tokens_per_image=tiles * geometry["tokens_per_tile"],
+                   text_tokens_per_image=geometry.get("text_tokens_per_image", 1), tiles=tiles)
+    elif kind == "fixed":
+        side = geometry["image_size"]
+        out.update(image_size=[side, side], image_tokens_per_image=geometry["tokens_per_image"],
+                   text_tokens_per_image=geometry["tokens_per_image"])
+    return out
+
+
+def peft_regex(family: str | None, arch: dict | None, flags: dict[str, bool]) -> tuple[str, list[tuple]]:
+    """The regex get_peft_regex builds for these four flags, and the Linear layers it selects.
+
+    Mirrors unsloth_zoo.peft_utils.get_peft_regex (2026.10.9): leaf names of Linear layers that occur more than
+    once or inside a numbered stack (so lm_head, Qwen's merger and Mllama's multi_modal_projector are never
+    targeted), then ``.*?(?:<towers>).*?(?:<kinds>).*?\\.(?:<leaves>)``, plus the ``model.layers.N`` branch when
+    language layers train, and the fallback without towers when nothing matches. PEFT applies it with re.fullmatch.
+    Returns (regex, [(module name, tower, kind, in, out, bias, count) selected]).
+    """
+    layers = linear_layers(family, arch) if family and arch else []
+    if family and not layers:
+        layers = linear_layers(family, _SHAPE_ONLY)
+    if layers:
+        counts: Counter = Counter()
+        order: list[str] = []
+        stacked: set[str] = set()
+        for name, _tower, _kind, _i, _o, _b, count in layers:
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf not in counts:
+                order.append(leaf)
+            counts[leaf] += count
+            if re.search(r"\.\d+\.", name):
+                stacked.add(leaf)
+        leaves = [leaf for leaf in order if counts[leaf] != 1 or leaf in stacked]
+    else:
+        leaves = GENERIC_LEAVES
+    model_parts = (VISION_TAGS if flags["vision"] else []) + (LANGUAGE_TAGS if flags["language"] else [])
+    components = (ATTENTION_TAGS if flags["attention"] else []) + (MLP_TAGS if flags["mlp"] else [])
+    parts_re, comps_re = "|".join(model_parts), "|".join(components)
+    match_linear = r"(?:" + "|".join(re.escape(x) for x in leaves) + r")"
+    regex = r".*?(?:" + parts_re + r").*?(?:" + comps_re + r").*?\." + match_linear
+    if flags["language"]:
+        regex = (r"(?:" + regex + r")|(?:\bmodel\.layers\.[\d]{1,}(?!.*\.experts\.\d)\..*?(?:" + comps_re
+                 + r").*?\.(?:" + match_linear + r"))")
+    compiled = re.compile(regex, re.DOTALL)
+    selected = [layer for layer in layers if compiled.fullmatch(layer[0])]
+    if layers and not selected:
+        regex = r"(?!(?:.*\.)?(?:codec_model|audio_tokenizer|acoustic_tokenizer|semantic_tokenizer)\.)" + \
+                r".*?(?:" + comps_re + r").*?\." + match_linear
+        compiled = re.compile(regex, re.DOTALL)
+        selected = [layer for layer in layers if compiled.fullmatch(layer[0])]
+    return regex, selected
+
+
+def trainable_parameters(method: str, flags: dict[str, bool], family: str | None, arch: dict | None, rank: int,
+                         total: int | None) -> dict | None:
+    """Trainable parameters per part. LoRA adds rank x (in + out) per targeted Linear (A is rank x in, B is
+    out x rank; bias "none" adds nothing). Full fine-tuning trains the selected Linear layers' weights and biases,
+    or every parameter when all four flags are on (as Unsloth's full_finetuning does)."""
+    if not family or not arch:
+        return None
+    _regex, selected = peft_regex(family, arch, flags)
+    table = {"vision": {"attention": 0, "mlp": 0}, "language": {"attention": 0, "mlp": 0}, "projector": 0,
+             "other": 0, "total": 0}
+    for _name, tower, kind, fan_in, fan_out, bias, count in selected:
+        n = rank * (fan_in + fan_out) if method != "full" else fan_in * fan_out + (fan_out if bias else 0)
+        if tower in ("vision", "language") and kind in ("attention", "mlp"):
+            table[tower][kind] += n * count
+        else:
+            table["projector"] += n * count
+    table["total"] = sum(table["vision"].values()) + sum(table["language"].values()) + table["projector"]
+    if method == "full" and all(flags.values()) and total:
+        table["other"] = total - table["total"]  # embeddings, norms, projector, lm_head
+        table["total"] = total
+    return table
+
+
+# --- GPU memory ------------------------------------------------------------------------------------------------------
+GIB = 1024 ** 3
+OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2,
+                   "adafactor": 4, "sgd": 0}
+TEXT_ALLOWANCE = 256  # tokens of instruction + answer + chat template assumed per sample for the estimate
+OVERHEAD_GIB = 1.0  # CUDA context, kernels and allocator slack
+
+
+def memory_estimate(method: str, family: str | None, arch: dict | None, total: int | None,
+                    trainable: dict | None, image: dict, batch: int, max_length: int, optim: str,
+                    checkpointing: bool) -> dict | None:
+    """Peak GPU memory in GiB, by part (docs/plan.md gives the formula); None without architecture sizes."""
+    if not (family and arch and total and trainable):
+        return None
+    layers = linear_layers(family, arch)
+    lang_linear = sum((i * o + (o if bb else 0)) * n for _nm, tower, _k, i, o, bb, n in layers if tower == "language")
+    if method == "qlora":
+        # bitsandbytes NF4 with double quantisation: 4 bits + ~0.5 bit of scales per weight in the language
+        # tower's Linear layers; the vision tower, projector, embeddings and lm_head stay 16-bit.
+        weights = lang_linear * 4.5 / 8 + (total - lang_linear) * 2
+    else:
+        weights = total * 2
+    opt = OPTIMIZER_BYTES[optim]
+    n = trainable["total"]
+    # LoRA: fp32 adapter weights (4) + fp32 gradients (4) + optimizer states. Full: bf16 gradients (2) + states.
+    train_bytes = n * (8 + opt) if method != "full" else n * (2 + opt)
+    lang, vis = arch["language"], arch["vision"]
+    text_tokens = image["text_tokens_per_image"] or 0
+    seq = min(max_length, text_tokens + TEXT_ALLOWANCE)
+    # Activations in 16-bit (Korthikanti et al. 2022, without the attention-score term that flash attention
+    # avoids): ~34 x hidden bytes per token per layer; with checkpointing only each layer's input (2 x hidden
+    # bytes) is kept, plus one layer recomputed at a time.
+    def acts(tokens: int, hidden: int, n_layers: int) -> float:
+        if checkpointing:
+            return tokens * hidden * (2 * n_layers + 34)
+        return tokens * hidden * 34 * n_layers
+
+    activations = acts(batch * seq, lang["hidden"], lang["layers"])
+    vision_tokens = image["image_tokens_per_image"] or 0
+    if family.startswith("qwen"):
+        vision_tokens *= 4  # the vision tower runs on patches before the 2x2 merge
+    vis_layers = vis["layers"] + vis.get("global_layers", 0)
+    activations += acts(batch * vision_tokens, vis["hidden"], vis_layers)
+    logits = batch * seq * lang["vocab_size"] * 4  # fp32 logits for the loss
+    parts = {"weights": weights / GIB, "training_state": train_bytes / GIB,
+             "activations": (activations + logits) / GIB, "overhead": OVERHEAD_GIB}
+    parts = {k: round(v, 2) for k, v in parts.items()}
+    parts["total"] = round(sum(parts.values()), 1)
+    return parts

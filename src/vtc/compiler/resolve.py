@@ -1,0 +1,439 @@
+"""The resolve stage: a schema-valid recipe document + the registry -> ``Resolved``, the recipe with every value
+decided once.
+
+    resolve(document, spans, registry, base_dir, local_config=None) -> (Resolved, [Diagnostic])
+
+Here, and only here: the model name is resolved (registry entry, Hub id or local folder; its family, markers,
+image geometry and sizes), every clause the recipe leaves out gets its default, `resize` becomes the one
+{mode, size} form every consumer reads, and the estimates (image tokens, trainable parameters, GPU memory) are
+computed. Each value is a ``Sourced``: the value, where it came from ("xray.vt:4", "default", "registry" or
+"derived") and the span of the clause that set it (None for defaults), so that the semantic checks can point at it
+and the plan can record its provenance.
+
+``Resolved``'s sections are the plan's sections, field for field: vtc.compiler.plan.build_plan is a projection of
+it (record fields become keys, a trailing underscore dropped: ``from_`` -> ``from``). Two fields are not in the plan:
+``flags`` (every `with`/`without` option; the plan holds the ones that change a run) and ``written`` (every value
+the recipe wrote, as written, with its span: for checks about what the user wrote).
+
+No I/O: a local model folder's config.json is read by the pipeline and passed in as ``local_config``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from vtc.compiler import estimates as E
+from vtc.diagnostics import Diagnostic, Span, error, note, warning
+from vtc.records import record
+from vtc.registry import Registry, default_resize, is_local_path, model_geometry, resolve_model, total_params
+
+# Defaults: Unsloth's vision notebooks (Qwen2.5-VL 7B notebook, shared/reference/unsloth-vision.md) where they
+# exist; the notebooks train for max_steps=30 as a demo, vtc's default is one epoch (num_train_epochs=1, the
+# notebooks' documented alternative) because a recipe describes a real run.
+DEFAULTS: dict[str, Any] = {
+    "method": "qlora",
+    "precision": "auto",
+    "instruction": "Describe this image.",
+    "lora.rank": 16,
+    "lora.alpha": 16,
+    "lora.dropout": 0.0,
+    "train_for": {"amount": 1, "unit": "epochs"},
+    "batch": 2,
+    "accumulate": 4,
+    "learning_rate": 2e-4,
+    "warmup": {"amount": 5, "unit": "steps"},
+    "schedule": "linear",
+    "optimizer": "adamw_8bit",
+    "weight_decay": 0.001,
+    "max_length": 2048,
+    "seed": 3407,
+    "metrics": ["exact_match"],
+    "exports": ["adapter"],
+    "gpus": 1,
+    "flags": {"responses_only": False, "rslora": False, "gradient_checkpointing": True, "trust_remote_code": False,
+              "packing": False, "padding_free": False},
+    # What a run does with rows that fail the data check (vtc.runtime.validate): stop is the safe default.
+    "bad_rows": "stop",
+    "tiff_pages": "first",
+    # Checkpoint frequency: at a few seconds a step on a GPU, 50 steps lose at most a few minutes of work, while
+    # saving a LoRA adapter with its optimizer state takes about a second.
+    "checkpoint_every": 50,
+    "max_new_tokens": 128,  # generation length for evaluation; radiology reports and LaTeX fit in 128 tokens
+    # The side a `resize`-less recipe standardises to when the model's family has no default of its own.
+    "resize": 512,
+    "lora.bias": "none",  # LoRA adapters without bias terms, as Unsloth's notebooks train them
+}
+
+
+@record
+class Sourced:
+    """A value and where it came from: ``origin`` is "file:line" of the clause, "default", "registry" or
+    "derived"; ``span`` is the clause's (or value's) span when the recipe wrote it."""
+
+    value: object
+    origin: str
+    span: Span | None = None
+
+
+@record
+class RecipeFiles:
+    file: str  # the main recipe, relative to base_dir
+    files: tuple  # it and every included file, in the order they were read
+
+
+@record
+class Model:
+    name: Sourced  # as written
+    source: Sourced  # registry | tiny | hub | local (unknown when the name resolved to nothing: no plan then)
+    id: Sourced  # what from_pretrained gets
+    family: Sourced
+    markers: Sourced
+    geometry: Sourced
+    architecture: Sourced
+    trust_remote_code: Sourced
+
+
+@record
+class Parts:
+    vision: Sourced
+    language: Sourced
+    attention: Sourced
+    mlp: Sourced
+
+
+@record
+class Lora:
+    rank: Sourced
+    alpha: Sourced
+    dropout: Sourced
+    rslora: Sourced
+    bias: Sourced
+    target_modules: Sourced  # the regex get_peft_regex builds for the parts on this family's module names
+
+
+@record
+class DataSource:
+    source: Sourced
+    kind: Sourced  # path | hub
+    split: Sourced
+
+
+@record
+class Answer:
+    from_: Sourced  # auto | captions | folders | column
+    column: Sourced
+
+
+@record
+class Data:
+    train: DataSource
+    eval: object  # DataSource, or Sourced(None)
+    holdout: Sourced  # a fraction (0.1) or None
+    instruction: Sourced
+    system: Sourced
+    answer: Answer
+    image_column: Sourced
+    bad_rows: Sourced
+
+
+@record
+class Images:
+    resize: Sourced  # {"mode": "longest" | "exact" | "none", "size": N | [W, H] | None}
+    window: Sourced
+    tiff_pages: Sourced
+
+
+@record
+class Training:
+    responses_only: Sourced
+    gradient_checkpointing: Sourced
+    max_length: Sourced
+    batch: Sourced  # per process (per GPU)
+    accumulate: Sourced
+    steps: Sourced  # optimizer steps, or None when training by epochs
+    epochs: Sourced  # passes over the data, or None when training by steps
+    learning_rate: Sourced
+    warmup_steps: Sourced  # or None when warmup is a share of the steps
+    warmup_ratio: Sourced  # or None
+    schedule: Sourced
+    optimizer: Sourced
+    weight_decay: Sourced
+    seed: Sourced
+
+
+@record
+class Evaluation:
+    metrics: Sourced
+    max_new_tokens: Sourced
+
+
+@record
+class Outputs:
+    dir: Sourced
+    exports: Sourced
+
+
+@record
+class Checkpoint:
+    every_steps: Sourced
+
+
+@record
+class Hardware:
+    gpus: Sourced
+
+
+@record
+class Estimates:
+    image_size: Sourced
+    image_tokens_per_image: Sourced
+    text_tokens_per_image: Sourced
+    tiles_per_image: Sourced
+    trainable_parameters: Sourced
+    total_parameters: Sourced
+    effective_batch: Sourced
+    gpu_memory_gib: Sourced
+    gpu_memory_breakdown_gib: Sourced
+
+
+@record
+class Resolved:
+    """The recipe, resolved: every section of the plan, each value with its origin (see the module docstring)."""
+
+    recipe: RecipeFiles
+    base_dir: str
+    model: Model
+    method: Sourced
+    precision: Sourced
+    parts: Parts
+    lora: object  # Lora, or Sourced(None) for full fine-tuning
+    trainable_regex: Sourced  # full fine-tuning: the parameters it unfreezes; None for LoRA
+    data: Data
+    images: Images
+    training: Training
+    evaluation: Evaluation
+    outputs: Outputs
+    checkpoint: Checkpoint
+    hardware: Hardware
+    estimates: Estimates
+    flags: dict  # every `with` / `without` option -> Sourced (not in the plan)
+    written: dict  # JSON pointer of every value the recipe wrote -> Sourced, as written (not in the plan)
+
+
+# The sections of Resolved that are the plan's sections, in order.
+PLAN_SECTIONS = ("model", "method", "precision", "parts", "lora", "trainable_regex", "data", "images", "training",
+                 "evaluation", "outputs", "checkpoint", "hardware", "estimates")
+
+
+def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir: str,
+            local_config: str | None = None) -> tuple[Resolved, list[Diagnostic]]:
+    """Resolve a schema-valid recipe document (see the module docstring). The diagnostics are what resolving the
+    model name found (VT201-VT203), at the model's span."""
+    main_file = spans[""].file if "" in spans else "recipe.vt"
+
+    def display(file: str) -> str:
+        return display_name(file, main_file, base_dir)
+
+    def origin(pointer: str) -> str:
+        span = spans.get(pointer)
+        if span is None:
+            return "default"
+        return f"{display(span.file)}:{span.line}" if span.line else display(span.file)
+
+    def get(pointer: str, default=None) -> Sourced:
+        """The document's value at a pointer with its origin, or the default."""
+        node: Any = document
+        for key in pointer.strip("/").split("/"):
+            if not isinstance(node, dict) or key not in node:
+                return Sourced(default, "default")
+            node = node[key]
+        return Sourced(node, origin(pointer), spans.get(pointer))
+
+    def same(value, like: Sourced) -> Sourced:
+        """A value decided by the same clause as ``like`` (e.g. a flag that follows from `using full`)."""
+        return Sourced(value, like.origin, like.span)
+
+    def derived(value) -> Sourced:
+        return Sourced(value, "derived")
+
+    def registry_value(value) -> Sourced:
+        return Sourced(value, "registry")
+
+    # --- the model
+    name = get("/model")
+    found, problems = resolve_model(name.value, registry, local_config)
+    makers = {"error": error, "warning": warning, "note": note}
+    diagnostics = [makers[p.severity](p.code, p.message, name.span, p.help) for p in problems]
+    method = get("/method", DEFAULTS["method"])
+    flags = {flag: get(f"/flags/{flag}", default) for flag, default in DEFAULTS["flags"].items()}
+    family = found["family"] if found else None
+    entry = found["entry"] if found else None
+    source = found["source"] if found else "unknown"
+    if source == "registry" and found.get("hub"):
+        model_id = registry_value(found["hub"]["4bit" if method.value == "qlora" else "16bit"])
+    elif source == "tiny":
+        model_id = registry_value(found["key"])
+    else:
+        model_id = name
+    fam_info = registry.families.get(family) if family else None
+    geometry = model_geometry(family, entry, registry)
+    arch = entry.get("architecture") if entry else None
+    model = Model(
+        name=name, source=derived(source), id=model_id,
+        family=Sourced(family, "registry" if source in ("registry", "tiny") else "derived"),
+        markers=registry_value(dict(fam_info["markers"]) if fam_info else None),
+        geometry=registry_value(geometry), architecture=registry_value(arch),
+        trust_remote_code=flags["trust_remote_code"])
+
+    # --- what trains
+    parts_written = get("/parts")
+    chosen = E.selection(list(parts_written.value))
+    parts = Parts(**{key: same(chosen[key], parts_written) for key in ("vision", "language", "attention", "mlp")})
+    regex, _selected = E.peft_regex(family, arch, chosen)
+    rank = _as(int, get("/lora/rank", DEFAULTS["lora.rank"]))
+    if method.value == "full":
+        lora: object = same(None, method)
+        trainable_regex = derived(".*" if all(chosen.values()) else r"(?:" + regex + r")\.(?:weight|bias)")
+    else:
+        lora = Lora(rank=rank, alpha=_as(int, get("/lora/alpha", DEFAULTS["lora.alpha"])),
+                    dropout=_as(float, get("/lora/dropout", DEFAULTS["lora.dropout"])), rslora=flags["rslora"],
+                    bias=Sourced(DEFAULTS["lora.bias"], "default"), target_modules=derived(regex))
+        trainable_regex = same(None, method)
+
+    # --- data
+    data = Data(
+        train=_data_source(get("/train_data/source"), get("/train_data/split"), derived),
+        eval=_data_source(get("/eval_data/source"), get("/eval_data/split"), derived)
+        if "eval_data" in document else Sourced(None, "default"),
+        holdout=_share(get("/holdout")), instruction=get("/instruction", DEFAULTS["instruction"]),
+        system=get("/system"),
+        answer=Answer(from_=get("/answer/from", "auto"), column=get("/answer/column")),
+        image_column=get("/image_column"), bad_rows=get("/bad_rows", DEFAULTS["bad_rows"]))
+
+    # --- images: `resize` in its one form
+    images = Images(resize=_resize(get("/resize"), family, entry, registry),
+                    window=get("/window"), tiff_pages=get("/tiff_pages", DEFAULTS["tiff_pages"]))
+
+    # --- training
+    train_for = get("/train_for", DEFAULTS["train_for"])
+    by_steps = train_for.value["unit"] == "steps"
+    amount = train_for.value["amount"]
+    warmup = get("/warmup", DEFAULTS["warmup"])
+    in_percent = warmup.value["unit"] == "percent"
+    training = Training(
+        responses_only=flags["responses_only"], gradient_checkpointing=flags["gradient_checkpointing"],
+        max_length=_as(int, get("/max_length", DEFAULTS["max_length"])),
+        batch=_as(int, get("/batch", DEFAULTS["batch"])),
+        accumulate=_as(int, get("/accumulate", DEFAULTS["accumulate"])),
+        steps=same(int(amount) if by_steps else None, train_for),
+        epochs=same(None if by_steps else _whole(amount), train_for),
+        learning_rate=_as(float, get("/learning_rate", DEFAULTS["learning_rate"])),
+        warmup_steps=same(None if in_percent else int(warmup.value["amount"]), warmup),
+        warmup_ratio=same(round(warmup.value["amount"] / 100, 10) if in_percent else None, warmup),
+        schedule=get("/schedule", DEFAULTS["schedule"]), optimizer=get("/optimizer", DEFAULTS["optimizer"]),
+        weight_decay=_as(float, get("/weight_decay", DEFAULTS["weight_decay"])),
+        seed=_as(int, get("/seed", DEFAULTS["seed"])))
+
+    stem = os.path.splitext(os.path.basename(main_file))[0] or "recipe"
+    evaluation = Evaluation(metrics=_as(list, get("/metrics", DEFAULTS["metrics"])),
+                            max_new_tokens=Sourced(DEFAULTS["max_new_tokens"], "default"))
+    outputs = Outputs(dir=get("/save_to", f"runs/{stem}"), exports=_as(list, get("/exports", DEFAULTS["exports"])))
+    checkpoint = Checkpoint(every_steps=_as(int, get("/checkpoint_every", DEFAULTS["checkpoint_every"])))
+    hardware = Hardware(gpus=_as(int, get("/gpus", DEFAULTS["gpus"])))
+
+    # --- estimates
+    total = total_params(family, entry)
+    image = E.image_estimate(geometry, images.resize.value)
+    trainable = E.trainable_parameters(method.value, chosen, family, arch, rank.value, total)
+    memory = E.memory_estimate(method.value, family, arch, total, trainable, image, training.batch.value,
+                               training.max_length.value, training.optimizer.value,
+                               training.gradient_checkpointing.value)
+    estimates = Estimates(
+        image_size=derived(image["image_size"]), image_tokens_per_image=derived(image["image_tokens_per_image"]),
+        text_tokens_per_image=derived(image["text_tokens_per_image"]), tiles_per_image=derived(image["tiles"]),
+        trainable_parameters=derived(trainable), total_parameters=derived(total),
+        effective_batch=derived(training.batch.value * training.accumulate.value * hardware.gpus.value),
+        gpu_memory_gib=derived(memory["total"] if memory else None), gpu_memory_breakdown_gib=derived(memory))
+
+    files = [main_file] + [s.file for s in spans.values()]
+    recipe = RecipeFiles(display(main_file), tuple(dict.fromkeys(display(f) for f in files)))
+    resolved = Resolved(
+        recipe=recipe, base_dir=base_dir, model=model, method=method, precision=get("/precision",
+                                                                                    DEFAULTS["precision"]),
+        parts=parts, lora=lora, trainable_regex=trainable_regex, data=data, images=images, training=training,
+        evaluation=evaluation, outputs=outputs, checkpoint=checkpoint, hardware=hardware, estimates=estimates,
+        flags=flags, written=_written(document, spans, origin))
+    return resolved, diagnostics
+
+
+def _written(document: dict, spans: dict[str, Span], origin) -> dict[str, Sourced]:
+    """Every value of the document (objects, lists and their members) by JSON pointer, with its span."""
+    out: dict[str, Sourced] = {}
+
+    def walk(node, pointer: str) -> None:
+        if pointer:
+            out[pointer] = Sourced(node, origin(pointer), spans.get(pointer))
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{pointer}/{i}")
+    walk(document, "")
+    return out
+
+
+def _as(kind, value: Sourced) -> Sourced:
+    """The value converted (the schema accepts 2.0 for `batch 2.0`; the plan says 2)."""
+    return Sourced(kind(value.value), value.origin, value.span)
+
+
+def _whole(number):
+    return int(number) if float(number).is_integer() else float(number)
+
+
+def _share(holdout: Sourced) -> Sourced:
+    """`holdout 10%` -> 0.1 (a fraction); None stays None."""
+    value = holdout.value
+    return Sourced(round(value / 100, 10) if value is not None else None, holdout.origin, holdout.span)
+
+
+def _data_source(source: Sourced, split: Sourced, derived) -> DataSource:
+    return DataSource(source=source, kind=derived(data_kind(source.value)), split=split)
+
+
+def data_kind(source: str) -> str:
+    """path or hub: a Hub dataset is written org/name; anything path-like is a path (write ./x for a folder)."""
+    if is_local_path(source) or source.count("/") != 1 or re.search(r"\.(jsonl?|csv|parquet|arrow)$", source):
+        return "path"
+    return "hub"
+
+
+def _resize(written: Sourced, family: str | None, entry: dict | None, registry: Registry) -> Sourced:
+    """`resize` in its one form, {"mode", "size"}: `resize N` -> longest N, `resize WxH` -> exact [W, H],
+    `resize none` -> none; no clause -> the family's default side (the registry's), else DEFAULTS["resize"]."""
+    value = written.value
+    if value is None:
+        side = default_resize(family, entry, registry)
+        return Sourced({"mode": "longest", "size": side or DEFAULTS["resize"]}, "registry" if side else "default")
+    if value == "none":
+        form = {"mode": "none", "size": None}
+    elif isinstance(value, dict):
+        form = {"mode": "exact", "size": [int(value["width"]), int(value["height"])]}
+    else:
+        form = {"mode": "longest", "size": int(value)}
+    return Sourced(form, written.origin, written.span)
+
+
+def display_name(file: str, main_file: str, base_dir: str) -> str:
+    """A file name relative to the main recipe's folder, with forward slashes (stable across machines)."""
+    try:
+        if os.path.isabs(file):
+            rel = os.path.relpath(file, base_dir)
+        else:
+            rel = os.path.relpath(file, os.path.dirname(main_file) or ".")
+    except ValueError:  # another drive on Windows
+        rel = file
+    return rel.replace(os.sep, "/")

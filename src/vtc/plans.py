@@ -1,0 +1,183 @@
+"""The plan as a contract: its version, its schema (plan.schema.json), and reading and writing plan files.
+
+    PLAN_VERSION                      the one place the plan format's version is defined
+    plan_to_json(plan) -> str         deterministic JSON: sorted keys, two-space indent, trailing newline
+    plan_problems(plan) -> [(pointer, sentence)]   what makes a plan invalid: its schema, then the rules that tie
+                                      fields together (full fine-tuning has no LoRA, one training length, ...)
+    read_plan(path) -> dict           a plan file, checked; VtcError (VT510, VT514) for anything else
+    plan_schema_text() -> str         what `vtc schema --plan` prints
+
+The compiler writes plans (vtc.compiler.plan) and checks each one before it leaves (vtc.compiler.pipeline); the
+runtime reads them and never the recipe. Both import this module, which imports neither of them, nor torch.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from vtc import schema_engine
+from vtc.diagnostics import Diagnostic, Span, VtcError, error
+
+PLAN_VERSION = 2
+SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
+
+_REMAKE = "make the plan again from its recipe: `vtc plan recipe.vt -o plan.json` (or run the recipe itself)"
+
+
+def plan_schema_text() -> str:
+    """The JSON Schema of a plan (what `vtc schema --plan` prints)."""
+    return SCHEMA_FILE.read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict:
+    return json.loads(plan_schema_text())
+
+
+def plan_to_json(plan: dict) -> str:
+    """The plan as deterministic JSON: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# --- what makes a plan invalid ---------------------------------------------------------------------------------------
+
+_KIND = {"integer": "a whole number", "number": "a number", "string": "text", "boolean": "true or false",
+         "array": "a list", "object": "an object", "null": "null"}
+
+
+def plan_problems(plan, engine: str = "fast") -> list[tuple[str, str]]:
+    """(JSON pointer, sentence) for every problem of a plan: schema errors first, then, on a plan that passes its
+    schema, the rules between fields. [] for a valid plan."""
+    schema = plan_schema()
+    problems = []
+    for keyword, path, instance, node in schema_engine.raw_errors(plan, schema, engine):
+        problems.extend(_sentences(keyword, path, instance, node, schema))
+    if problems:
+        return problems
+    return _rules(plan)
+
+
+def _sentences(keyword: str, path: tuple, instance, node: dict, root: dict) -> list[tuple[str, str]]:
+    here = schema_engine.pointer(path) or "/"
+    if keyword == "oneOf":
+        # Say what is wrong with the closest form (fewest errors; the null form only when the value is null).
+        forms = [alt for alt in node["oneOf"] if instance is None or alt != {"type": "null"}]
+        tried = [schema_engine.raw_errors_at(instance, alt, path, root) for alt in forms]
+        if all(tried):
+            return [s for err in min(tried, key=len) for s in _sentences(*err, root)]
+        return [(here, "matches more than one of its accepted forms")]
+    if keyword == "type":
+        kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        return [(here, f"must be {' or '.join(_KIND.get(k, k) for k in kinds)}, not {_shown(instance)}")]
+    if keyword == "enum":
+        return [(here, f"must be one of {', '.join(json.dumps(c) for c in node['enum'])}, not {_shown(instance)}")]
+    if keyword == "const":
+        return [(here, f"must be {json.dumps(node['const'])}, not {_shown(instance)}")]
+    if keyword == "required":
+        return [(schema_engine.pointer(path + (name,)), "is missing")
+                for name in node["required"] if name not in instance]
+    if keyword == "additionalProperties":
+        return [(schema_engine.pointer(path + (extra,)), "is not a field of a plan (misspelt, or from another "
+                 "version of vtc)") for extra in sorted(set(instance) - set(node.get("properties", {})))]
+    bounds = {"minimum": "at least", "maximum": "at most", "exclusiveMinimum": "more than",
+              "exclusiveMaximum": "less than"}
+    if keyword in bounds:
+        return [(here, f"must be {bounds[keyword]} {node[keyword]}, not {_shown(instance)}")]
+    if keyword == "minLength":
+        return [(here, "must not be empty")]
+    if keyword in ("minItems", "maxItems"):
+        low, high = node.get("minItems"), node.get("maxItems")
+        count = f"exactly {low}" if low == high else f"at least {low}" if keyword == "minItems" else f"at most {high}"
+        return [(here, f"must list {count} item{'s' * (count != 'exactly 1')}, not {len(instance)}")]
+    if keyword == "uniqueItems":
+        return [(here, "lists an item twice")]
+    return [(here, f"fails the plan schema ({keyword})")]  # pragma: no cover - every keyword the schema uses is above
+
+
+def _shown(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _rules(plan: dict) -> list[tuple[str, str]]:
+    """The rules between fields that a schema cannot say simply."""
+    out = []
+    full = plan["method"] == "full"
+    if full and plan["lora"] is not None:
+        out.append(("/lora", "must be null with method \"full\" (full fine-tuning trains no adapter)"))
+    if not full and plan["lora"] is None:
+        out.append(("/lora", f"must describe the adapter with method \"{plan['method']}\""))
+    if full and plan["trainable_regex"] is None:
+        out.append(("/trainable_regex", "must say which parameters train with method \"full\""))
+    if not full and plan["trainable_regex"] is not None:
+        out.append(("/trainable_regex", f"must be null with method \"{plan['method']}\" (LoRA trains its adapter)"))
+    t = plan["training"]
+    if (t["steps"] is None) == (t["epochs"] is None):
+        out.append(("/training/steps", "exactly one of /training/steps and /training/epochs must be set"))
+    if (t["warmup_steps"] is None) == (t["warmup_ratio"] is None):
+        out.append(("/training/warmup_steps",
+                    "exactly one of /training/warmup_steps and /training/warmup_ratio must be set"))
+    if plan["data"]["eval"] is not None and plan["data"]["holdout"] is not None:
+        out.append(("/data/holdout", "must be null when /data/eval names evaluation data (one or the other)"))
+    if t["responses_only"] and plan["model"]["markers"] is None:
+        out.append(("/training/responses_only", "needs /model/markers (the chat markers of the model's family)"))
+    return out
+
+
+# --- reading a plan file ---------------------------------------------------------------------------------------------
+
+
+def read_plan(path: str | Path) -> dict:
+    """A plan file, checked against the schema and the rules; raises VtcError with every problem otherwise:
+    VT510 (no such file, not JSON, not a plan, another plan_version), VT514 (a value, each with its JSON pointer)."""
+    path = Path(path)
+    where = Span(str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VtcError(error("VT510", f"plan file not found: {path}", where, help="give a recipe (.vt) or a plan "
+                             "saved with `vtc plan recipe.vt -o plan.json`")) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VtcError(error("VT510", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", where,
+                             help=_REMAKE)) from None
+    try:
+        plan = json.loads(text)
+    except ValueError as exc:
+        line, column = getattr(exc, "lineno", 0), getattr(exc, "colno", 0)
+        raise VtcError(error("VT510", f"cannot read {path.name} as JSON: {getattr(exc, 'msg', exc)}",
+                             Span(str(path), line, column), help=_REMAKE)) from None
+    if not isinstance(plan, dict) or "plan_version" not in plan:
+        raise VtcError(error("VT510", f"{path} is not a vtc plan (it has no plan_version)", where,
+                             help="create one with `vtc plan recipe.vt -o plan.json`, or run the recipe itself"))
+    if plan["plan_version"] != PLAN_VERSION:
+        raise VtcError(error("VT510", f"{path} has plan_version {_shown(plan['plan_version'])}; this vtc runs "
+                             f"version {PLAN_VERSION}", where, help="compile the recipe again with this vtc: "
+                             "`vtc plan recipe.vt -o plan.json`, or run the recipe itself"))
+    problems = plan_problems(plan)
+    if problems:
+        raise VtcError(plan_diagnostics(problems, str(path), text))
+    return plan
+
+
+def plan_diagnostics(problems: list[tuple[str, str]], file: str, text: str | None = None) -> list[Diagnostic]:
+    """VT514 diagnostics for plan_problems' findings, at the line of each pointer in the file's text."""
+    return [error("VT514", f"{pointer} {sentence}", Span(file, _line_of(text, pointer) if text else 0),
+                  help="this plan was edited by hand or made by another tool; " + _REMAKE)
+            for pointer, sentence in problems]
+
+
+def _line_of(text: str, pointer: str) -> int:
+    """The line where the member a pointer names starts in a JSON text (0 when not found): each key is searched
+    after the previous one, which finds it in the layout plan_to_json writes and in most hand edits."""
+    position, found = 0, 0
+    for token in pointer.strip("/").split("/"):
+        if not token or token.isdigit():
+            continue
+        key = json.dumps(token.replace("~1", "/").replace("~0", "~")) + ":"
+        at = text.find(key, position)
+        if at < 0:
+            break
+        position, found = at + len(key), text.count("\n", 0, at) + 1
+    return found

@@ -1,0 +1,293 @@
+"""A run folder's life, apart from the training in it: created with its plan and manifest, checked against a saved
+plan's inputs and the lock file, found again to resume, and marked interrupted, failed or finished.
+
+    check_saved_plan(plan, target, allow_changed, rep)     VT530: a saved plan whose inputs changed
+    resumable(folder) -> Resume                            VT531/VT532: a folder `vtc run --resume` can continue
+    start(plan, target, ...) -> (run_dir, manifest)         run-NNN.partial with plan.json, manifest.json, ...
+    reopen(resume, backend, reason) -> (run_dir, manifest, history, checkpoint)
+    interrupted(...) / failed(...) / finish(...)            the folder's last state, and what the user sees
+
+The folder's states and atomic writes are outputs.py's; checkpoints, Ctrl-C and SIGTERM are checkpoints.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vtc import __version__
+from vtc.diagnostics import Span, VtcError, error
+from vtc.plans import read_plan
+from vtc.records import record
+from vtc.runtime import checkpoints as C
+from vtc.runtime import failures as F
+from vtc.runtime import outputs as O
+from vtc.runtime.model_path import recipe_span
+from vtc.runtime.progress import Reporter
+
+# The base model's answers, kept while a run works so that a resumed run does not evaluate the base model again.
+BASE_EVAL = "eval-base.json"
+
+
+@record
+class Resume:
+    """A run to continue: its folder, plan, manifest, newest complete checkpoint and current data fingerprint."""
+
+    folder: Path
+    plan: dict
+    manifest: dict
+    checkpoint: object  # (step, folder) or None
+    data_fp: dict
+
+
+# ---- before a run --------------------------------------------------------------------------------------------
+
+def check_saved_plan(plan: dict, target: str, allow_changed: bool, rep: Reporter) -> None:
+    """A saved plan runs exactly as saved: refuse it (VT530) when its recorded inputs changed since."""
+    from vtc.lockfile import input_changes
+
+    inputs = plan.get("inputs")  # optional: `vtc plan -o` adds it, `vtc plan --json` does not
+    if inputs is None:
+        rep.line(f"note: {target} records no fingerprints of its inputs (save plans with `vtc plan recipe.vt -o "
+                 f"{Path(target).name}` to have them checked)")
+        return
+    changes = input_changes(inputs, plan)
+    if not changes:
+        rep.line("inputs              recipe, data and model unchanged since the plan was made")
+        return
+    if allow_changed:
+        for change in changes:
+            rep.line(f"warning: {change} since {target} was made (running anyway: --allow-changed)")
+        return
+    raise VtcError(error(
+        "VT530", f"{target} no longer matches its inputs: " + "; ".join(changes), Span(str(target)),
+        help=f"make the plan again (`vtc plan {plan['recipe']['file']} -o {Path(target).name}`) and review it, or "
+             f"run this one anyway with `vtc run {target} --allow-changed`"))
+
+
+def resumable(folder: Path, allow_changed: bool, rep: Reporter) -> Resume:
+    """A run folder that `vtc run --resume` can continue (VT531 otherwise), whose data and model are those it
+    started with (VT532 otherwise, unless ``allow_changed``)."""
+    from vtc.lockfile import model_fingerprint
+
+    where = Span(str(folder))
+    with rep.stage("read run") as st:
+        if not folder.is_dir():
+            raise VtcError(error("VT531", f"run folder not found: {folder}", where, help="give the folder that the "
+                                 "interrupted run printed, e.g. runs/xray/run-003.interrupted"))
+        state = O.state_of(folder)
+        if state is None or not (folder / "plan.json").is_file() or not (folder / "manifest.json").is_file():
+            raise VtcError(error("VT531", f"{folder} is not a vtc run folder (run-NNN with plan.json and "
+                                 "manifest.json)", where, help="give the folder that the interrupted run printed"))
+        if state == "finished":
+            raise VtcError(error("VT531", f"{folder.name} finished already; there is nothing to resume", where,
+                                 help=f"use it (`vtc ask {shown(folder)} <image>`), or start a new run with `vtc run`"))
+        plan = read_plan(folder / "plan.json")
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise VtcError(error("VT531", f"cannot read {folder / 'manifest.json'}: {exc}", where,
+                                 help="the folder is damaged; start a new run")) from None
+        if state == "running":
+            pid, host = manifest.get("pid"), manifest.get("host")
+            if host == platform.node() and isinstance(pid, int) and pid != os.getpid() and C.process_alive(pid):
+                raise VtcError(error("VT531", f"{folder.name} is still running (process {pid})", where,
+                                     help="wait for it, or stop it first (Ctrl-C in its terminal, or `kill "
+                                          f"{pid}`), then resume"))
+        ckpt = C.latest_checkpoint(folder)
+        total = plan["training"]["steps"]
+        of = f" of {total}" if total else ""
+        st.detail = (f"{folder.name} ({state}), checkpoint at step {ckpt[0]}{of}" if ckpt
+                     else f"{folder.name} ({state}), no checkpoint: training starts again")
+    with rep.stage("inputs") as st:
+        data_fp = O.data_fingerprint(plan)
+        changes = []
+        was = ((manifest.get("data") or {}).get("fingerprint") or {}).get("sha256")
+        if was and was != data_fp["sha256"]:
+            changes.append("the data changed since the run started (its content fingerprint differs)")
+        was_model = (manifest.get("model") or {}).get("fingerprint")
+        if was_model and was_model != model_fingerprint(plan, content=False):
+            changes.append("the model changed since the run started")
+        if changes and not allow_changed:
+            raise VtcError(error(
+                "VT532", f"cannot resume {folder.name}: " + "; ".join(changes), where,
+                help="resuming with other inputs would mix two trainings; start a new run, or resume anyway with "
+                     f"`vtc run --resume {shown(folder)} --allow-changed`"))
+        for change in changes:
+            rep.line(f"warning: {change} (resuming anyway: --allow-changed)")
+        st.detail = "data and model as when the run started" if not changes else "changed (allowed)"
+    return Resume(folder, plan, manifest, ckpt, data_fp)
+
+
+def check_lock(plan: dict, data_fp: dict, rep: Reporter) -> dict | None:
+    """Warn about every difference from recipe.vt.lock (when there is one); returned for the manifest."""
+    from vtc.lockfile import lock_differences, lock_path, read_lock
+
+    path = lock_path(plan)
+    if not path.is_file():
+        return None
+    lock = read_lock(path)
+    if lock is None:
+        rep.line(f"warning: cannot read the lock file {path.name}; make it again with `vtc lock "
+                 f"{plan['recipe']['file']}`")
+        return {"file": path.name, "differences": ["unreadable"]}
+    diffs = lock_differences(lock, plan, data_fp["sources"])
+    for d in diffs:
+        rep.line(f"warning: {d} ({path.name})")
+    if not diffs:
+        rep.line(f"lock                matches {path.name}")
+    return {"file": path.name, "differences": diffs}
+
+
+# ---- the folder ------------------------------------------------------------------------------------------------
+
+def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, started: float, model_path: str,
+          data_check, rep: Reporter) -> tuple[Path, dict]:
+    """A new run-NNN.partial with plan.json, manifest.json, skipped_rows.jsonl and an empty metrics.jsonl."""
+    from vtc.lockfile import model_fingerprint
+
+    data_fp = O.data_fingerprint(plan)
+    lock = check_lock(plan, data_fp, rep)
+    run_dir = O.next_run_dir(Path(runs_dir) if runs_dir else outputs_dir(plan))
+    train_rows, eval_rows = data_check.train, data_check.eval
+    manifest = {
+        "vtc_version": __version__,
+        "state": "running",
+        "pid": os.getpid(),  # with host: `vtc run --resume` refuses a folder whose run is still alive
+        "host": platform.node(),
+        "target": str(Path(target).resolve()),
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "backend": {"name": be.name, "reason": reason},
+        "notes": list(be.notes),
+        "device": O.device_info(),
+        "libraries": O.library_versions(),
+        "model": {"id": plan["model"]["id"], "source": plan["model"]["source"], "path": model_path,
+                  "fingerprint": model_fingerprint(plan, content=False)},
+        "data": {"fingerprint": data_fp, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+                 "train": train_rows.description, "eval": eval_rows.description,
+                 "skipped_rows": len(data_check.skipped)},
+        "checkpoint_every_steps": C.every_steps(plan),
+        "timings": dict(rep.timings),
+        "lock": lock,
+    }
+    O.write_json(run_dir / "plan.json", plan)
+    O.write_json(run_dir / "manifest.json", manifest)
+    data_check.write_skipped(run_dir)
+    (run_dir / "metrics.jsonl").touch()
+    return run_dir, manifest
+
+
+def reopen(resume: Resume, be, reason: str) -> tuple[Path, dict, list[dict], str | None]:
+    """An interrupted or failed run's folder, running again: (run_dir, manifest, the metrics logged up to its
+    checkpoint, the checkpoint's folder name or None)."""
+    run_dir = O.move_run_dir(resume.folder, "running")
+    manifest = resume.manifest
+    step = resume.checkpoint[0] if resume.checkpoint else 0
+    checkpoint = resume.checkpoint[1].name if resume.checkpoint else None
+    history = C.trim_metrics(run_dir / "metrics.jsonl", step)
+    manifest.update(state="running", pid=os.getpid(), host=platform.node())
+    manifest.pop("error", None)
+    manifest.setdefault("resumes", []).append({
+        "at": now(), "from_step": step, "backend": {"name": be.name, "reason": reason},
+        "libraries": O.library_versions(), "device": O.device_info()})
+    O.write_json(run_dir / "manifest.json", manifest)
+    return run_dir, manifest, history, checkpoint
+
+
+def outputs_dir(plan: dict) -> Path:
+    d = Path(os.path.expanduser(plan["outputs"]["dir"]))
+    return d if d.is_absolute() else Path(plan["base_dir"]) / d
+
+
+def read_base_eval(run_dir: Path, n: int):
+    """(answers, scores) of the base model saved by an interrupted run, or None."""
+    try:
+        saved = json.loads((run_dir / BASE_EVAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    answers, scores = saved.get("answers"), saved.get("scores")
+    if not isinstance(answers, list) or len(answers) != n or not isinstance(scores, dict):
+        return None
+    return answers, scores
+
+
+def save_base_eval(run_dir: Path, answers: list[str], scores: dict) -> None:
+    O.write_json(run_dir / BASE_EVAL, {"answers": answers, "scores": scores})
+
+
+def finish(run_dir: Path, manifest: dict, be, rep: Reporter) -> Path:
+    """Mark the run finished: the manifest, no checkpoints (they serve an unfinished run only; the adapter is the
+    result and the optimizer state is ~3x its size), and the folder renamed run-NNN."""
+    manifest.update(state="finished", finished=now(), timings=rep.timings, notes=list(be.notes))
+    O.write_json(run_dir / "manifest.json", manifest)
+    shutil.rmtree(run_dir / C.CHECKPOINTS, ignore_errors=True)
+    (run_dir / BASE_EVAL).unlink(missing_ok=True)
+    return O.finish_run_dir(run_dir)
+
+
+def interrupted(run_dir: Path, manifest: dict, name: str, rep: Reporter, plan: dict) -> C.RunInterrupted:
+    """Mark the folder interrupted and say how to resume."""
+    ckpt = C.latest_checkpoint(run_dir)
+    manifest.update(state="interrupted", finished=now(), timings=rep.timings,
+                    interrupted={"signal": name, "checkpoint_step": ckpt[0] if ckpt else None})
+    _try_write_manifest(run_dir, manifest)
+    folder = O.move_run_dir(run_dir, "interrupted")
+    command = C.resume_command(folder, shown(folder))
+    rep.line()
+    total = plan["training"]["steps"]
+    of = f" of {total}" if total else ""
+    if ckpt:
+        rep.line(f"stopped by {name}: checkpoint saved at step {ckpt[0]}{of}")
+    else:
+        rep.line(f"stopped by {name} before the first checkpoint: resuming trains from the beginning")
+    rep.line(f"run folder: {shown(folder)} (interrupted)")
+    rep.line(f"resume with: {command}")
+    return C.RunInterrupted(name, folder, ckpt[0] if ckpt else None, command)
+
+
+# What the run was doing in each stage, for failure messages.
+_DOING = {"train": "training", "evaluate base": "evaluating the base model",
+          "evaluate fine-tuned": "evaluating the fine-tuned model", "save": "saving the results"}
+
+
+def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, plan: dict) -> BaseException:
+    """Mark the folder failed; a failure the user can act on becomes a diagnostic (the exception to raise)."""
+    manifest.update(state="failed", error=F.redact(f"{type(exc).__name__}: {exc}"), timings=rep.timings,
+                    finished=now())
+    _try_write_manifest(run_dir, manifest)
+    folder = O.move_run_dir(run_dir, "failed")
+    rep.line(f"run failed; its folder is {shown(folder)}")
+    ckpt = C.latest_checkpoint(folder)
+    resume = (f"; then continue from its checkpoint at step {ckpt[0]} with "
+              f"`{C.resume_command(folder, shown(folder))}`") if ckpt else ""
+    doing = _DOING.get(rep.current or "", rep.current or "training")
+    if F.is_oom(exc):
+        F.free_gpu_memory()
+        return VtcError(F.oom_error(plan, doing, recipe_span(plan), resume))
+    if F.is_disk_full(exc):
+        return VtcError(F.disk_full_error(folder, shown(folder), doing, resume))
+    return exc
+
+
+def _try_write_manifest(run_dir: Path, manifest: dict) -> None:
+    try:
+        O.write_json(run_dir / "manifest.json", manifest)
+    except OSError:  # the disk may be the problem
+        pass
+
+
+def shown(path: Path) -> str:
+    """A path as the user should type it: relative to the working folder when it lies inside it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
