@@ -139,3 +139,25 @@ def test_vt210_conflicts_point_at_both():
     result, found = diags("seed 1\nseed 2\n")
     [d] = result.diagnostics
     assert d.code == "VT210" and d.span.line == 4 and d.related[0][0].line == 3
+
+
+def test_vt220_parts_that_select_no_layer_of_the_model():
+    """The guard for registry entries: every model in models.json has layers of every part, so the check is shown
+    on a registry with one more entry, a Qwen2.5-VL whose vision tower has no layers."""
+    import copy
+
+    from vtc.compiler.checks import check
+    from vtc.compiler.resolve import resolve
+    from vtc.diagnostics import Span
+    from vtc.registry import Registry, load_registry
+
+    real = load_registry()
+    entry = copy.deepcopy(real.models["tiny-qwen2.5-vl"])
+    entry["architecture"]["vision"]["layers"] = 0
+    registry = Registry(real.families, {**real.models, "headless-vl": entry}, real.aliases)
+    spans = {"": Span("r.vt"), "/parts": Span("r.vt", 1, 1, 1, 40), "/model": Span("r.vt", 1, 27, 1, 38)}
+    doc = {"model": "headless-vl", "parts": ["vision", "attention"], "train_data": {"source": "./x"}}
+    [d] = [d for d in check(resolve(doc, spans, registry, "/abs")[0]) if d.code == "VT220"]
+    assert d.message == "`vision, attention` trains nothing in headless-vl" and d.span.line == 1 and d.is_error
+    doc["parts"] = ["language"]
+    assert "VT220" not in [d.code for d in check(resolve(doc, spans, registry, "/abs")[0])]

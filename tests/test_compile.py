@@ -14,7 +14,6 @@ from vtc.compiler import ast
 from vtc.compiler.lower import lower
 from vtc.compiler.pipeline import compile_file, compile_source
 from vtc.compiler.estimates import peft_regex, selection, trainable_parameters
-from vtc.compiler.validate import raw_errors, validate
 from vtc.diagnostics import Span
 from vtc.registry import exact_total_params, load_registry
 
@@ -86,31 +85,6 @@ def test_include_diagnostics_are_kept():
                             load=_loader(files), base_dir="/abs")
     assert result.plan is None
     assert any(d.span and d.span.file == "base.vt" for d in result.diagnostics)
-
-
-def test_schema_engines_agree_on_goldens_and_recipes():
-    from vtc.compiler.lower import lower_with_sources
-    from vtc.compiler.parser import parse_source
-    from vtc.compiler.pipeline import file_loader
-
-    paths = sorted(BAD.glob("*.vt")) + sorted((ROOT / "recipes").glob("*.vt"))
-    for path in paths:
-        recipe, _ = parse_source(path.read_text(), str(path))
-        if recipe is None:
-            continue
-        doc, *_ = lower_with_sources(recipe, file_loader)
-        fast = [(k, p) for k, p, _, _ in raw_errors(doc, "fast")]
-        ref = [(k, p) for k, p, _, _ in raw_errors(doc, "jsonschema")]
-        assert fast == ref, path.name
-
-
-def test_schema_engines_agree_on_odd_documents():
-    docs = [{}, {"model": 3, "parts": [], "train_data": {}}, {"model": "x", "parts": ["all", "all"],
-            "train_data": {"source": ""}, "resize": "big", "batch": 2.5, "lora": {"rank": 16.0, "rnk": 1},
-            "flags": {"packing": True, "pakcing": False}, "holdout": -1, "warmup": {"amount": 1}}]
-    for doc in docs:
-        assert [(k, p) for k, p, _, _ in raw_errors(doc, "fast")] == \
-               [(k, p) for k, p, _, _ in raw_errors(doc, "jsonschema")]
 
 
 def test_unknown_option_message_and_span():

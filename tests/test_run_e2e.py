@@ -91,7 +91,7 @@ def test_run_evaluate_save_and_reload_without_vtc(tmp_path, capsys, model, steps
     assert len(preds) == 10 and {"images", "question", "expected", "before", "after"} <= set(preds[0])
     # The printed table and examples.
     assert "metric" in out and "before" in out and "after" in out and "exact_match" in out
-    assert f"finished: " in out
+    assert "finished: " in out
 
     # Plain transformers + PEFT, in a fresh process without vtc, gives the same answers.
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

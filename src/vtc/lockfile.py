@@ -102,10 +102,10 @@ def folder_fingerprint(root: Path, *, content: bool) -> dict[str, Any]:
 
 def recipe_fingerprint(plan: dict) -> dict[str, Any]:
     """sha256 over the recipe and every file it includes (names as the plan lists them, bytes as on disk)."""
-    base = Path(plan.get("base_dir") or ".")
+    base = Path(plan["base_dir"])
     h = hashlib.sha256()
     missing = []
-    names = list((plan.get("recipe") or {}).get("files") or [])
+    names = list(plan["recipe"]["files"])
     for name in names:
         p = Path(name) if os.path.isabs(name) else base / name
         h.update(name.encode("utf-8") + b"\0")
@@ -121,21 +121,20 @@ def recipe_fingerprint(plan: dict) -> dict[str, Any]:
 
 def data_sources(plan: dict) -> list[tuple[str, dict]]:
     """("train" | "eval", the plan's data source) for each source of the plan."""
-    data = plan.get("data") or {}
-    return [(k, data[k]) for k in ("train", "eval") if isinstance(data.get(k), dict)]
+    return [(k, plan["data"][k]) for k in ("train", "eval") if plan["data"][k] is not None]
 
 
 def source_path(plan: dict, source: dict) -> Path:
     p = Path(os.path.expanduser(source["source"]))
-    return p if p.is_absolute() else Path(plan.get("base_dir") or ".") / p
+    return p if p.is_absolute() else Path(plan["base_dir"]) / p
 
 
 def data_fingerprint(plan: dict, *, content: bool) -> dict[str, Any]:
     """Per source ("train", "eval"): a local folder's fingerprint, or a Hub dataset's cached revision."""
     out: dict[str, Any] = {}
     for key, src in data_sources(plan):
-        if src.get("kind", "path") == "hub":
-            out[key] = {"hub": src["source"], "split": src.get("split"),
+        if src["kind"] == "hub":
+            out[key] = {"hub": src["source"], "split": src["split"],
                         "revision": hub_revision(src["source"], "dataset")}
         else:
             out[key] = {"source": src["source"], **folder_fingerprint(source_path(plan, src), content=content)}
@@ -271,7 +270,7 @@ def library_versions(names=LOCK_LIBRARIES) -> dict[str, str]:
 
 def lock_path(plan: dict) -> Path:
     """recipe.vt.lock beside the recipe."""
-    return Path(plan.get("base_dir") or ".") / ((plan.get("recipe") or {}).get("file", "recipe.vt") + ".lock")
+    return Path(plan["base_dir"]) / (plan["recipe"]["file"] + ".lock")
 
 
 def build_lock(plan: dict) -> dict[str, Any]:

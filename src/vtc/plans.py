@@ -52,7 +52,7 @@ def plan_problems(plan, engine: str = "fast") -> list[tuple[str, str]]:
     schema, the rules between fields. [] for a valid plan."""
     schema = plan_schema()
     problems = []
-    for keyword, path, instance, node in schema_engine.raw_errors(plan, schema, engine):
+    for keyword, path, instance, node in schema_engine.worst_only(schema_engine.raw_errors(plan, schema, engine)):
         problems.extend(_sentences(keyword, path, instance, node, schema))
     if problems:
         return problems
@@ -66,7 +66,8 @@ def _sentences(keyword: str, path: tuple, instance, node: dict, root: dict) -> l
         forms = [alt for alt in node["oneOf"] if instance is None or alt != {"type": "null"}]
         tried = [schema_engine.raw_errors_at(instance, alt, path, root) for alt in forms]
         if all(tried):
-            return [s for err in min(tried, key=len) for s in _sentences(*err, root)]
+            closest = schema_engine.worst_only(min(tried, key=len))
+            return [s for err in closest for s in _sentences(*err, root)]
         return [(here, "matches more than one of its accepted forms")]
     if keyword == "type":
         kinds = node["type"] if isinstance(node["type"], list) else [node["type"]]

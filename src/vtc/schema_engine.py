@@ -85,8 +85,10 @@ def _errors(value, node: dict, path: tuple, root: dict) -> list[tuple]:
         rest = {k: v for k, v in node.items() if k != "$ref"}
         return _errors(value, target, path, root) + (_errors(value, rest, path, root) if rest else [])
     out: list[tuple] = []
+    # Each keyword applies on its own, and only to values of its kind (minimum to numbers, items to lists, ...),
+    # so a value of the wrong type can fail other keywords too: jsonschema reports them all, and so does this.
     if "type" in node and not _is_type(value, node["type"]):
-        return [("type", path, value, node)]
+        out.append(("type", path, value, node))
     if "const" in node and not _equal(value, node["const"]):
         out.append(("const", path, value, node))
     if "enum" in node and not any(_equal(value, choice) for choice in node["enum"]):
@@ -169,6 +171,13 @@ def raw_errors(document, schema: dict, engine: str = "fast") -> list[tuple]:
     else:
         errors = _errors(document, schema, (), schema)
     return sorted(errors, key=lambda e: ([str(p) for p in e[1]], e[0]))
+
+
+def worst_only(errors: list[tuple]) -> list[tuple]:
+    """The errors to tell a person: where a value has the wrong type, only that (not also that it is out of range).
+    """
+    wrong_type = {e[1] for e in errors if e[0] == "type"}
+    return [e for e in errors if e[0] == "type" or e[1] not in wrong_type]
 
 
 def raw_errors_at(value, node: dict, path: tuple, root: dict) -> list[tuple]:

@@ -161,7 +161,7 @@ def wave1(tmp_path_factory):
     # float32 on both backends: Unsloth's kernels and transformers' then differ only in the order of float32
     # operations, so equal losses mean the same model, data, masking and LoRA (bf16 would hide differences in
     # rounding of about 0.4% per operation).
-    plan["unsloth"]["from_pretrained"]["dtype"] = "float32"
+    plan["precision"] = "fp32"
     plan_file = tmp / "parity-plan.json"
     plan_file.write_text(json.dumps(plan, indent=2, sort_keys=True))
 
@@ -207,7 +207,7 @@ def answer(model, processor, run):
     records = [json.loads(line) for line in (run / "predictions.jsonl").open()]
     tok = processor.tokenizer
     tok.padding_side = "left"
-    answers, batch = [], 2 * plan["sft"]["per_device_train_batch_size"]
+    answers, batch = [], 2 * plan["training"]["batch"]
     for start in range(0, len(records), batch):
         chunk = records[start:start + batch]
         # The shapes are 112 x 112 px, the plan's `resize 112`: vtc's standardisation leaves them as they are.

@@ -9,7 +9,6 @@ so a check points at the clause that causes the problem, or at the model when th
 
 from __future__ import annotations
 
-from vtc.compiler import estimates as E
 from vtc.compiler.resolve import Resolved
 from vtc.diagnostics import Diagnostic, error, note, warning
 

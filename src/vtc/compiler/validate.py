@@ -82,7 +82,7 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
     """Check the recipe document against schema.json; one diagnostic per problem, at the recipe's span."""
     out: list[Diagnostic] = []
     reported_required: set[str] = set()
-    for keyword, path, instance, node in raw_errors(document, engine):
+    for keyword, path, instance, node in schema_engine.worst_only(raw_errors(document, engine)):
         title = node.get("title") or (str(path[-1]) if path else "recipe")
         span = _span(spans, path)
         if keyword == "additionalProperties":

@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 REGISTRY_FILE = Path(__file__).with_name("models.json")
 

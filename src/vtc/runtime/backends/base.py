@@ -99,6 +99,27 @@ def chat_markers(plan: dict) -> tuple[str | None, str | None]:
     return (markers["instruction_part"], markers["response_part"]) if markers else (None, None)
 
 
+def unfreeze_chosen(model, plan: dict) -> None:
+    """Full fine-tuning: exactly the parameters plan["trainable_regex"] names train (VT506 when it names none)."""
+    import re
+
+    pattern = re.compile(plan["trainable_regex"])
+    chosen = 0
+    for name, param in model.named_parameters():
+        param.requires_grad = bool(pattern.fullmatch(name))
+        chosen += param.requires_grad
+    if not chosen:
+        raise parts_match_nothing(plan)
+
+
+def parts_match_nothing(plan: dict) -> VtcError:
+    """VT506, at the `finetune` clause: the parts select no layer (LoRA) or no weight (full) of the loaded model."""
+    what = "full fine-tuning match no weight" if plan["method"] == "full" else "LoRA match no layer"
+    return VtcError(error("VT506", f"the parts chosen for {what} of this model ({plan['model']['id']})",
+                          plan_span(plan, "/parts/vision"),
+                          help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
+
+
 def plan_span(plan: dict, pointer: str) -> Span | None:
     """Where the recipe set a plan value (from the plan's provenance, e.g. "xray.vt:2"), for diagnostics."""
     where = plan["provenance"].get(pointer, "")

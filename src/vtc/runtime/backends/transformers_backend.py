@@ -16,7 +16,8 @@ import tempfile
 from typing import Any, Callable, Sequence
 
 from vtc.diagnostics import VtcError, error
-from vtc.runtime.backends.base import BNB_OPTIMIZERS, chat_markers, sft_arguments
+from vtc.runtime.backends.base import (BNB_OPTIMIZERS, chat_markers, parts_match_nothing, sft_arguments,
+                                       unfreeze_chosen)
 
 
 # Kept in 16 bit in a 4-bit load, as Unsloth does: the vision tower, the projector and the LM head are small and
@@ -96,14 +97,7 @@ class TransformersBackend:
 
         model, processor = self._load_base(plan, model_path)
         if plan["method"] == "full":
-            pattern = re.compile(plan["trainable_regex"])
-            chosen = 0
-            for name, param in model.named_parameters():
-                param.requires_grad = bool(pattern.fullmatch(name))
-                chosen += param.requires_grad
-            if not chosen:
-                raise VtcError(error("VT506", "the parts chosen for full fine-tuning match no weight of this model",
-                                     help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
+            unfreeze_chosen(model, plan)
             return model, processor
 
         from peft import LoraConfig, get_peft_model
@@ -112,9 +106,7 @@ class TransformersBackend:
         target = re.compile(cfg["target_modules"])
         linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and target.fullmatch(n)]
         if not linear:
-            raise VtcError(error(
-                "VT506", f"the parts chosen for LoRA match no layer of this model ({plan['model']['id']})",
-                help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
+            raise parts_match_nothing(plan)
         if plan["method"] == "qlora":
             from peft import prepare_model_for_kbit_training
 

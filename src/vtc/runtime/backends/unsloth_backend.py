@@ -31,11 +31,10 @@ from unsloth import FastVisionModel  # noqa: E402
 from unsloth.trainer import UnslothVisionDataCollator  # noqa: E402
 
 import importlib.util  # noqa: E402
-import re  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
-from vtc.diagnostics import VtcError, error  # noqa: E402
-from vtc.runtime.backends.base import BNB_OPTIMIZERS, chat_markers, sft_arguments  # noqa: E402
+from vtc.runtime.backends.base import (BNB_OPTIMIZERS, chat_markers, parts_match_nothing, sft_arguments,  # noqa: E402
+                                       unfreeze_chosen)
 
 # The plan's precision -> a torch dtype name; auto lets Unsloth choose (bf16 where the GPU supports it, else fp16).
 _DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -166,30 +165,16 @@ class UnslothBackend:
         model, processor = FastVisionModel.from_pretrained(**kwargs)
         self.model_path = model_path
         if plan["method"] == "full":
-            self._unfreeze(model, plan["trainable_regex"])
+            unfreeze_chosen(model, plan)  # Unsloth's full_finetuning trains every weight; the parts may ask for fewer
             return model, processor
         try:
             model = FastVisionModel.get_peft_model(model, **peft_arguments(plan))
         except RuntimeError as exc:
             # unsloth_zoo.peft_utils.get_peft_regex: "No layers to finetune ..." / "No modules to finetune ..."
             if "to finetune" in str(exc):
-                raise VtcError(error(
-                    "VT506", f"the parts chosen for LoRA match no layer of this model ({plan['model']['id']})",
-                    help="choose other parts in `finetune ...` (vision, language, attention, mlp)")) from None
+                raise parts_match_nothing(plan) from None
             raise
         return model, processor
-
-    @staticmethod
-    def _unfreeze(model, regex: str) -> None:
-        """Unsloth's full_finetuning trains every weight; the recipe's parts may ask for fewer."""
-        pattern = re.compile(regex)
-        chosen = 0
-        for name, param in model.named_parameters():
-            param.requires_grad = bool(pattern.fullmatch(name))
-            chosen += param.requires_grad
-        if not chosen:
-            raise VtcError(error("VT506", "the parts chosen for full fine-tuning match no weight of this model",
-                                 help="choose other parts in `finetune ...` (vision, language, attention, mlp)"))
 
     def load_trained(self, plan: dict, model_path: str, run_model_dir: str):
         """The base model (from where it is now) with a run's adapter, or a run's fully fine-tuned model; ready to

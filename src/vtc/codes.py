@@ -1,0 +1,1090 @@
+"""The registry of diagnostic codes: one entry for every code vtc reports (rustc's error index is the model).
+
+Each entry has the code, the severities it is reported with, a short title (the data check's summary table names
+problems with it), an explanation (what is wrong and what to do) and an example (what the user wrote or has, and
+what vtc says). docs/diagnostics.md is generated from this table:
+
+    .venv/bin/python tools/gen_diagnostics_doc.py
+
+Codes stay string literals where they are reported (``error("VT412", ...)``), so that they are easy to find;
+tests/test_diagnostic_codes.py checks them against this table (every code used is registered and every entry is
+used, the severities at the call sites agree, the recipe examples report their code, the document is current), and
+tests/test_zz_every_code_raised.py checks that the tests make vtc report every one. A code, once shipped, keeps its
+meaning.
+
+Plain data: this module imports nothing from vtc but the record decorator, and no third-party library.
+"""
+
+from __future__ import annotations
+
+from vtc.records import record
+
+SEVERITIES = ("error", "warning", "note")
+
+# The ranges, in order: (first digit, heading). The generator adds each range's introduction.
+RANGES = (
+    ("0", "Syntax"),
+    ("1", "Values"),
+    ("2", "Semantic checks"),
+    ("3", "Includes and files"),
+    ("4", "Data"),
+    ("5", "Model and runtime"),
+)
+
+
+@record
+class Code:
+    """One diagnostic code. ``example`` is a recipe when ``example_is_recipe`` (the tests compile it and expect
+    ``reported``'s first line among the diagnostics), otherwise a situation in words."""
+
+    code: str
+    severity: tuple  # of "error" | "warning" | "note", most usual first
+    title: str
+    explanation: str
+    example: str
+    reported: str
+    example_is_recipe: bool = False
+
+
+def _entries(*entries: Code) -> dict[str, Code]:
+    table = {}
+    for entry in entries:
+        if entry.code in table:
+            raise ValueError(f"{entry.code} is registered twice")
+        table[entry.code] = entry
+    return table
+
+
+def _recipe(code: str, severity, title: str, explanation: str, recipe: str, reported: str) -> Code:
+    return Code(code, _severities(severity), title, explanation, recipe, reported, True)
+
+
+def _situation(code: str, severity, title: str, explanation: str, situation: str, reported: str) -> Code:
+    return Code(code, _severities(severity), title, explanation, situation, reported, False)
+
+
+def _severities(severity) -> tuple:
+    return (severity,) if isinstance(severity, str) else tuple(severity)
+
+
+_XRAYS = "finetune vision,mlp on qwen2.5-vl with responses_only\nfrom ./xrays\n"
+
+CODES: dict[str, Code] = _entries(
+    # --- VT0xx: syntax ------------------------------------------------------------------------------------------
+    _situation(
+        "VT001", "error", "empty recipe",
+        "The recipe has no clause: the file is empty, or holds only comments and blank lines. A recipe needs at "
+        "least `finetune <parts> on <model>` and `from <data>`.",
+        "an empty file, or one with only comments",
+        "error[VT001]: this recipe has only comments\n"
+        " --> xray.vt:1:1\n"
+        "  |\n"
+        "1 | # only a comment\n"
+        "  | ^\n"
+        "  = help: a recipe needs at least a `finetune ... on ...` clause and a `from` clause, e.g. `finetune "
+        "vision,mlp on qwen2.5-vl with responses_only from ./xrays resize 512`"),
+    _situation(
+        "VT002", "error", "not UTF-8 text",
+        "The file is not valid UTF-8 text; vtc reports the line and column of the first bad byte. Save the recipe "
+        "as UTF-8 (most editors offer it in their 'Save as' dialog). A UTF-8 byte-order mark is accepted.",
+        "a recipe saved as Latin-1 with `é` on line 3",
+        "error[VT002]: this file is not valid UTF-8 text (byte e9 at line 3, column 7)\n"
+        " --> xray.vt:3:7\n"
+        "  = help: save the recipe as UTF-8 text (most editors offer 'UTF-8' in their 'Save as' dialog)"),
+    _situation(
+        "VT003", "error", "binary file or control character",
+        "The file holds a null byte (it is a binary file, not a recipe), or a line holds an invisible control "
+        "character (a bell, an escape) that an editor does not show. Give a recipe file; retype a line whose "
+        "control character you cannot see.",
+        "a PNG renamed to `photo.vt`; or `batch 2` followed by a bell character (U+0007)",
+        "error[VT003]: this file contains null bytes: it looks like a binary file, not a recipe\n"
+        " --> photo.vt:3:1\n"
+        "  = help: a recipe is a text file with clauses such as `finetune vision,mlp on qwen2.5-vl with "
+        "responses_only from ./xrays resize 512`"),
+    _recipe(
+        "VT004", "error", "unexpected character",
+        "A character that has no place in a recipe outside double quotes: `=`, `:`, `;`, single or curly quotes. "
+        "The help says what to write instead; text with such characters goes in double quotes.",
+        _XRAYS + "batch = 2\n",
+        "error[VT004]: unexpected character `=` (equals sign)\n"
+        " --> xray.vt:3:7\n"
+        "  |\n"
+        "3 | batch = 2\n"
+        "  |       ^\n"
+        "  = help: write the value after the keyword without `=`, like `batch 2`"),
+    _recipe(
+        "VT005", "error", "unclosed quotes",
+        "Text in double quotes is not closed on its line (a clause never spans lines); the caret points at the "
+        "opening quote. End the text with `\"` on the same line; write `\\\"` for a quote inside it.",
+        _XRAYS + 'ask "Describe this X-ray.\n',
+        "error[VT005]: this text in double quotes is never closed\n"
+        " --> xray.vt:3:5\n"
+        "  |\n"
+        '3 | ask "Describe this X-ray.\n'
+        "  |     ^\n"
+        '  = help: end it with `"` on the same line (a clause never spans lines); to put a quote inside the text '
+        'write `\\"`'),
+    _recipe(
+        "VT006", "error", "unknown escape",
+        "Inside double quotes only `\\\"` (a quote) and `\\\\` (a backslash) are escapes. A Windows path is the "
+        "usual cause: write it with forward slashes (`C:/runs`).",
+        _XRAYS + 'save to "C:\\runs"\n',
+        "error[VT006]: `\\r` is not allowed inside double quotes\n"
+        " --> xray.vt:3:12\n"
+        "  |\n"
+        '3 | save to "C:\\runs"\n'
+        "  |            ^^\n"
+        '  = help: inside double quotes write `\\"` for a quote and `\\\\` for a backslash; in paths, use forward '
+        "slashes (`C:/data`)"),
+    _situation(
+        "VT007", "error", "line too long",
+        "A line is longer than 20,000 characters; vtc does not read it. A clause takes one line, so such a line is "
+        "almost always a data file given to `vtc check` by mistake.",
+        "`vtc check data.vt` on a file whose first line is 30,000 characters long",
+        "error[VT007]: line 1 is 30,000 characters long; vtc reads lines of up to 20,000\n"
+        " --> data.vt:1:20001\n"
+        "  = help: one clause takes one line; is this a data file rather than a recipe?"),
+    _situation(
+        "VT009", "note", "too many syntax errors",
+        "After 50 syntax errors in one file vtc stops reporting more: the file is probably not a recipe. Fix the "
+        "errors shown, then check again.",
+        "a file that is not a recipe, with an error on every line",
+        "note[VT009]: stopped after 50 syntax errors\n"
+        " --> junk.vt:51:1\n"
+        "  = help: fix these first, then run `vtc check` again"),
+    _recipe(
+        "VT010", "error", "unknown clause",
+        "A clause starts with a word that is not a clause keyword (keywords are lower case); the help names the "
+        "keyword that was probably meant. Also reported for a clause that starts with a number or a string.",
+        _XRAYS + "lerning rate 2e-4\n",
+        "error[VT010]: unknown clause `lerning`\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | lerning rate 2e-4\n"
+        "  | ^^^^^^^\n"
+        "  = help: did you mean `learning rate`? (like `learning rate 2e-4`)"),
+    _recipe(
+        "VT011", "error", "missing value",
+        "A clause ends before its value; the caret points just after its last word and the help shows the clause "
+        "complete.",
+        _XRAYS + "batch\n",
+        "error[VT011]: missing a whole number after `batch`\n"
+        " --> xray.vt:3:6\n"
+        "  |\n"
+        "3 | batch\n"
+        "  |      ^\n"
+        "  = help: write a whole number, for example `batch 2`"),
+    _recipe(
+        "VT012", "error", "wrong kind of value",
+        "A clause has a value of the wrong kind: a word where a number goes, a number with a fraction where a whole "
+        "number goes, a misspelled unit, text without its double quotes.",
+        _XRAYS + "train for 3 epocs\n",
+        "error[VT012]: expected `epochs` or `steps` after `train for 3`, found `epocs`\n"
+        " --> xray.vt:3:13\n"
+        "  |\n"
+        "3 | train for 3 epocs\n"
+        "  |             ^^^^^\n"
+        "  = help: did you mean `epochs`? (like `train for 60 steps`)"),
+    _recipe(
+        "VT013", "error", "extra words after a clause",
+        "Something follows a complete clause: a second value, two values without the comma between them, or a "
+        "path with a space that needs double quotes.",
+        "finetune vision,mlp on qwen2.5-vl with responses_only\nfrom ./my xrays\n",
+        "error[VT013]: unexpected `xrays` after `from ./my`\n"
+        " --> xray.vt:2:11\n"
+        "  |\n"
+        "2 | from ./my xrays\n"
+        "  |           ^^^^^\n"
+        '  = help: if `./my xrays` is one name with spaces, put it in double quotes: `"./my xrays"`; otherwise '
+        "start a new clause with its keyword"),
+    _situation(
+        "VT098", "error", "invalid plan made",
+        "The plan that vtc made from a valid recipe fails the plan's own schema or rules. This is a bug in vtc, "
+        "reported instead of running a plan the runtime would refuse: please report it with the recipe.",
+        "none known",
+        "error[VT098]: internal error: the plan vtc made has /method is missing\n"
+        " --> xray.vt\n"
+        "  = help: this is a bug in vtc; please report it with the recipe"),
+    _situation(
+        "VT099", "error", "nesting limit reached",
+        "An internal limit of the parser or the compiler was reached (Python's recursion limit). No input is known "
+        "to cause it: it is a last resort that turns a crash into a report. Please report the recipe.",
+        "none known",
+        "error[VT099]: this recipe is too deeply nested to read\n"
+        " --> xray.vt:1:1"),
+    # --- VT1xx: values ------------------------------------------------------------------------------------------
+    _recipe(
+        "VT101", "error", "unknown option",
+        "An option (`with ...`) or setting that vtc does not know, with the closest known name.",
+        "finetune vision,mlp on qwen2.5-vl with respones_only\nfrom ./xrays\n",
+        "error[VT101]: unknown option `respones_only`\n"
+        " --> xray.vt:1:40\n"
+        "  |\n"
+        "1 | finetune vision,mlp on qwen2.5-vl with respones_only\n"
+        "  |                                        ^^^^^^^^^^^^^\n"
+        "  = help: did you mean `responses_only`?"),
+    _recipe(
+        "VT102", "error", "not one of the choices",
+        "A value that is not one of its choices: a part, a method, a precision, a metric, an export, a schedule, an "
+        "optimizer, a `bad rows` policy. The help names the closest choice, or lists them all.",
+        "finetune visoin on qwen2.5-vl\nfrom ./xrays\n",
+        "error[VT102]: unknown part `visoin`\n"
+        " --> xray.vt:1:10\n"
+        "  |\n"
+        "1 | finetune visoin on qwen2.5-vl\n"
+        "  |          ^^^^^^\n"
+        "  = help: did you mean `vision`?"),
+    _recipe(
+        "VT103", "error", "not a number",
+        "A number too large to be one: the grammar reads `1e400` as a number, but it is infinite as a float. "
+        "A word where a number goes is already a syntax error (VT012).",
+        _XRAYS + "learning rate 1e400\n",
+        "error[VT103]: `learning rate` needs a number, not `1e400`\n"
+        " --> xray.vt:3:15\n"
+        "  |\n"
+        "3 | learning rate 1e400\n"
+        "  |               ^^^^^\n"
+        "  = help: for example `learning rate 2e-4`"),
+    _recipe(
+        "VT104", "error", "out of range",
+        "A number outside its range: `batch 0`, `learning rate 3`, `lora dropout 1.5`, `holdout 120%`. The help "
+        "gives the accepted range.",
+        _XRAYS + "batch 0\n",
+        "error[VT104]: `batch` must be at least 1 (found 0)\n"
+        " --> xray.vt:3:7\n"
+        "  |\n"
+        "3 | batch 0\n"
+        "  |       ^\n"
+        "  = help: `batch` takes values from 1 to 4096"),
+    _recipe(
+        "VT105", "error", "missing clause",
+        "A required clause is missing: `finetune <parts> on <model>` or `from <data>`. Not reported for a clause "
+        "on a line that failed to parse, nor by `vtc check` for a base recipe (VT109).",
+        "finetune vision,mlp on qwen2.5-vl\n",
+        "error[VT105]: the recipe never says where the training data is\n"
+        " --> xray.vt\n"
+        "  = help: add a line like `from ./images` (a folder) or `from unsloth/Radiology_mini` (a Hub dataset)"),
+    _recipe(
+        "VT106", "error", "listed twice",
+        "An item appears twice in a list (metrics, parts, exports). List each once.",
+        _XRAYS + "metric cer, cer\n",
+        "error[VT106]: `metric` lists `cer` twice\n"
+        " --> xray.vt:3:13\n"
+        "  |\n"
+        "3 | metric cer, cer\n"
+        "  |             ^^^\n"
+        "  = help: list each one once"),
+    _recipe(
+        "VT107", "error", "empty value",
+        "A value that is empty: `\"\"` where a path, a name or a question goes.",
+        'finetune vision,mlp on qwen2.5-vl\nfrom ""\n',
+        "error[VT107]: `from` is empty\n"
+        " --> xray.vt:2:6\n"
+        "  |\n"
+        '2 | from ""\n'
+        "  |      ^^\n"
+        "  = help: write a value, for example: `from ...`"),
+    _recipe(
+        "VT108", "error", "not an accepted form",
+        "A value in none of its accepted forms; `resize` takes a longest side (`resize 512`), an exact size "
+        "(`resize 640x480`) or `resize none`.",
+        _XRAYS + "resize 0x480\n",
+        "error[VT108]: `resize` cannot be `0x480`\n"
+        " --> xray.vt:3:8\n"
+        "  |\n"
+        "3 | resize 0x480\n"
+        "  |        ^^^^^\n"
+        "  = help: write `resize 512` (longest side in pixels), `resize 640x480` (exact size) or `resize none`"),
+    _situation(
+        "VT109", "note", "base recipe",
+        "`vtc check` only: a file with neither a `finetune` line nor a `from` line is a base recipe, made to be "
+        "included by others. Its own clauses are checked and it is not an error; a recipe that includes it is "
+        "checked in full. `vtc plan` and `vtc run` need a whole recipe (VT105).",
+        "`vtc check site-base.vt` on a file holding `batch 2` and `learning rate 1e-4`",
+        "note[VT109]: a base recipe (no `finetune` line, no `from` line): its own clauses were checked\n"
+        " --> site-base.vt\n"
+        "  = help: a recipe that includes it is checked in full; to run it, add `finetune <parts> on <model>` and "
+        "`from <data>`"),
+    # --- VT2xx: semantic checks ---------------------------------------------------------------------------------
+    _recipe(
+        "VT201", "error", "unknown model",
+        "The model after `on` is not a registry name (nor an alias), not a Hugging Face id `org/name` and not a "
+        "local folder (`./my-model`). The help names the closest registry name.",
+        "finetune all on qwen2.5-v\nfrom ./xrays\n",
+        "error[VT201]: unknown model `qwen2.5-v`\n"
+        " --> xray.vt:1:17\n"
+        "  |\n"
+        "1 | finetune all on qwen2.5-v\n"
+        "  |                 ^^^^^^^^^\n"
+        "  = help: did you mean `qwen2.5-vl`? write a registry name (e.g. `qwen2.5-vl`), a Hugging Face id "
+        "(`org/name`) or a local folder (`./my-model`)"),
+    _recipe(
+        "VT202", ("warning", "note"), "model not in the registry",
+        "A Hugging Face id that is not in vtc's registry. When its name says the family (`Qwen2.5-VL` in the "
+        "name), a note: vtc uses that family's chat markers and image geometry, but has no architecture sizes for "
+        "parameter and memory estimates. When the family is unknown, a warning: markers, image tokens and "
+        "parameter counts are all unknown.",
+        "finetune all on someorg/model\nfrom ./xrays\n",
+        "warning[VT202]: vtc does not know the family of `someorg/model`: chat markers, image tokens and "
+        "parameter counts are unknown\n"
+        " --> xray.vt:1:17\n"
+        "  |\n"
+        "1 | finetune all on someorg/model\n"
+        "  |                 ^^^^^^^^^^^^^\n"
+        "  = help: use a registry name (see docs/language.md, Models) or a model whose name says its family, e.g. "
+        "`unsloth/Qwen2.5-VL-7B-Instruct`"),
+    _recipe(
+        "VT203", "warning", "local model of unknown family",
+        "A local model folder without a readable config.json, or whose config.json names a `model_type` that is "
+        "not a vision family vtc knows. vtc still tries, but cannot check markers, image tokens or parameter "
+        "counts. Point at the folder that save_pretrained wrote.",
+        "finetune all on ./my-model\nfrom ./xrays\n",
+        "warning[VT203]: the model folder `./my-model` has no readable config.json, so its family is unknown\n"
+        " --> xray.vt:1:17\n"
+        "  |\n"
+        "1 | finetune all on ./my-model\n"
+        "  |                 ^^^^^^^^^^\n"
+        "  = help: vtc cannot check markers, image tokens or parameter counts; point at a folder saved with "
+        "save_pretrained (it holds config.json)"),
+    _recipe(
+        "VT210", "error", "clause written twice",
+        "The same clause twice in one file (the first one is shown too), or `with x` and `without x` in one file. "
+        "Keep one. Across files the later one wins: to change a value from an included file, write the clause "
+        "once in the including file.",
+        _XRAYS + "batch 2\nbatch 4\n",
+        "error[VT210]: `batch` is written twice in this file\n"
+        " --> xray.vt:4:1\n"
+        "  |\n"
+        "4 | batch 4\n"
+        "  | ^^^^^^^\n"
+        " --> xray.vt:3:1: first written here\n"
+        "  |\n"
+        "3 | batch 2\n"
+        "  | ^^^^^^^\n"
+        "  = help: keep one of them; to change a value from an included file, write the clause once here"),
+    _recipe(
+        "VT211", "error", "steps and epochs",
+        "`train for N steps` and `train for N epochs` in one file. Keep one.",
+        _XRAYS + "train for 3 epochs\ntrain for 60 steps\n",
+        "error[VT211]: `train for` gives both a number of steps and a number of epochs\n"
+        " --> xray.vt:4:1\n"
+        "  |\n"
+        "4 | train for 60 steps\n"
+        "  | ^^^^^^^^^^^^^^^^^^\n"
+        " --> xray.vt:3:1: first written here\n"
+        "  |\n"
+        "3 | train for 3 epochs\n"
+        "  | ^^^^^^^^^^^^^^^^^^\n"
+        "  = help: keep one: `train for 60 steps` or `train for 1 epoch`"),
+    _recipe(
+        "VT212", "error", "holdout and evaluate on",
+        "`holdout` and `evaluate on` in one file: both say what to evaluate on. Keep one. Across files the later "
+        "one replaces the earlier.",
+        _XRAYS + "holdout 10%\nevaluate on ./test\n",
+        "error[VT212]: `evaluate on` and `holdout` both say what to evaluate on\n"
+        " --> xray.vt:4:1\n"
+        "  |\n"
+        "4 | evaluate on ./test\n"
+        "  | ^^^^^^^^^^^^^^^^^^\n"
+        " --> xray.vt:3:1: first written here\n"
+        "  |\n"
+        "3 | holdout 10%\n"
+        "  | ^^^^^^^^^^^\n"
+        "  = help: keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other data"),
+    _situation(
+        "VT220", "error", "parts train nothing",
+        "The parts chosen in `finetune ...` select no layer of this model, so nothing would train. Choose parts "
+        "the model has, e.g. `finetune all`. With today's registry every selection of parts trains something in "
+        "every model: the check guards new registry entries.",
+        "none known: a registry model with no layer of the parts chosen",
+        "error[VT220]: `vision` trains nothing in <model>\n"
+        " --> xray.vt:1:10\n"
+        "  = help: choose parts this model has, e.g. `finetune all`"),
+    _recipe(
+        "VT221", "warning", "all with other parts",
+        "`all` already trains every part, so the other parts listed with it add nothing.",
+        "finetune all,vision on qwen2.5-vl\nfrom ./xrays\n",
+        "warning[VT221]: `all` already trains every part; the other parts listed add nothing\n"
+        " --> xray.vt:1:1\n"
+        "  |\n"
+        "1 | finetune all,vision on qwen2.5-vl\n"
+        "  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: write `finetune all on ...` or list only the parts you want"),
+    _recipe(
+        "VT230", "warning", "resize outside 300-1000 px",
+        "Images standardised outside 300-1000 px on the longest side. Above, the image tokens grow with the area "
+        "and training often runs out of GPU memory (unsloth#1326); below, fine detail is lost. Not reported for "
+        "the tiny models, whose native scale is 56-112 px.",
+        _XRAYS + "resize 1200\n",
+        "warning[VT230]: images standardised to 1200 px on the longest side: above 1000 px the image tokens grow "
+        "with the area and training often runs out of GPU memory\n"
+        " --> xray.vt:3:8\n"
+        "  |\n"
+        "3 | resize 1200\n"
+        "  |        ^^^^\n"
+        "  = help: Unsloth advises 300-1000 px; try `resize 768`"),
+    _recipe(
+        "VT231", "error", "resize 0",
+        "`resize 0` (or a size with a 0 side) would shrink every image to nothing.",
+        _XRAYS + "resize 0\n",
+        "error[VT231]: `resize 0` would shrink every image to nothing\n"
+        " --> xray.vt:3:8\n"
+        "  |\n"
+        "3 | resize 0\n"
+        "  |        ^\n"
+        "  = help: write `resize 512` (longest side in pixels), `resize 640x480` or `resize none`"),
+    _recipe(
+        "VT232", ("error", "warning"), "max length too short for the images",
+        "The max length is too short for the image tokens at the chosen resize: an error when one image does not "
+        "fit, a warning when fewer than 64 tokens remain for the question and the answer; with the numbers. "
+        "Qwen-VL rounds the sides to multiples of 28 and makes (W/28) x (H/28) tokens; `resize N` assumes the "
+        "worst case, a square N x N. Llama 3.2 Vision's image enters through cross-attention, so the text holds "
+        "one `<|image|>` token; its tiles count for memory, not for max length.",
+        _XRAYS + "resize 1000\nmax length 512\n",
+        "error[VT232]: `max length 512` is too short for one image: 1008x1008 px is 1296 image tokens, plus 2 "
+        "markers\n"
+        " --> xray.vt:4:12\n"
+        "  |\n"
+        "4 | max length 512\n"
+        "  |            ^^^\n"
+        "  = help: write `max length 1792` or a smaller `resize`"),
+    _recipe(
+        "VT233", "warning", "resize none",
+        "`resize none` on a real model keeps every image's own size, so image tokens and memory depend on the "
+        "largest image. Standardise to 300-1000 px.",
+        _XRAYS + "resize none\n",
+        "warning[VT233]: `resize none` keeps every image's own size, so image tokens and memory depend on the "
+        "largest image (a 3000 px photo is about 11,000 Qwen-VL tokens)\n"
+        " --> xray.vt:3:8\n"
+        "  |\n"
+        "3 | resize none\n"
+        "  |        ^^^^\n"
+        "  = help: standardise to 300-1000 px, e.g. `resize 512`"),
+    _recipe(
+        "VT240", "error", "responses only without markers",
+        "`with responses_only` needs the model's chat markers (where the question ends and the answer starts), "
+        "and vtc does not know this model's family. Use a registry model, or one whose name says its family, or "
+        "write `without responses_only`.",
+        "finetune all on org/x with responses_only\nfrom ./xrays\n",
+        "error[VT240]: `responses_only` needs the chat markers of org/x, and vtc does not know its family\n"
+        " --> xray.vt:1:28\n"
+        "  |\n"
+        "1 | finetune all on org/x with responses_only\n"
+        "  |                            ^^^^^^^^^^^^^^\n"
+        "  = help: use a model from the registry (or one whose name says its family), or write `without "
+        "responses_only`"),
+    _recipe(
+        "VT241", ("error", "warning"), "4-bit checkpoint",
+        "A checkpoint stored in 4 bit (`-bnb-4bit`): full fine-tuning cannot train its weights (an error); `using "
+        "lora` on it still trains on 4-bit weights, which is qlora (a warning). Use the 16-bit model, or write "
+        "`using qlora`.",
+        "finetune all on unsloth/Qwen2.5-VL-7B-Instruct-bnb-4bit\nusing full\nfrom ./xrays\n",
+        "error[VT241]: full fine-tuning cannot train 4-bit weights, and "
+        "`unsloth/Qwen2.5-VL-7B-Instruct-bnb-4bit` is a 4-bit checkpoint\n"
+        " --> xray.vt:2:7\n"
+        "  |\n"
+        "2 | using full\n"
+        "  |       ^^^^\n"
+        "  = help: use the 16-bit model (without -bnb-4bit), or `using qlora`"),
+    _recipe(
+        "VT242", "warning", "rslora with full fine-tuning",
+        "`with rslora` scales LoRA adapters; full fine-tuning has none, so it has no effect.",
+        "finetune all on qwen2.5-vl with rslora\nusing full\nfrom ./xrays\n",
+        "warning[VT242]: `rslora` has no effect with full fine-tuning (it scales LoRA adapters)\n"
+        " --> xray.vt:1:33\n"
+        "  |\n"
+        "1 | finetune all on qwen2.5-vl with rslora\n"
+        "  |                                 ^^^^^^\n"
+        "  = help: remove `with rslora`, or use `using lora`"),
+    _recipe(
+        "VT243", "warning", "lora settings with full fine-tuning",
+        "A `lora` clause (rank, alpha, dropout) has no effect with full fine-tuning.",
+        "finetune all on qwen2.5-vl\nusing full\nlora rank 16\nfrom ./xrays\n",
+        "warning[VT243]: `lora` settings have no effect with full fine-tuning\n"
+        " --> xray.vt:3:11\n"
+        "  |\n"
+        "3 | lora rank 16\n"
+        "  |           ^^\n"
+        "  = help: remove the `lora` clause, or use `using lora`"),
+    _recipe(
+        "VT244", "note", "merged export after qlora",
+        "With qlora the adapter was trained against 4-bit weights; `export merged` adds it to the 16-bit weights, "
+        "so the merged model can answer slightly differently. Compare it on your evaluation data, or train `using "
+        "lora`.",
+        "finetune all on qwen2.5-vl\nusing qlora\nexport merged\nfrom ./xrays\n",
+        "note[VT244]: with qlora the adapter was trained against 4-bit weights; `export merged` adds it to the "
+        "16-bit weights, so the merged model can answer slightly differently\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | export merged\n"
+        "  | ^^^^^^^^^^^^^\n"
+        "  = help: compare the merged model on your evaluation data, or train `using lora`"),
+    _recipe(
+        "VT245", "warning", "adapter export with full fine-tuning",
+        "`export adapter` with full fine-tuning: there is no adapter, the whole model is saved.",
+        "finetune all on qwen2.5-vl\nusing full\nexport adapter\nfrom ./xrays\n",
+        "warning[VT245]: full fine-tuning has no adapter to export: the whole model is saved\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | export adapter\n"
+        "  | ^^^^^^^^^^^^^^\n"
+        "  = help: write `export merged`"),
+    _recipe(
+        "VT250", "error", "holdout out of range",
+        "The hold-out share must be more than 0% and less than 50%; 10% to 20% is usual.",
+        _XRAYS + "holdout 50%\n",
+        "error[VT250]: `holdout 50%` must be more than 0% and less than 50%\n"
+        " --> xray.vt:3:9\n"
+        "  |\n"
+        "3 | holdout 50%\n"
+        "  |         ^^^\n"
+        "  = help: 10% to 20% is usual, e.g. `holdout 10%`"),
+    _recipe(
+        "VT251", "error", "answer column rules",
+        "`answer from column` that names no column (an empty name), or a column name after `answer from captions` "
+        "or `answer from folders`, which take none. A missing name is a syntax error first (VT011).",
+        _XRAYS + 'answer from column ""\n',
+        "error[VT251]: `answer from column` does not say which column\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        '3 | answer from column ""\n'
+        "  | ^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: write the column's name, e.g. `answer from column caption`"),
+    _recipe(
+        "VT260", "error", "packing or padding_free",
+        "`with packing` and `with padding_free` are refused for vision-language models by TRL's SFTTrainer, but "
+        "only after the model has loaded; vtc says so at once. Remove the option.",
+        "finetune all on qwen2.5-vl with packing\nfrom ./xrays\n",
+        "error[VT260]: `packing` is not supported for vision-language models: TRL's SFTTrainer refuses it after "
+        "the model has loaded (packing several samples into one sequence would split images from their tokens)\n"
+        " --> xray.vt:1:33\n"
+        "  |\n"
+        "1 | finetune all on qwen2.5-vl with packing\n"
+        "  |                                 ^^^^^^^\n"
+        "  = help: remove `with packing`"),
+    _recipe(
+        "VT261", "warning", "several GPUs",
+        "`gpus N` with N > 1: multi-GPU training is a later version; vtc trains on the first visible GPU and the "
+        "others stay idle.",
+        _XRAYS + "gpus 4\n",
+        "warning[VT261]: `gpus 4`: multi-GPU training is not supported yet; vtc trains on one GPU (the first "
+        "visible one) and the others stay idle\n"
+        " --> xray.vt:3:6\n"
+        "  |\n"
+        "3 | gpus 4\n"
+        "  |      ^\n"
+        "  = help: write `gpus 1`; multi-GPU (one process per GPU under torchrun) comes in a later version"),
+    _recipe(
+        "VT262", "warning", "learning rate very high",
+        "A learning rate above 1e-2 for a real (not tiny) model usually makes the loss diverge. LoRA typically "
+        "uses 1e-4 to 2e-4, full fine-tuning 1e-5 to 5e-5.",
+        _XRAYS + "learning rate 0.05\n",
+        "warning[VT262]: `learning rate 0.05` is very high for fine-tuning a pretrained model and usually makes "
+        "the loss diverge\n"
+        " --> xray.vt:3:15\n"
+        "  |\n"
+        "3 | learning rate 0.05\n"
+        "  |               ^^^^\n"
+        "  = help: LoRA typically uses 1e-4 to 2e-4 (the default 2e-4); full fine-tuning 1e-5 to 5e-5"),
+    _recipe(
+        "VT263", "warning", "trust_remote_code",
+        "`with trust_remote_code` runs Python code downloaded with the model on this machine. Use it only for a "
+        "model whose code you have read or whose publisher you trust.",
+        "finetune all on qwen2.5-vl with trust_remote_code\nfrom ./xrays\n",
+        "warning[VT263]: `trust_remote_code` runs Python code downloaded with the model on this machine\n"
+        " --> xray.vt:1:33\n"
+        "  |\n"
+        "1 | finetune all on qwen2.5-vl with trust_remote_code\n"
+        "  |                                 ^^^^^^^^^^^^^^^^^\n"
+        "  = help: only use it for a model whose code you have read or whose publisher you trust"),
+    _recipe(
+        "VT264", "warning", "warmup as long as training",
+        "The warmup lasts the whole training, so the learning rate never reaches its peak. A few steps of warmup "
+        "are usual.",
+        _XRAYS + "train for 10 steps\nwarmup 10 steps\n",
+        "warning[VT264]: warmup (10 steps) lasts the whole training (10 steps), so the learning rate never "
+        "reaches its peak\n"
+        " --> xray.vt:4:1\n"
+        "  |\n"
+        "4 | warmup 10 steps\n"
+        "  | ^^^^^^^^^^^^^^^\n"
+        "  = help: use a few steps of warmup, e.g. `warmup 5 steps`"),
+    # --- VT3xx: includes and files ------------------------------------------------------------------------------
+    _recipe(
+        "VT301", "error", "file not found",
+        "A recipe, an included file, or a file given to `vtc fmt` does not exist. Paths in `include` are relative "
+        "to the folder of the including file.",
+        _XRAYS + 'include "missing.vt"\n',
+        "error[VT301]: the included file `missing.vt` does not exist\n"
+        " --> xray.vt:3:9\n"
+        "  |\n"
+        '3 | include "missing.vt"\n'
+        "  |         ^^^^^^^^^^^^\n"
+        "  = help: paths in `include` are relative to the folder of xray.vt; check the spelling"),
+    _situation(
+        "VT302", "error", "include cycle",
+        "A recipe includes itself, directly or through other files; the message names the chain. Remove one of "
+        "the includes.",
+        "`a.vt` includes `b.vt`, which includes `a.vt`",
+        "error[VT302]: include cycle: a.vt -> b.vt -> a.vt\n"
+        " --> b.vt:1:9\n"
+        "  |\n"
+        '1 | include "a.vt"\n'
+        "  |         ^^^^^^\n"
+        "  = help: a recipe cannot include itself, directly or through other files; remove one of these includes"),
+    _situation(
+        "VT303", "error", "file cannot be read",
+        "A recipe or included file exists but cannot be read: it is a folder, or there is no permission. Files "
+        "that are not UTF-8 or are binary are reported by the parser (VT002, VT003).",
+        "`include \"shared.vt\"` where `shared.vt` is a folder",
+        "error[VT303]: shared.vt is a folder, not a recipe\n"
+        " --> shared.vt\n"
+        "  = help: give a .vt file"),
+    _situation(
+        "VT304", "error", "includes nested too deep",
+        "Includes nest deeper than 32 files. Flatten the chain of includes.",
+        "a chain of includes `level00.vt` -> `level01.vt` -> ... 40 files long",
+        "error[VT304]: includes nest deeper than 32 files\n"
+        " --> level30.vt:1:9\n"
+        "  |\n"
+        '1 | include "level31.vt"\n'
+        "  |         ^^^^^^^^^^^^\n"
+        "  = help: flatten the chain of includes"),
+    # --- VT4xx: data --------------------------------------------------------------------------------------------
+    _situation(
+        "VT400", ("warning", "error"), "more not shown",
+        "The rest of a long list. `vtc check --data` shows the first 10 diagnostics of each code and then one "
+        "VT400 warning per code with the number left (the summary table counts them all, `--format json` lists "
+        "them all). Where data is read without the data check, the list stops after 20 bad rows with a VT400 "
+        "error that counts the rest.",
+        "12 rows of metadata.jsonl that list files that do not exist",
+        "warning[VT400]: ... and 2 more VT409 (listed file missing) not shown\n"
+        "  = help: the summary table counts them all; `--format json` lists every one"),
+    _situation(
+        "VT401", "error", "data folder or file missing",
+        "The data folder or file named by `from` (or `evaluate on`) does not exist, or the plan names no training "
+        "data. Relative paths start at the recipe's folder.",
+        "`from ./xrays` with no `xrays/` beside the recipe",
+        "error[VT401]: data folder or file not found: xrays\n"
+        " --> xrays\n"
+        "  = help: check the path in `from` (relative paths start at the recipe's folder)"),
+    _situation(
+        "VT402", "error", "empty dataset",
+        "The dataset has no rows: a folder without images, an empty metadata.jsonl, an empty table; also when no "
+        "training row is left after leaving out the bad ones (`bad rows skip`).",
+        "an `xrays/` folder with no image in it",
+        "error[VT402]: no images in xrays\n"
+        " --> xrays\n"
+        "  = help: put image files (.png, .jpg, .jpeg, .bmp, ...) in the folder, with metadata.jsonl, .txt "
+        "captions or class sub-folders for the answers"),
+    _situation(
+        "VT403", "error", "no answers found",
+        "A folder of images with nothing that gives the answers (no metadata.jsonl, no .txt captions, no class "
+        "sub-folders); or `from` names a single image, or a file of a type vtc does not read.",
+        "an `xrays/` folder holding only images",
+        "error[VT403]: xrays holds 40 images but no answers\n"
+        " --> xrays\n"
+        "  = help: add metadata.jsonl (file_name + text columns), a .txt caption beside each image, or sort the "
+        "images into one sub-folder per class"),
+    _situation(
+        "VT404", "error", "split not found",
+        "`split NAME` names a split the source does not have (split folders such as train/ and test/, the splits "
+        "of a saved or Hub dataset), or the source has no splits at all.",
+        "`from ./shapes split validation` where `shapes/` has `train/` and `test/`",
+        "error[VT404]: no `validation` split in shapes: it has train, test\n"
+        " --> shapes\n"
+        "  = help: write `split train` or put the rows in a `validation/` folder"),
+    _situation(
+        "VT405", "error", "answer column not found",
+        "`answer from column NAME` names a column the data does not have; the help names the closest column.",
+        "`answer from column captoin` on a metadata.jsonl whose columns are file_name and caption",
+        "error[VT405]: no column `captoin` in xrays/metadata.jsonl; its columns are caption\n"
+        " --> xrays/metadata.jsonl\n"
+        "  = help: did you mean `caption`?"),
+    _situation(
+        "VT406", "error", "no answer column",
+        "vtc cannot tell which column holds the answers: none has a usual name (text, answer, caption, label, "
+        "...). Name it with `answer from column NAME`.",
+        "a metadata.jsonl with the columns file_name and diagnosis",
+        "error[VT406]: cannot tell which column of xrays/metadata.jsonl holds the answers: diagnosis\n"
+        " --> xrays/metadata.jsonl\n"
+        "  = help: write `answer from column diagnosis` (vtc looks for text, caption, answer, label, labels, ...)"),
+    _situation(
+        "VT407", "error", "image column not found",
+        "The column with the images (or image paths) cannot be found: `images from column NAME` names a column "
+        "the data does not have, or no column has a usual name (file_name, image, images, image_path, ...). Name "
+        "it with `images from column NAME`.",
+        "`from ./rows.jsonl` whose rows are `{\"picture\": \"xrays/001.png\", \"text\": \"normal\"}`",
+        "error[VT407]: cannot tell which column of rows.jsonl holds the image paths (columns: picture, text)\n"
+        " --> rows.jsonl:1\n"
+        "  = help: name it file_name, or write `images from column <name>`"),
+    _situation(
+        "VT408", "error", "malformed row",
+        "A row that is not a JSON object, a line that is not valid JSON, a row with no image file name, or a "
+        "metadata.jsonl without a `file_name` column. Reported at its line.",
+        "line 4 of metadata.jsonl is `{\"file_name\": \"a.png\", \"text\": `",
+        "error[VT408]: line 4 of metadata.jsonl is not valid JSON: Expecting value\n"
+        " --> xrays/metadata.jsonl:4:32\n"
+        "  = help: write one JSON object a line"),
+    _situation(
+        "VT409", "error", "listed file missing",
+        "A row lists an image file that does not exist (paths are relative to the data file's folder). Add the "
+        "file, fix the name, or remove the row.",
+        "row 2 of metadata.jsonl lists `missing.png`, which is not in the folder",
+        "error[VT409]: row 2 of metadata.jsonl lists missing.png, which does not exist\n"
+        " --> xrays/metadata.jsonl:2\n"
+        "  = help: add the file to xrays, or remove the row"),
+    _situation(
+        "VT410", "error", "image missing",
+        "An image file is missing when it is opened (it was deleted after the rows were read, a Hub dataset row "
+        "has no image, or `vtc ask` is given an image that is not there).",
+        "a row's image is deleted between `vtc check --data` and `vtc run`",
+        "error[VT410]: image file not found: xrays/001.png\n"
+        " --> xrays/metadata.jsonl:1\n"
+        "  = help: check the file name, or remove the row that lists it"),
+    _situation(
+        "VT411", "error", "unreadable, truncated or empty image",
+        "An image that cannot be decoded: zero bytes, truncated, corrupt, a TIFF page that the file does not "
+        "have, a DICOM file that is not a readable image. DICOM header text is never quoted.",
+        "row 6 of metadata.jsonl lists `zero.png`, an empty file",
+        "error[VT411]: cannot read image zero.png: the file is empty (0 bytes)\n"
+        " --> xrays/metadata.jsonl:6\n"
+        "  = help: replace xrays/zero.png with a valid image, or remove the row"),
+    _situation(
+        "VT412", "error", "empty or missing answer",
+        "A row whose answer is empty or missing: an empty column, no caption file or an empty one, a conversation "
+        "without an assistant answer.",
+        "row 3 of metadata.jsonl is `{\"file_name\": \"002.png\", \"text\": \"\"}`",
+        "error[VT412]: row 3 of metadata.jsonl has no answer (column `text` is empty)\n"
+        " --> xrays/metadata.jsonl:3\n"
+        "  = help: fill in `text`, or remove the row"),
+    _situation(
+        "VT413", "error", "answers do not fit the source",
+        "`answer from captions` needs a .txt file beside each image, `answer from folders` one sub-folder per "
+        "class; the source is something else. Leave `answer from` out to let vtc detect it.",
+        "`answer from captions` on a folder with metadata.jsonl",
+        "error[VT413]: `answer from captions` needs a .txt file beside each image; xrays is imagefolder data with "
+        "metadata.jsonl\n"
+        " --> xrays\n"
+        "  = help: write `answer from column <name>` (or leave `answer from` out to detect it)"),
+    _situation(
+        "VT414", "error", "malformed conversation",
+        "A conversation row (a `messages` list) that vtc cannot use: a message without a role, content that is not "
+        "a list of text and image parts, an image URL, an image part without an image, or a conversation that does "
+        "not end with the assistant's answer.",
+        "line 2 of chats.jsonl has a message without `role`",
+        "error[VT414]: line 2 of chats.jsonl: every message needs a role: system, user or assistant\n"
+        " --> data/chats.jsonl:2\n"
+        "  = help: write rows like {\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", "
+        "\"text\": \"...\"}, {\"type\": \"image\", \"image\": \"img.png\"}]}, {\"role\": \"assistant\", "
+        "\"content\": [{\"type\": \"text\", \"text\": \"...\"}]}]}"),
+    _situation(
+        "VT415", "error", "path outside the dataset folder",
+        "A row's path leads outside the dataset folder (`..`, an absolute path elsewhere, a symlink out). It is "
+        "refused and never opened: recipes and data come from shared repositories.",
+        "row 5 of metadata.jsonl is `{\"file_name\": \"../secret.png\", ...}`",
+        "error[VT415]: row 5 of metadata.jsonl points outside the dataset folder: ../secret.png\n"
+        " --> xrays/metadata.jsonl:5\n"
+        "  = help: keep the images inside xrays"),
+    _situation(
+        "VT416", "error", "Hub dataset unreachable",
+        "A Hugging Face dataset that cannot be downloaded: no network (or HF_HUB_OFFLINE set) and not in the "
+        "local cache, a wrong name, or a private dataset without a login.",
+        "`from unsloth/Radiology_mini` with HF_HUB_OFFLINE=1 and an empty cache",
+        "error[VT416]: cannot download dataset unsloth/Radiology_mini: the network is off (HF_HUB_OFFLINE is set) "
+        "and it is not in the local cache\n"
+        " --> unsloth/Radiology_mini\n"
+        "  = help: connect to the network once (the dataset is then cached), download it and point `from` at the "
+        "folder, or check the name (...)"),
+    _situation(
+        "VT417", "error", "dataset file unreadable",
+        "A saved dataset (save_to_disk) or parquet file that the `datasets` package cannot read, or `datasets` is "
+        "not installed (`pip install 'vtc[train]'`).",
+        "`from ./data/train.parquet` where the file is damaged",
+        "error[VT417]: cannot read parquet file train.parquet: ArrowInvalid: ...\n"
+        " --> data/train.parquet\n"
+        "  = help: check that the files are complete"),
+    _situation(
+        "VT418", "error", "hold-out too small",
+        "The hold-out needs at least two rows (one to train on, one to evaluate). Add rows, or name a separate "
+        "evaluation source with `evaluate on`.",
+        "`holdout 10%` of a dataset with one row",
+        "error[VT418]: cannot hold out 10% of 1 row for evaluation\n"
+        " --> imagefolder data with metadata.jsonl, answers from `text` (1 row)\n"
+        "  = help: add rows, or name a separate evaluation source with `evaluate on`"),
+    _situation(
+        "VT419", "error", "text not UTF-8",
+        "Text that is not UTF-8, or a text file that cannot be read: a line of metadata.jsonl (reported at its "
+        "line; the other lines still load), a caption file, a CSV file (or CSV that is not valid), a parquet table. "
+        "Save the file as UTF-8.",
+        "line 14 of metadata.jsonl was saved in Latin-1 and holds `é`",
+        "error[VT419]: line 14 of metadata.jsonl is not UTF-8 text (byte e9 at column 38)\n"
+        " --> xrays/metadata.jsonl:14:38\n"
+        "  = help: save the file as UTF-8 (a spreadsheet's 'CSV UTF-8' or an editor's 'Save with encoding')"),
+    _situation(
+        "VT420", "warning", "image never listed",
+        "Images in an imagefolder that its metadata never lists: they will not be used (Hugging Face skips them "
+        "silently).",
+        "`full.png` and `stray.png` lie in the folder but no row of metadata.jsonl lists them",
+        "warning[VT420]: 2 images in xrays are not listed in metadata.jsonl and will not be used: full.png, "
+        "stray.png\n"
+        " --> xrays/metadata.jsonl\n"
+        "  = help: add a row for each to metadata.jsonl, or move them out of the folder"),
+    _situation(
+        "VT421", "error", "unsupported format",
+        "An image format that vtc cannot read (HEIC, SVG, PDF, camera RAW, ...). Convert it to PNG or JPEG.",
+        "row 9 of metadata.jsonl lists `IMG_0001.HEIC`",
+        "error[VT421]: cannot use IMG_0001.HEIC: HEIC (iPhone photos) files are not supported\n"
+        " --> xrays/metadata.jsonl:9\n"
+        "  = help: convert it to PNG or JPEG, or remove the row that lists it"),
+    _situation(
+        "VT422", "warning", "duplicate row",
+        "A row with the same image content and answer as an earlier row: duplicates weigh that row double in "
+        "training. `bad rows skip` leaves the copy out.",
+        "row 12 of metadata.jsonl repeats row 1",
+        "warning[VT422]: row 12 of metadata.jsonl repeats row 1 (same image and answer)\n"
+        " --> xrays/metadata.jsonl:12\n"
+        " --> xrays/metadata.jsonl:1: first here\n"
+        "  = help: remove the copy: duplicates weigh that row double in training"),
+    _situation(
+        "VT423", "warning", "size far outside 300-1000 px",
+        "An image far outside the usual 300-1000 px: its longest side is under 100 or over 10,000 px. A thumbnail "
+        "or a huge scan is seldom the image meant; `resize` cannot add detail to a thumbnail.",
+        "row 11 of metadata.jsonl lists a 40 x 30 thumbnail",
+        "warning[VT423]: thumb.png is 40 x 30 px, far outside the usual 300-1000 px (very small)\n"
+        " --> xrays/metadata.jsonl:11\n"
+        "  = help: check that it is the image you meant; `resize` brings every image to one size, but it cannot "
+        "add detail to a thumbnail"),
+    _situation(
+        "VT424", "error", "aspect ratio over 200",
+        "An image more than 200 times longer than it is wide (or the reverse): Qwen-VL's image processor refuses "
+        "it. Crop it into pieces or pad it towards a square.",
+        "row 10 of metadata.jsonl lists a 1000 x 4 strip",
+        "error[VT424]: strip.png is 1000 x 4 px, an aspect ratio of 250:1; Qwen-VL refuses images over 200:1\n"
+        " --> xrays/metadata.jsonl:10\n"
+        "  = help: crop it into pieces, or pad it towards a square, or remove the row"),
+    _situation(
+        "VT425", "error", "over the decompression-bomb limit",
+        "An image over pillow's decompression-bomb limit (89,478,485 pixels): refused before any pixel is decoded, "
+        "with its size. Shrink it below the limit.",
+        "row 8 of metadata.jsonl lists a PNG whose header says 30,000 x 30,000",
+        "error[VT425]: refused to open bomb.png: the image is too large to open safely (Image size (900000000 "
+        "pixels) exceeds limit of 178956970 pixels, could be decompression bomb DOS attack.); it was not decoded\n"
+        " --> xrays/metadata.jsonl:8\n"
+        "  = help: shrink the image below the limit, or remove the row that lists it"),
+    _situation(
+        "VT426", "error", "DICOM needs pydicom",
+        "A DICOM (.dcm) image, and pydicom is not installed. Install the DICOM extra.",
+        "row 1 of metadata.jsonl lists `scan.dcm` on a machine without pydicom",
+        "error[VT426]: scan.dcm is a DICOM file, and reading DICOM needs pydicom\n"
+        " --> xrays/metadata.jsonl:1\n"
+        "  = help: install the DICOM extra: pip install 'vtc[dicom]' (it adds pydicom)"),
+    _situation(
+        "VT427", "error", "bad rows stop the run",
+        "`vtc run` found rows with errors and `bad rows stop` (the default) stops the run before the model loads; "
+        "the diagnostics and the summary table come before it. Fix the rows, or write `bad rows skip` to leave "
+        "them out (they are then listed in the run folder, skipped_rows.jsonl).",
+        "`vtc run xray.vt` on data with 11 bad rows",
+        "error[VT427]: 11 bad rows stop the run (`bad rows stop`, the default)\n"
+        "  = help: fix them, or write `bad rows skip` to leave them out (they are then listed in the run folder)"),
+    _situation(
+        "VT430", "error", "max length cuts image tokens",
+        "A row whose tokens exceed the max length so that the cut would fall inside its image tokens (the model "
+        "would fail or learn from half an image). Raise `max length`, or use a smaller `resize`.",
+        "a row of 1,352 tokens with `max length 1024`",
+        "error[VT430]: xrays/metadata.jsonl:3: 1352 tokens (56 text + 1296 image) exceed the max length 1024 and "
+        "the cut would fall inside the image tokens\n"
+        " --> xrays/metadata.jsonl:3\n"
+        "  = help: raise `max length` to at least 1352, or use a smaller `resize`"),
+    _situation(
+        "VT431", "error", "max length cuts the answer",
+        "With `responses_only`, a row whose whole answer lies beyond the max length: the row would teach nothing. "
+        "Raise `max length`, or use a smaller `resize`.",
+        "a row whose answer starts after token 1,024 with `max length 1024`",
+        "error[VT431]: xrays/metadata.jsonl:3: 1100 tokens (300 text + 800 image) exceed the max length 1024, "
+        "which cuts off the whole answer\n"
+        " --> xrays/metadata.jsonl:3\n"
+        "  = help: raise `max length` to at least 1100, or use a smaller `resize`"),
+    _situation(
+        "VT432", "error", "nothing to learn",
+        "A whole batch has nothing to learn: the response marker was not found in the rendered chat, so every "
+        "label is masked. Check the model's markers (`vtc plan` shows them), or raise `max length`.",
+        "a model whose chat template writes the answer without the registry's response marker",
+        "error[VT432]: 4 of 4 rows in a batch have nothing to learn: the response marker "
+        "'<|im_start|>assistant\\n' was not found in the rendered chat, or the answer was cut off\n"
+        "  = help: check the model's markers (vtc plan shows them), or raise `max length`"),
+    _situation(
+        "VT433", "error", "markers missing from the chat template",
+        "Training on responses only needs the chat template's instruction and response markers; they are unknown, "
+        "or do not occur in this model's chat template. Remove `with responses_only`, or use a model family whose "
+        "markers vtc knows.",
+        "a local model whose chat template does not contain `<|im_start|>user`",
+        "error[VT433]: the instruction marker '<|im_start|>user\\n' does not occur in this model's chat template\n"
+        "  = help: the template renders a chat as '...'; remove `with responses_only` or use a model family whose "
+        "markers vtc knows"),
+    _situation(
+        "VT434", "error", "mixed batch refused",
+        "A batch mixes rows with images and text-only rows, and this model's processor refuses that (Llama 3.2 "
+        "Vision's does; Qwen-VL's accepts it). Write `batch 1`, give every row an image, or keep the text-only "
+        "rows out.",
+        "`batch 2` on Llama 3.2 Vision with a text-only conversation row",
+        "error[VT434]: this model's processor (MllamaProcessor) cannot put rows with images and text-only rows in "
+        "one batch: ...\n"
+        "  = help: write `batch 1` (each batch is then one row), or give every row an image, or keep the "
+        "text-only rows out of this dataset"),
+    # --- VT5xx: model and runtime -------------------------------------------------------------------------------
+    _situation(
+        "VT501", "error", "model not found",
+        "The model folder after `on` does not exist, or the name is not one of vtc's tiny models.",
+        "`finetune all on ./my-model` with no `my-model/` folder",
+        "error[VT501]: model folder not found: ./my-model\n"
+        " --> xray.vt\n"
+        "  = help: check the path after `on` in `finetune ... on <model>`"),
+    _situation(
+        "VT502", "error", "not a vision-language model",
+        "The model folder is not a Hugging Face vision-language model: it has no config.json (or one that cannot "
+        "be read), or its `model_type` is a text-only model. Also: the tiny model cannot be written into the "
+        "cache folder.",
+        "`finetune all on ./gpt2` where the folder holds a text-only model",
+        "error[VT502]: ./gpt2 is not a vision-language model (its config.json says model_type `gpt2`, a text-only "
+        "model with no vision part)\n"
+        " --> gpt2/config.json\n"
+        "  = help: fine-tune a vision-language model (e.g. qwen2.5-vl, llama-3.2-vision) or a folder holding one"),
+    _situation(
+        "VT503", "error", "model cannot be downloaded",
+        "A Hub model that is not in the local Hugging Face cache and cannot be downloaded (no network, or no such "
+        "model); or the tiny model cannot be built because torchvision does not import.",
+        "`vtc run` of a recipe on `qwen2.5-vl` with HF_HUB_OFFLINE=1 and an empty cache",
+        "error[VT503]: model unsloth/Qwen2.5-VL-7B-Instruct is not in the local Hugging Face cache and there is "
+        "no network\n"
+        " --> xray.vt\n"
+        "  = help: connect to the internet once to download it (or unset HF_HUB_OFFLINE), or copy the model folder "
+        "here and write `finetune ... on ./that-folder`"),
+    _situation(
+        "VT504", "error", "qlora cannot run here",
+        "`using qlora` loads the model in 4 bit, which needs a CUDA GPU and the bitsandbytes package. On a CPU, "
+        "write `using lora`.",
+        "`vtc run` of a recipe `using qlora` on a machine without a GPU",
+        "error[VT504]: `using qlora` loads the model in 4 bit, which needs a CUDA GPU, and none was found\n"
+        " --> xray.vt:2:7\n"
+        "  = help: write `using lora` in the recipe to train in full precision on this machine"),
+    _situation(
+        "VT505", "error", "backend cannot run here",
+        "The backend asked for cannot run here: unsloth without a CUDA GPU or not installed, the training "
+        "libraries missing, an unknown backend name, or a precision in the plan that the backend does not know.",
+        "`vtc run xray.vt --backend unsloth` on a machine without a GPU",
+        "error[VT505]: the unsloth backend needs a CUDA GPU, and none was found\n"
+        "  = help: run without `--backend unsloth` (or with `--backend transformers`) to train on this machine"),
+    _situation(
+        "VT506", "error", "parts match no layer",
+        "The parts chosen for LoRA (or for full fine-tuning) match no layer of the model that was loaded, so "
+        "nothing would train: the model's layers are named otherwise than vtc expects for its family. Choose "
+        "other parts in `finetune ...`, or report the model.",
+        "a local model whose layer names differ from those of the family its config.json names",
+        "error[VT506]: the parts chosen for LoRA match no layer of this model (./my-model)\n"
+        " --> xray.vt:1\n"
+        "  = help: choose other parts in `finetune ...` (vision, language, attention, mlp)"),
+    _situation(
+        "VT507", "error", "model needs its own code",
+        "The model needs to run its own Python code, downloaded with it (trust_remote_code), and the recipe does "
+        "not allow that. Only if you trust the model's authors: add `with trust_remote_code` (then VT263 warns "
+        "about it); otherwise choose a model that transformers supports natively.",
+        "a local model whose config.json has an `auto_map` for a model type transformers does not know",
+        "error[VT507]: model ./custom needs to run its own Python code, downloaded with it (trust_remote_code), "
+        "and the recipe does not allow that\n"
+        " --> xray.vt\n"
+        "  = help: only if you trust the model's authors: add `with trust_remote_code` to the recipe (vtc check and "
+        "vtc explain will then warn about it); otherwise choose a model that transformers supports natively"),
+    _situation(
+        "VT510", "error", "not a plan of this version",
+        "A plan file that is missing, cannot be read as JSON, is not a vtc plan, is of another plan_version, or "
+        "lacks fields. Make it again with `vtc plan recipe.vt -o plan.json`.",
+        "`vtc run notes.json` on a JSON file that is not a plan",
+        "error[VT510]: notes.json is not a vtc plan (it has no plan_version)\n"
+        " --> notes.json\n"
+        "  = help: create one with `vtc plan recipe.vt -o plan.json`, or run the recipe itself"),
+    _situation(
+        "VT511", "error", "no finished run",
+        "`vtc ask`: the run folder is missing, unfinished (`.partial`), failed (`.failed`), or has no saved model. "
+        "Give a finished `run-NNN` folder (or the folder that holds them: the newest is used).",
+        "`vtc ask runs/xray/run-007 scan.png` where run-007 does not exist",
+        "error[VT511]: run folder not found: runs/xray/run-007\n"
+        " --> runs/xray/run-007\n"
+        "  = help: give a folder that `vtc run` printed at its end, e.g. runs/demo-shapes/run-001"),
+    _situation(
+        "VT512", "error", "image to ask about missing",
+        "`vtc ask`: the image does not exist, or the folder given holds no images.",
+        "`vtc ask runs/xray/run-001 scan.png` where scan.png does not exist",
+        "error[VT512]: image not found: scan.png\n"
+        " --> scan.png\n"
+        "  = help: check the path of the image"),
+    _situation(
+        "VT513", "error", "answers file not .csv or .jsonl",
+        "`vtc ask -o FILE`: the answers are written as CSV or JSONL, chosen by the file's extension.",
+        "`vtc ask runs/xray/run-001 scans/ -o answers.txt`",
+        "error[VT513]: cannot write answers to answers.txt: the file must end in .jsonl or .csv\n"
+        "  = help: e.g. `-o answers.csv` or `-o answers.jsonl`"),
+    _situation(
+        "VT514", "error", "invalid value in a plan",
+        "A plan file whose values break the plan's schema or the rules between its fields, each reported with its "
+        "JSON pointer at its line: the plan was edited by hand or made by another tool. Make it again from its "
+        "recipe with `vtc plan recipe.vt -o plan.json`, or run the recipe itself.",
+        "`vtc run plan.json` after `\"method\": \"lora\"` was changed to `\"method\": \"sideways\"` in it",
+        "error[VT514]: /method must be one of \"qlora\", \"lora\", \"full\", not \"sideways\"\n"
+        " --> plan.json:80\n"
+        "  = help: this plan was edited by hand or made by another tool; make the plan again from its recipe: "
+        "`vtc plan recipe.vt -o plan.json` (or run the recipe itself)"),
+    _situation(
+        "VT520", "error", "out of GPU memory",
+        "Training or evaluation ran out of GPU memory; the message says what filled it (image tokens, batch, the "
+        "estimate) and the help what to change: a smaller `resize`, `batch` halved with `accumulate` doubled, or "
+        "`using qlora`. The run folder is kept as `.failed`; with a checkpoint it can be resumed.",
+        "`batch 8` with `resize 1000` on a 24 GB GPU",
+        "error[VT520]: out of GPU memory while training: each image is 1296 image tokens (1008x1008), 8 per step "
+        "(batch 8), about 31.2 GiB estimated\n"
+        " --> xray.vt\n"
+        "  = help: try smaller images (`resize 728`), or a smaller batch with the same effective batch (`batch 4` "
+        "and `accumulate 2`), or 4-bit training (`using qlora`)"),
+    _situation(
+        "VT522", "error", "disk full",
+        "The disk filled up while the run was saving. Free space (or put runs on a bigger disk with "
+        "`--runs-dir`), then continue with `vtc run --resume`.",
+        "the disk fills up while the adapter is saved",
+        "error[VT522]: the disk is full: could not write to runs/xray/run-003.failed while saving the results "
+        "(0.0 GiB free there now)\n"
+        " --> runs/xray/run-003.failed\n"
+        "  = help: free some space (or put runs on a bigger disk with `--runs-dir`); then run the recipe again"),
+    _situation(
+        "VT530", "error", "saved plan out of date",
+        "A plan saved with `vtc plan -o` whose recipe, data or model changed since it was made: it would no longer "
+        "run what was reviewed. Make the plan again, or run it anyway with `--allow-changed`.",
+        "`vtc run plan.json` after editing the recipe it was made from",
+        "error[VT530]: plan.json no longer matches its inputs: the recipe changed (xray.vt)\n"
+        " --> plan.json\n"
+        "  = help: make the plan again (`vtc plan xray.vt -o plan.json`) and review it, or run this one anyway "
+        "with `vtc run plan.json --allow-changed`"),
+    _situation(
+        "VT531", "error", "run cannot be resumed",
+        "`vtc run --resume` of a folder that is not a resumable run: missing, not a run folder, finished already, "
+        "damaged, or still running.",
+        "`vtc run --resume runs/xray/run-002` of a finished run",
+        "error[VT531]: run-002 finished already; there is nothing to resume\n"
+        " --> runs/xray/run-002\n"
+        "  = help: use it (`vtc ask runs/xray/run-002 <image>`), or start a new run with `vtc run`"),
+    _situation(
+        "VT532", "error", "inputs changed since the run started",
+        "`vtc run --resume` of a run whose data or model changed since it started: resuming would mix two "
+        "trainings. Start a new run, or resume anyway with `--allow-changed`.",
+        "`vtc run --resume runs/xray/run-003.interrupted` after adding rows to the data",
+        "error[VT532]: cannot resume run-003.interrupted: the data changed since the run started (its content "
+        "fingerprint differs)\n"
+        " --> runs/xray/run-003.interrupted\n"
+        "  = help: resuming with other inputs would mix two trainings; start a new run, or resume anyway with "
+        "`vtc run --resume runs/xray/run-003.interrupted --allow-changed`"),
+)
+
+
+def title(code: str) -> str:
+    """The short title of a code (``"VT409"`` -> ``"listed file missing"``); the code itself when unregistered."""
+    entry = CODES.get(code)
+    return entry.title if entry is not None else code
