@@ -106,13 +106,15 @@ class PeakMemory:
 
 
 def plan_for(data: Path, resize: int) -> dict:
-    """The parts of a plan that the data check reads."""
-    return {"base_dir": str(data.parent), "data": {"train": {"source": data.name, "kind": "path", "split": None},
-                                                    "eval": None, "holdout": None, "instruction": "What is it?",
-                                                    "system": None, "answer": {"from": "auto", "column": None},
-                                                    "image_column": None, "bad_rows": "stop"},
-            "images": {"resize": {"mode": "longest", "size": resize}, "window": None, "tiff_pages": "first"},
-            "training": {"seed": 3407}}
+    """The plan of a recipe that reads ``data`` at ``resize`` px (compiled, so complete: the runtime reads every
+    value from the plan)."""
+    from vtc.compiler.pipeline import compile_source
+
+    recipe = f'finetune all on tiny-qwen2.5-vl\nfrom "./{data.name}"\nask "What is it?"\nresize {resize}\n'
+    result = compile_source(recipe, str(data.parent / "bench.vt"), base_dir=str(data.parent))
+    if result.plan is None:
+        raise SystemExit("\n".join(d.message for d in result.diagnostics))
+    return result.plan
 
 
 def timed_scan(plan: dict, cache, workers: int) -> dict:

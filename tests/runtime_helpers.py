@@ -65,6 +65,24 @@ def make_plan(data_dir, *, model="tiny-qwen2.5-vl", parts=None, method="lora", s
     return plan
 
 
+def recipe_plan(base_dir, *clauses: str, model: str = "tiny-qwen2.5-vl") -> dict:
+    """The plan the compiler makes for `finetune all on <model>` followed by ``clauses``, one statement each
+    (`from ./data`, `holdout 20%`, `answer from column report`, ...), as a recipe in ``base_dir`` (where relative
+    paths start). `from org/name` is a Hub dataset: write a local folder of that shape `from ./org/name`."""
+    from vtc.compiler.pipeline import compile_source
+
+    text = f"finetune all on {_word(model)}\n" + "".join(clause + "\n" for clause in clauses)
+    result = compile_source(text, str(Path(base_dir) / "test.vt"), base_dir=str(base_dir))
+    errors = [d.message for d in result.diagnostics if d.is_error]
+    assert result.plan is not None and not errors, errors
+    return result.plan
+
+
+def quoted(text) -> str:
+    """A path or text as one recipe value (a quoted string)."""
+    return _word(str(text))
+
+
 def _parts_words(parts: dict | None) -> str:
     """`finetune` words for the four flags: the towers and kinds chosen (an axis with both chosen is left out)."""
     if not parts or all(parts.values()):

@@ -1,7 +1,7 @@
 """Codes that no other test made vtc report, each from a real input through vtc's public functions.
 
 Recipes are compiled with vtc.compiler.pipeline; data problems are built in tmp_path and read through a compiled
-recipe's plan (vtc.runtime.data.load_rows, vtc.runtime.validate.scan_data), so that the tests do not depend on the
+recipe's plan (vtc.runtime.sources.load_rows, vtc.runtime.validate.scan_data), so that the tests do not depend on the
 plan's layout. Three codes guard against what no input is known to cause, and their tests simulate it (each says
 how): VT098 and VT099 (a bug or a stack overflow in the compiler) and VT506 (a model whose layers are named otherwise
 than its family's); each plan edited by hand has its one edit on a line marked PLAN EDIT.
@@ -222,8 +222,7 @@ def test_vt418_a_holdout_of_a_single_row(tmp_path):
     png(tmp_path / "data" / "a.png")
     jsonl(tmp_path / "data" / "metadata.jsonl", [{"file_name": "a.png", "text": "red"}])
     d = only(load_error(plan_for(tmp_path, FIRST_LINES + "holdout 10%\n"), "eval"), "VT418")
-    # The span names the source as the summary does ("imagefolder data with metadata.jsonl, ..."), not a path.
-    assert d.span.line == 0 and "metadata.jsonl" in d.span.file
+    assert d.span.file == str(tmp_path / "data" / "metadata.jsonl")
     assert d.message == "cannot hold out 10% of 1 row for evaluation" and "evaluate on" in d.help
 
 

@@ -225,14 +225,11 @@ def test_a_batch_with_nothing_to_learn_is_an_error(processors):
 def test_rows_from_the_demo_dataset_collate(processors):
     from pathlib import Path
 
-    from vtc.runtime.data import load_rows
+    from runtime_helpers import recipe_plan
+    from vtc.runtime.sources import load_rows
 
     repo = Path(__file__).resolve().parents[1]
-    plan = {"base_dir": str(repo / "recipes"),
-            "data": {"train": {"source": "data/shapes", "kind": "path", "split": None}, "eval": None,
-                     "holdout": None, "instruction": QUESTION, "system": None,
-                     "answer": {"from": "auto", "column": None}, "image_column": None},
-            "images": {"resize": {"mode": "longest", "size": 112}}, "training": {"seed": 3407}}
+    plan = recipe_plan(repo / "recipes", "from ./data/shapes", f'ask "{QUESTION}"', "resize 112")
     rows = load_rows(plan)
     name = "tiny-qwen2.5-vl"
     c = collator(processors[name], name)

@@ -1,4 +1,4 @@
-"""data.py and validate.py: source detection, the formatter's rows, hold-out, and every data mistake as a diagnostic."""
+"""sources/ and validate.py: source detection, the rows, hold-out, and every data mistake as a diagnostic."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from PIL import Image
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from vtc.diagnostics import Span, VtcError  # noqa: E402
-from vtc.runtime.data import detect_source, load_rows  # noqa: E402
+from runtime_helpers import quoted, recipe_plan  # noqa: E402
+from vtc.runtime.sources import detect_source, load_rows  # noqa: E402
 from vtc.runtime.validate import scan_plan_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,22 +28,12 @@ def image_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VTC_IMAGE_CACHE", str(tmp_path / "image-cache"))
 
 
-def make_plan(base, source, *, kind="path", split=None, eval_source=None, holdout=None, answer=None,
-              image_column=None, system=None, resize=None, seed=3407):
-    return {
-        "base_dir": str(base),
-        "data": {
-            "train": {"source": str(source), "kind": kind, "split": split},
-            "eval": {"source": str(eval_source), "kind": "path", "split": None} if eval_source else None,
-            "holdout": holdout,
-            "instruction": "What colour is the shape?",
-            "system": system,
-            "answer": answer or {"from": "auto", "column": None},
-            "image_column": image_column,
-        },
-        "images": {"resize": resize or {"mode": "none", "size": None}},
-        "training": {"seed": seed},
-    }
+def make_plan(base, source, *clauses, split=None):
+    """The compiled plan of a recipe in ``base`` reading ``source`` (`org/name` is a Hub dataset: write ./org/name
+    for a folder) with ``clauses``; images keep their size unless a clause says `resize`."""
+    where = f"from {quoted(source)}" + (f" split {split}" if split else "")
+    keep_size = [] if any(c.startswith("resize") for c in clauses) else ["resize none"]
+    return recipe_plan(base, where, 'ask "What colour is the shape?"', *keep_size, *clauses)
 
 
 def png(path: Path, colour=(255, 0, 0), size=(160, 120)) -> Path:
@@ -79,7 +70,7 @@ def test_demo_dataset_is_small_balanced_and_in_imagefolder_form():
 
 
 def test_demo_rows_train_and_test_split():
-    plan = make_plan(REPO / "recipes", "data/shapes", resize={"mode": "longest", "size": 112})
+    plan = make_plan(REPO / "recipes", "./data/shapes", "resize 112")
     train, test = load_rows(plan, "train"), load_rows(plan, "eval")
     assert (len(train), len(test)) == (48, 20)
     assert "shapes/train" in train.description and "48 rows" in train.description
@@ -153,7 +144,7 @@ def test_metadata_csv_and_answer_column(tmp_path):
     rows = load_rows(make_plan(tmp_path, "forms"))
     assert [rows.answer(0), rows.answer(1)] == ["a, b", "c"]
     assert rows.origin(1) == Span(str(root / "metadata.csv"), 3)
-    rows = load_rows(make_plan(tmp_path, "forms", answer={"from": "column", "column": "total"}))
+    rows = load_rows(make_plan(tmp_path, "forms", "answer from column total"))
     assert [rows.answer(0), rows.answer(1)] == ["3", "4"]
 
 
@@ -188,7 +179,7 @@ def test_class_folders(tmp_path):
     png(root / "normal" / "2.png")
     png(root / "pneumonia" / "x.png")
     assert detect_source(root).kind == "classes"
-    rows = load_rows(make_plan(tmp_path, "cls", answer={"from": "folders", "column": None}))
+    rows = load_rows(make_plan(tmp_path, "cls", "answer from folders"))
     assert [rows.answer(i) for i in range(3)] == ["normal", "normal", "pneumonia"]
     assert rows.origin(2) == Span(str(root / "pneumonia" / "x.png"))
 
@@ -207,7 +198,7 @@ def test_conversations_jsonl_with_several_images_and_a_system_prompt(tmp_path):
             {"role": "assistant", "content": "a square"}], "images": ["img/1.png"]},
     ])
     assert detect_source(rows_file).kind == "conversations"
-    rows = load_rows(make_plan(tmp_path, "chats.jsonl", system="Be brief."))
+    rows = load_rows(make_plan(tmp_path, "chats.jsonl", 'system "Be brief."'))
     assert len(rows) == 2
     first = rows[0]["messages"]
     assert first[0] == {"role": "system", "content": [{"type": "text", "text": "Be brief."}]}
@@ -262,7 +253,7 @@ def test_hub_dataset_offline_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf" / "datasets"))
     with pytest.raises(VtcError) as exc:
-        load_rows(make_plan(tmp_path, "unsloth/Radiology_mini", kind="hub", split="train"))
+        load_rows(make_plan(tmp_path, "unsloth/Radiology_mini", split="train"))
     d = exc.value.diagnostics[0]
     assert d.code == "VT416"
     assert "cannot download dataset unsloth/Radiology_mini" in d.message and "not in the local cache" in d.message
@@ -276,7 +267,7 @@ def test_holdout_is_seeded_disjoint_and_order_keeping(tmp_path):
     for k in range(20):
         png(root / f"{k:02d}.png")
     write_jsonl(root / "metadata.jsonl", [{"file_name": f"{k:02d}.png", "text": str(k)} for k in range(20)])
-    plan = make_plan(tmp_path, "many", holdout=0.2, seed=11)
+    plan = make_plan(tmp_path, "many", "holdout 20%", "seed 11")
     train, held = load_rows(plan, "train"), load_rows(plan, "eval")
     a = [int(train.answer(i)) for i in range(len(train))]
     b = [int(held.answer(i)) for i in range(len(held))]
@@ -289,7 +280,7 @@ def test_holdout_is_seeded_disjoint_and_order_keeping(tmp_path):
     random.Random(11).shuffle(order)
     assert b == sorted(order[:4])
     assert [held.answer(i) for i in range(4)] == [load_rows(plan, "eval").answer(i) for i in range(4)]
-    other = load_rows(make_plan(tmp_path, "many", holdout=0.2, seed=12), "eval")
+    other = load_rows(make_plan(tmp_path, "many", "holdout 20%", "seed 12"), "eval")
     assert [other.answer(i) for i in range(4)] != [held.answer(i) for i in range(4)]
     assert "held out" in held.description
 
@@ -349,7 +340,7 @@ def test_unknown_answer_column_suggests_the_right_one(tmp_path):
     png(root / "a.png")
     write_jsonl(root / "metadata.jsonl", [{"file_name": "a.png", "report": "x"}])
     with pytest.raises(VtcError) as exc:
-        load_rows(make_plan(tmp_path, "cols", answer={"from": "column", "column": "reprot"}))
+        load_rows(make_plan(tmp_path, "cols", "answer from column reprot"))
     d = exc.value.diagnostics[0]
     assert d.code == "VT405" and d.help == "did you mean `report`?"
 
@@ -384,13 +375,13 @@ def test_path_escaping_the_dataset_is_refused(tmp_path):
 
 def test_answer_mode_that_does_not_fit_the_source(tmp_path):
     with pytest.raises(VtcError) as exc:
-        load_rows(make_plan(REPO / "recipes", "data/shapes", answer={"from": "captions", "column": None}))
+        load_rows(make_plan(REPO / "recipes", "./data/shapes", "answer from captions"))
     assert codes(exc) == ["VT413"]
 
 
 def test_unknown_split(tmp_path):
     with pytest.raises(VtcError) as exc:
-        load_rows(make_plan(REPO / "recipes", "data/shapes", split="validation"))
+        load_rows(make_plan(REPO / "recipes", "./data/shapes", split="validation"))
     assert codes(exc) == ["VT404"] and "train, test" in exc.value.diagnostics[0].message
 
 
@@ -436,7 +427,7 @@ def test_scan_reports_every_problem_at_once(tmp_path):
 
 
 def test_scan_of_good_data_is_empty():
-    assert scan_plan_data(make_plan(REPO / "recipes", "data/shapes")) == []
+    assert scan_plan_data(make_plan(REPO / "recipes", "./data/shapes")) == []
 
 
 def test_scan_of_a_missing_folder():
@@ -448,8 +439,8 @@ def test_scan_and_rows_never_import_torch(tmp_path):
     code = (
         "import sys, json\n"
         "from vtc.runtime.validate import scan_plan_data\n"
-        "from vtc.runtime.data import load_rows\n"
-        f"plan = json.loads({json.dumps(json.dumps(make_plan(REPO / 'recipes', 'data/shapes')))})\n"
+        "from vtc.runtime.sources import load_rows\n"
+        f"plan = json.loads({json.dumps(json.dumps(make_plan(REPO / 'recipes', './data/shapes')))})\n"
         "assert scan_plan_data(plan) == []\n"
         "rows = load_rows(plan); rows[0]\n"
         "import vtc.runtime, vtc.runtime.images\n"

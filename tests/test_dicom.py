@@ -14,11 +14,12 @@ np = pytest.importorskip("numpy")
 
 from click.testing import CliRunner  # noqa: E402
 
+from runtime_helpers import recipe_plan  # noqa: E402
 from vtc.cli import cli  # noqa: E402
 from vtc.diagnostics import VtcError  # noqa: E402
 from vtc.runtime import dicom  # noqa: E402
-from vtc.runtime.data import load_rows  # noqa: E402
 from vtc.runtime.images import open_image  # noqa: E402
+from vtc.runtime.sources import load_rows  # noqa: E402
 from vtc.runtime.validate import scan_data, validate_for_run  # noqa: E402
 
 # Planted in every test file: none of these may appear in any output.
@@ -159,11 +160,7 @@ def test_no_header_text_reaches_plans_prompts_logs_or_run_folders(tmp_path, monk
 def test_dicom_folder_loads_as_captioned_images(tmp_path):
     write_dicom(tmp_path / "d" / "a.dcm", ramp())
     (tmp_path / "d" / "a.txt").write_text("normal", encoding="utf-8")
-    plan = {"base_dir": str(tmp_path), "data": {"train": {"source": "d", "kind": "path", "split": None},
-                                                "eval": None, "holdout": None, "instruction": "Describe.",
-                                                "system": None, "answer": {"from": "auto", "column": None},
-                                                "image_column": None},
-            "images": {"resize": {"mode": "longest", "size": 64}, "window": None}, "training": {"seed": 1}}
+    plan = recipe_plan(tmp_path, "from ./d", 'ask "Describe."', "resize 64", "seed 1")
     rows = load_rows(plan)
     assert len(rows) == 1 and rows.answer(0) == "normal"
     assert rows[0]["messages"][0]["content"][1]["image"].size == (64, 64)

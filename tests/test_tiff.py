@@ -7,6 +7,7 @@ import json
 import pytest
 from PIL import Image
 
+from runtime_helpers import recipe_plan
 from vtc.runtime.images import frame_count, open_image
 from vtc.runtime.validate import scan_data, validate_for_run
 
@@ -34,13 +35,9 @@ def dataset(tmp_path):
     return root
 
 
-def plan(tmp_path, pages):
-    return {"base_dir": str(tmp_path),
-            "data": {"train": {"source": "scans", "kind": "path", "split": None}, "eval": None, "holdout": None,
-                     "instruction": "What?", "system": None, "answer": {"from": "auto", "column": None},
-                     "image_column": None, "bad_rows": "stop"},
-            "images": {"resize": {"mode": "none", "size": None}, "window": None, "tiff_pages": pages},
-            "training": {"seed": 1}}
+def plan(tmp_path, pages, *clauses):
+    return recipe_plan(tmp_path, "from ./scans", 'ask "What?"', "resize none", f"tiff pages {pages}", "seed 1",
+                       *clauses)
 
 
 def colour_of(row):
@@ -82,7 +79,7 @@ def test_a_broken_page_is_reported_with_its_page(tmp_path, monkeypatch):
         return real(path, data, frame, window)
 
     monkeypatch.setattr(prepare, "_decode", flaky)
-    p = plan(root.parent, "all") | {"data": plan(root.parent, "all")["data"] | {"bad_rows": "skip"}}
+    p = plan(root.parent, "all", "bad rows skip")
     check = validate_for_run(p)
     assert len(check.train) == 3 and check.skipped == [
         {"file": str(root / "metadata.jsonl"), "row": 1, "page": 2, "code": "VT411",

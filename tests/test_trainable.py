@@ -87,7 +87,7 @@ def test_lora_targets_match_unsloths_selection(data, model_name, parts):
                                               ("tiny-llama-3.2-vision", "language,attention")])
 def test_training_changes_exactly_the_lora_weights(data, model_name, parts):
     import torch
-    from vtc.runtime.data import load_rows
+    from vtc.runtime.sources import load_rows
     from vtc.runtime.backends.transformers_backend import sft_trainer_class
 
     plan = compile_plan(data, parts, model_name)

@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from PIL import Image
 
 from vtc.diagnostics import VtcError
 from vtc.runtime.cache import ImageCache
-from vtc.runtime.data import load_rows
+from runtime_helpers import quoted, recipe_plan
+from vtc.runtime.sources import load_rows
 from vtc.runtime.images import standardise
 from vtc.runtime.validate import scan_data, scan_plan_data, validate_for_run
 
@@ -25,14 +27,9 @@ def image_cache(tmp_path, monkeypatch):
     return tmp_path / "image-cache"
 
 
-def plan_for(base: Path, source: str, *, bad_rows="stop", resize=None, tiff_pages="first", holdout=None):
-    return {"base_dir": str(base),
-            "data": {"train": {"source": source, "kind": "path", "split": None}, "eval": None, "holdout": holdout,
-                     "instruction": "What is it?", "system": None, "answer": {"from": "auto", "column": None},
-                     "image_column": None, "bad_rows": bad_rows},
-            "images": {"resize": resize or {"mode": "longest", "size": 128}, "window": None,
-                       "tiff_pages": tiff_pages},
-            "training": {"seed": 3407}}
+def plan_for(base: Path, source: str, *clauses: str) -> dict:
+    """The compiled plan of a recipe in ``base`` reading ``source`` at 128 px, with ``clauses`` (`bad rows skip`)."""
+    return recipe_plan(base, f"from {quoted(source)}", 'ask "What is it?"', "resize 128", *clauses)
 
 
 def noise(path: Path, size=(320, 240), seed=0) -> Path:
@@ -172,7 +169,7 @@ def test_stop_is_the_default_and_names_the_rows(broken, tmp_path):
 
 
 def test_skip_leaves_bad_rows_out_and_lists_them_in_the_run_folder(broken, tmp_path, image_cache, monkeypatch):
-    plan = plan_for(broken.parent, "data", bad_rows="skip")
+    plan = plan_for(broken.parent, "data", "bad rows skip")
     check = validate_for_run(plan, tmp_path / "run")
     assert [check.train.answer(i) for i in range(len(check.train))] == ["one", "x", "two"]  # lines 1, 13, 17
     listed = [json.loads(line) for line in (tmp_path / "run" / "skipped_rows.jsonl").read_text().splitlines()]
@@ -180,7 +177,7 @@ def test_skip_leaves_bad_rows_out_and_lists_them_in_the_run_folder(broken, tmp_p
         (line, code) for line, code in EXPECTED.items() if line != 13)
     assert all(e["file"] == str(broken / "metadata.jsonl") and e["reason"] for e in listed)
     # The rows read their images from the cache that the check filled, identical to a fresh standardise.
-    import vtc.runtime.data as data_mod
+    import vtc.runtime.sources.rows as data_mod
 
     monkeypatch.setattr(data_mod, "open_image", lambda *a, **k: pytest.fail("decoded again instead of the cache"))
     image = check.train[0]["messages"][0]["content"][1]["image"]
@@ -195,7 +192,7 @@ def test_skip_with_every_row_bad_is_an_error(tmp_path):
     (root / "a.png").write_bytes(b"")
     (root / "metadata.jsonl").write_text(json.dumps({"file_name": "a.png", "text": "a"}) + "\n")
     with pytest.raises(VtcError) as exc:
-        validate_for_run(plan_for(tmp_path, "d", bad_rows="skip"))
+        validate_for_run(plan_for(tmp_path, "d", "bad rows skip"))
     assert exc.value.diagnostics[0].code == "VT402"
 
 
@@ -226,17 +223,76 @@ def test_several_images_a_row_and_text_only_rows(tmp_path):
     report = scan_data(plan_for(tmp_path, "conv/chat.jsonl"))
     assert [(d.code, d.span.line) for d in report.diagnostics] == [("VT415", 3)]
     assert report.images == 2 and report.text_only_rows == 1 and "1 text-only row" in report.table()
-    check = validate_for_run(plan_for(tmp_path, "conv/chat.jsonl", bad_rows="skip"))
+    check = validate_for_run(plan_for(tmp_path, "conv/chat.jsonl", "bad rows skip"))
     assert len(check.train) == 2
     assert [p["type"] for p in check.train[0]["messages"][0]["content"]] == ["text", "image", "image"]
     assert all(p["type"] == "text" for m in check.train[1]["messages"] for p in m["content"])
 
 
 def test_holdout_after_skipping_keeps_eval_rows_apart(broken):
-    check = validate_for_run(plan_for(broken.parent, "data", bad_rows="skip", holdout=0.34))
+    check = validate_for_run(plan_for(broken.parent, "data", "bad rows skip", "holdout 34%"))
     assert len(check.train) + len(check.eval) == 3 and len(check.eval) == 1
     assert {check.train.origin(i) for i in range(len(check.train))}.isdisjoint(
         {check.eval.origin(i) for i in range(len(check.eval))})
+
+
+def read_once_sources(tmp_path: Path, case: str) -> tuple[list[str], list[Path]]:
+    """A small source (and its recipe clauses) for each way a run gets its evaluation rows; the data files."""
+    def rows(n: int, start: int = 0) -> list[dict]:
+        return [{"file_name": f"{k}.png", "text": f"answer {k}"} for k in range(start, start + n)]
+
+    def images(folder: Path, table: list[dict]) -> None:
+        for r in table:
+            noise(folder / r["file_name"], size=(120, 100), seed=int(r["file_name"].split(".")[0]))
+
+    if case == "split folders":  # evaluation: the test/ split folder beside train/
+        files = []
+        for split, table in (("train", rows(6)), ("test", rows(3, 6))):
+            images(tmp_path / "ds" / split, table)
+            files.append(tmp_path / "ds" / split / "metadata.jsonl")
+            files[-1].write_text("".join(json.dumps(r) + "\n" for r in table))
+        return ["from ./ds"], files
+    if case == "holdout":  # evaluation: a seeded share of the training rows
+        images(tmp_path / "many", rows(8))
+        meta = tmp_path / "many" / "metadata.csv"
+        meta.write_text("file_name,text\n" + "".join(f"{r['file_name']},{r['text']}\n" for r in rows(8)))
+        return ["from ./many", "holdout 25%", "seed 11"], [meta]
+    # conversations, evaluated on a separate table
+    images(tmp_path / "chat", rows(4))
+    chat = tmp_path / "chat" / "chat.jsonl"
+    chat.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": [{"type": "image", "image": r["file_name"]}]},
+        {"role": "assistant", "content": r["text"]}]}) + "\n" for r in rows(4)))
+    images(tmp_path / "chat", rows(2, 4))
+    table = tmp_path / "chat" / "eval.csv"
+    table.write_text("image,answer\n" + "".join(f"{r['file_name']},{r['text']}\n" for r in rows(2, 4)))
+    return ["from ./chat/chat.jsonl", "evaluate on ./chat/eval.csv"], [chat, table]
+
+
+@pytest.mark.parametrize("case", ["split folders", "holdout", "conversations"])
+def test_a_run_reads_each_data_file_once_and_hands_over_what_load_rows_gives(tmp_path, monkeypatch, case):
+    """validate_for_run reads each data file once (the scan's rows are the rows trained on), and those rows are
+    load_rows's: the same rows in the same order, the same hold-out."""
+    clauses, files = read_once_sources(tmp_path, case)
+    plan = recipe_plan(tmp_path, *clauses, "resize 64")
+    reads = Counter()
+    for method in ("read_bytes", "read_text"):
+        real = getattr(Path, method)
+
+        def spy(self, *a, _real=real, **k):
+            reads[self] += 1
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(Path, method, spy)
+    check = validate_for_run(plan, workers=1)
+    assert {f: reads[f] for f in files} == {f: 1 for f in files}
+    reads.clear()
+    for which, handed in (("train", check.train), ("eval", check.eval)):
+        loaded = load_rows(plan, which)
+        assert len(handed) > 0 and handed.description == loaded.description
+        assert [handed.key(i) for i in range(len(handed))] == [loaded.key(i) for i in range(len(loaded))]
+        assert [handed.answer(i) for i in range(len(handed))] == [loaded.answer(i) for i in range(len(loaded))]
+    assert sum(reads[f] for f in files) >= len(files)  # the spy sees load_rows read them
 
 
 def test_load_rows_collects_row_problems_instead_of_raising(broken):

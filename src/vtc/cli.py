@@ -121,7 +121,7 @@ def plan(file, as_json, output, fmt):
     elif not output:
         click.echo(summarize_plan(result.plan))
         # What the data folders are, looked at now (the compiler itself reads no data; `vtc run` reads the same way).
-        from vtc.runtime.data import describe_sources
+        from vtc.runtime.sources import describe_sources
 
         click.echo("data sources (detected now)")
         for label, sentence in describe_sources(result.plan):

@@ -8,7 +8,8 @@
 Imports pillow only (never torch); a Hugging Face dataset source imports ``datasets``, which does not import torch.
 Every image of every row is decoded once, in parallel worker processes, and its standardised form goes into the
 image cache (vtc.runtime.prepare, vtc.runtime.cache), so the check IS the preparation: a second check or run over
-the same files only hashes them.
+the same files only hashes them. The data files are read once a run: the rows the scan reads and checks are the
+rows validate_for_run hands to the trainer.
 
 What is reported, each with its data file and row or line (codes in docs/diagnostics.md):
 
@@ -28,7 +29,6 @@ with errors -- and the later copies of duplicate rows -- are left out and listed
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from collections import Counter
@@ -47,19 +47,12 @@ SMALL_SIDE, LARGE_SIDE = 100, 10_000
 # skipped_rows.jsonl list them all).
 SHOWN_PER_CODE = 10
 
-LABELS = {
-    "VT408": "malformed row", "VT409": "listed file missing", "VT410": "image missing",
-    "VT411": "unreadable, truncated or empty image", "VT412": "empty or missing answer",
-    "VT414": "malformed conversation", "VT415": "path outside the dataset folder", "VT419": "text not UTF-8",
-    "VT420": "image never listed (warning)", "VT421": "unsupported format", "VT422": "duplicate row (warning)",
-    "VT423": "size far outside 300-1000 px (warning)", "VT424": "aspect ratio over 200",
-    "VT425": "over the decompression-bomb limit", "VT426": "DICOM needs pydicom",
-    # Problems of a whole source rather than of a row:
-    "VT401": "data folder or file missing", "VT402": "empty dataset", "VT403": "no answers found",
-    "VT404": "split not found", "VT405": "answer column not found", "VT406": "no answer column",
-    "VT407": "image column not found", "VT413": "answers do not fit the source", "VT416": "Hub dataset unreachable",
-    "VT417": "dataset file unreadable", "VT418": "hold-out too small",
-}
+def label(code: str) -> str:
+    """How the summary table names a code's problem: the registry's title (vtc.codes), "(warning)" after a warning's."""
+    from vtc.codes import CODES, title
+
+    entry = CODES.get(code)
+    return title(code) + (" (warning)" if entry is not None and entry.severity[0] == "warning" else "")
 
 
 @dataclass
@@ -90,7 +83,7 @@ class DataReport:
             else:
                 more[d.code] += 1
         for code, n in sorted(more.items()):
-            out.append(warning("VT400", f"... and {n} more {code} ({LABELS.get(code, code)}) not shown",
+            out.append(warning("VT400", f"... and {n} more {code} ({label(code)}) not shown",
                                help="the summary table counts them all; `--format json` lists every one"))
         return out
 
@@ -106,7 +99,7 @@ class DataReport:
         if counts:
             lines.append(f"  {'problem':<42} {'count':>7}  code")
             for code, n in sorted(counts.items()):
-                lines.append(f"  {LABELS.get(code, code):<42} {n:>7,}  {code}")
+                lines.append(f"  {label(code):<42} {n:>7,}  {code}")
         bad = len(self.bad)
         if bad:
             what = ("the run stops before the model loads; fix them, or write `bad rows skip` in the recipe"
@@ -121,8 +114,8 @@ class DataReport:
 class DataCheck:
     """The start of a run: rows to train and evaluate on (bad ones left out under `bad rows skip`)."""
 
-    train: object  # data.Rows
-    eval: object  # data.Rows
+    train: object  # sources.Rows
+    eval: object  # sources.Rows
     report: DataReport
     skipped: list[dict]  # {"file", "row", "page", "code", "reason"} for every row left out
 
@@ -148,31 +141,37 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
 
     ``cache``: an ImageCache (default: the user's image cache; ``use_cache=False`` checks without one).
     """
-    from vtc.runtime import data as data_mod
+    return _scan(plan, cache, workers, use_cache)[0]
+
+
+def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[DataReport, dict]:
+    """scan_data, also handing back what each source gave: {"train" | "eval": Rows, or the VtcError that stopped its
+    reading}, the rows whole (no hold-out taken out) and without the rows that have problems of their own."""
     from vtc.runtime.cache import ImageCache
+    from vtc.runtime.sources import source_rows
 
     started = time.perf_counter()
     if cache is None and use_cache:
         cache = ImageCache()
     report = DataReport()
-    data = plan.get("data") or {}
-    # The hold-out rows are training rows: scan the whole training source once.
-    whole = copy.deepcopy(plan)
-    whole.setdefault("data", {})["holdout"] = None
+    data = plan["data"]
+    # The hold-out rows are training rows: the whole training source is scanned once (and split after).
     targets = ["train"]
-    if data.get("eval") or not data.get("holdout"):
+    if data["eval"] or not data["holdout"]:
         targets.append("eval")
+    read: dict = {}
     found: list[Diagnostic] = []
     seen_images: dict[tuple, dict] = {}  # (path, page) -> preparation result
     for which in targets:
         listing: list[Diagnostic] = []
         try:
-            rows = data_mod.load_rows(whole, which, problems=listing)
+            rows = read[which] = source_rows(plan, which, problems=listing)
         except VtcError as exc:
+            read[which] = exc
             found.extend(exc.diagnostics)
             continue
         if len(rows) == 0 and (rows.source is None or not listing):
-            continue  # no evaluation data (loading it read the training source, already scanned)
+            continue  # no evaluation data
         report.sources.append(rows.description)
         report.rows += len(rows) + len({d.span for d in listing if d.span is not None})
         for d in listing:
@@ -184,18 +183,18 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
     report.seconds = time.perf_counter() - started
     if cache is not None and use_cache and report.images > report.cached:
         cache.trim()  # only when this scan added entries (listing a large cache costs seconds)
-    return report
+    return report, read
 
 
 def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport) -> list[Diagnostic]:
     """Prepare every image of ``rows`` (in parallel, streaming) and turn the results into row diagnostics."""
     from vtc.runtime.prepare import prepare_images, remember
 
-    resize = (plan.get("images") or {}).get("resize")
-    window = (plan.get("images") or {}).get("window")
+    resize = plan["images"]["resize"]
+    window = plan["images"]["window"]
     out: list[Diagnostic] = []
     file_rows = [i for i in range(len(rows)) if rows.images(i)]
-    report.text_only_rows += sum(1 for i in range(len(rows)) if not rows.images(i) and _no_dataset_image(rows, i))
+    report.text_only_rows += sum(1 for i in range(len(rows)) if not rows.images(i) and not rows.in_dataset(i))
 
     def tasks():
         for i in file_rows:
@@ -247,19 +246,13 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport)
             first_copy[dup] = span
     # Rows stored inside a `datasets` dataset: their images live in the dataset; decode them.
     for i in range(len(rows)):
-        if not rows.images(i) and not _no_dataset_image(rows, i):
+        if not rows.images(i) and rows.in_dataset(i):
             try:
                 rows[i]
             except VtcError as exc:
                 out.extend(exc.diagnostics)
                 report.bad.setdefault(rows.key(i), []).extend(exc.diagnostics)
     return out
-
-
-def _no_dataset_image(rows, i: int) -> bool:
-    """True for a row that has no image at all (a text-only conversation row), False for a `datasets` row."""
-    rec = rows._records[i]
-    return rec.index is None
 
 
 def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diagnostic]:
@@ -299,34 +292,28 @@ def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diag
     return []
 
 
-def check_image_file(path: str | Path) -> str | None:
-    """None when pillow decodes the whole file, else the reason in a few words (no cache, this process)."""
-    from vtc.runtime.prepare import prepare_one
-
-    r = prepare_one(str(path), 0, None, None, None, store=False)
-    return None if r["ok"] else r["problem"]
-
-
 def _unlisted(rows, complete: bool = False) -> list[Diagnostic]:
     """imagefolder: images in the folder that the metadata file never lists (datasets skips them silently).
 
-    ``complete``: every metadata row is in ``rows`` (none was left out), so the metadata need not be read again."""
+    ``complete``: every metadata row is in ``rows`` (none was left out), so the metadata need not be read again.
+    Otherwise it is read again (text only, no image) for the names the rows left out list: cheaper than carrying
+    every row's names along on every load for a case that ends in a list of problems."""
     info = getattr(rows, "source", None)
     if info is None or info.kind != "imagefolder" or info.metadata is None:
         return []
 
     import os
 
-    from vtc.runtime.data import _read_table
     from vtc.runtime.images import IMAGE_EXTENSIONS
+    from vtc.runtime.sources.files import read_table
 
     def norm(p) -> str:  # string normalisation: resolve() costs an lstat per component on 100,000 files
         text = str(p)
         return os.path.normpath(text if text.startswith(os.sep) else os.path.abspath(text))
 
-    listed = {norm(p) for rec in rows._records for p in rec.images}
+    listed = {norm(p) for i in range(len(rows)) for p in rows.images(i)}
     try:  # rows left out for a problem still list their images
-        for _, row in ([] if complete else _read_table(info.metadata)):
+        for _, row in ([] if complete else read_table(info.metadata)):
             if isinstance(row, dict):
                 for col, value in row.items():
                     if col == "file_name" or col.endswith(("_file_name", "file_names")):
@@ -368,19 +355,22 @@ def _dedupe(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
 
 def validate_for_run(plan: dict, run_dir: str | Path | None = None, *, cache=None,
                      workers: int | None = None) -> DataCheck:
-    """Check every row, then load the rows to train on, as the plan's `bad rows` policy says.
+    """Check every row, then hand over the rows to train on, as the plan's `bad rows` policy says.
 
     ``bad rows stop`` (default): any error raises VtcError with the problems and the summary table (as a note).
     ``bad rows skip``: rows with errors (and later copies of duplicates) are left out; DataCheck.skipped lists them
     and, with ``run_dir``, skipped_rows.jsonl is written there. The returned rows read images from the cache.
     Raises VtcError VT402 when no training row is left.
+
+    The data is read once: the rows handed over are the ones the scan read and checked, split by the hold-out
+    (sources.run_rows) as load_rows splits them.
     """
-    from vtc.runtime import data as data_mod
     from vtc.runtime.cache import ImageCache
+    from vtc.runtime.sources import run_rows
 
     cache = cache if cache is not None else ImageCache()
-    policy = (plan.get("data") or {}).get("bad_rows") or "stop"
-    report = scan_data(plan, cache=cache, workers=workers)
+    policy = plan["data"]["bad_rows"]
+    report, read = _scan(plan, cache, workers, True)
     if report.errors and policy != "skip":
         if not report.bad:  # a problem of a whole source (a missing folder, a wrong column): no row to leave out
             raise VtcError(report.shown())
@@ -389,13 +379,15 @@ def validate_for_run(plan: dict, run_dir: str | Path | None = None, *, cache=Non
                            "(`bad rows stop`, the default)", help="fix them, or write `bad rows skip` to leave them "
                            "out (they are then listed in the run folder)\n" + report.table(policy)),
         ])
+    for failed in read.values():
+        if isinstance(failed, VtcError):  # `bad rows skip` leaves out rows, not a source that cannot be read
+            raise failed
     drop = dict(report.bad)
     if policy == "skip":
         for key, d in report.duplicates.items():
             drop.setdefault(key, [d])
     rows = {}
-    for which in ("train", "eval"):
-        loaded = data_mod.load_rows(plan, which, problems=[])
+    for which, loaded in zip(("train", "eval"), run_rows(plan, read["train"], read.get("eval"))):
         keep = [i for i in range(len(loaded)) if loaded.key(i) not in drop]
         rows[which] = loaded if len(keep) == len(loaded) else loaded.subset(
             keep, f"{loaded.description}, {len(loaded) - len(keep)} bad left out")

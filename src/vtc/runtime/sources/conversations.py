@@ -1,0 +1,117 @@
+"""conversations: a .jsonl or .json file of ``{"messages": [...]}`` rows with typed content parts.
+
+``{"type": "image", "image": "img/1.png"}`` (paths relative to the file, kept inside its folder), several images a
+row allowed, text-only rows allowed; also TRL's form: ``{"type": "image"}`` placeholders filled in order from a
+row-level ``"images": [...]`` list. The last message is the assistant's answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vtc.diagnostics import Span, VtcError, error
+from vtc.runtime.sources.detect import SourceInfo
+from vtc.runtime.sources.files import BadLine, inside, read_json_rows
+from vtc.runtime.sources.request import Request
+from vtc.runtime.sources.rows import Record, Rows
+
+FORMAT = ('{"messages": [{"role": "user", "content": [{"type": "text", "text": "..."}, '
+          '{"type": "image", "image": "img.png"}]}, {"role": "assistant", "content": [{"type": "text", '
+          '"text": "..."}]}]}')
+
+
+def read(info: SourceInfo, request: Request) -> Rows:
+    path = info.path
+    records, problems = [], []
+    for line, row in read_json_rows(path):
+        if isinstance(row, BadLine):
+            problems.append(row.diagnostic)
+            continue
+        try:
+            records.append(record(row, path.parent, Span(str(path), line)))
+        except VtcError as exc:
+            problems.extend(exc.diagnostics)
+    request.report(problems)
+    return request.file_rows(records, f"conversations in {path.name}", info)
+
+
+def record(row: Any, folder: Path, span: Span) -> Record:
+    """Validate one conversation row; image parts become indices into the record's image files."""
+    name = Path(span.file).name
+
+    def bad(msg: str, hint: str = f"write rows like {FORMAT}") -> VtcError:
+        return VtcError(error("VT414", f"line {span.line} of {name}: {msg}", span, help=hint))
+
+    if not isinstance(row, dict):
+        raise bad("a row must be a JSON object")
+    messages = row.get("messages", row.get("conversations"))
+    if not isinstance(messages, list) or not messages:
+        raise bad("the row has no `messages` list")
+    extra = row.get("images") or []
+    if isinstance(extra, str):
+        extra = [extra]
+    files: list[Path] = []
+    placeholders = 0
+    out = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise bad("every message needs a role: system, user or assistant")
+        content = m.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not isinstance(content, list):
+            raise bad(f"the content of a {m['role']} message must be a list of parts")
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                part = {"type": "text", "text": part}
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                parts.append({"type": "text", "text": part["text"]})
+            elif kind == "image" or (isinstance(part, dict) and "image" in part and kind is None):
+                ref = part.get("image") or part.get("path") or part.get("url")
+                if ref is None:
+                    if placeholders >= len(extra):
+                        raise bad("an image part names no image, and the row's `images` list has no more",
+                                  'give the part an image: {"type": "image", "image": "img.png"}')
+                    ref = extra[placeholders]
+                    placeholders += 1
+                files.append(_image_file(ref, folder, span, bad))
+                parts.append({"type": "image", "image": len(files) - 1})
+            else:
+                raise bad(f"unknown content part {json.dumps(part)[:60]}", 'parts are {"type": "text", '
+                          '"text": ...} or {"type": "image", "image": ...}')
+        out.append({"role": m["role"], "content": parts})
+    answers = [m for m in out if m["role"] == "assistant"]
+    if not answers:
+        raise VtcError(error("VT412", f"line {span.line} of {name} has no assistant answer", span,
+                             help="end the conversation with an assistant message holding the answer"))
+    text = "".join(p["text"] for p in answers[-1]["content"] if p["type"] == "text")
+    if not text.strip():
+        raise VtcError(error("VT412", f"line {span.line} of {name}: the assistant answer is empty", span,
+                             help="write the answer into the assistant message"))
+    if out[-1]["role"] != "assistant":
+        raise bad("the last message must be the assistant's answer", "end each row with the assistant message")
+    return Record(span, text, tuple(files), messages=tuple(out))
+
+
+def _image_file(ref: Any, folder: Path, span: Span, bad) -> Path:
+    """An image part's file: a path relative to the conversation file, inside its folder (VT415), existing (VT409)."""
+    name = Path(span.file).name
+    if not isinstance(ref, str):
+        raise bad("an image part's image must be a file path",
+                  'write {"type": "image", "image": "img.png"} (paths relative to the file)')
+    if ref.startswith(("http://", "https://")):
+        raise bad(f"image URLs are not downloaded: {ref}", "download the image and give its path")
+    p = Path(os.path.expanduser(ref))
+    p = p if p.is_absolute() else folder / p
+    if not inside(p, folder.resolve()):
+        raise VtcError(error("VT415", f"line {span.line} of {name} points outside the dataset folder: {ref}", span,
+                             help=f"keep the images inside {folder} (the file's folder)"))
+    if not p.is_file():
+        raise VtcError(error("VT409", f"line {span.line} of {name} names {ref}, which does not exist", span,
+                             help=f"add {ref} beside the file, or fix the path (relative to the file)"))
+    return p

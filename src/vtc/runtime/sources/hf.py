@@ -1,0 +1,204 @@
+"""saved, parquet, hub: the sources that Hugging Face `datasets` reads (imported here only, when one is read).
+
+saved: a folder written by ``save_to_disk``; parquet: parquet file(s) (a file, a folder of them, or its `data/`);
+hub: a dataset id (``org/name``), downloaded or read from the Hugging Face cache. The image column is the one the
+recipe names (`images from column X`), else the first Image feature, else the first of IMAGE_COLUMNS; conversation
+datasets (a `messages` or `conversations` column) bring their own prompts.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from vtc.diagnostics import Span, VtcError, did_you_mean, error
+from vtc.runtime.images import open_image
+from vtc.runtime.sources.columns import answer_text, pick_column
+from vtc.runtime.sources.detect import SourceInfo, split_name
+from vtc.runtime.sources.request import Request
+from vtc.runtime.sources.rows import Record, Rows
+
+# Tried in this order for the image column of a `datasets` dataset (an Image feature wins over any name).
+IMAGE_COLUMNS = ("image", "images", "img", "picture", "photo", "file_name", "image_path", "path")
+
+
+def read(info: SourceInfo, request: Request) -> Rows:
+    if info.kind == "hub":
+        return _rows(_load_hub(info.hub_id, request.split), info, Span(info.hub_id), request)
+    return _rows(_load_local(info, request.split), info, Span(str(info.path)), request)
+
+
+def _load_hub(name: str, split: str | None):
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import datasets
+    except ImportError:
+        raise VtcError(error("VT417", "reading a Hugging Face dataset needs the `datasets` package",
+                             Span(name), help="pip install 'vtc[train]'")) from None
+    try:
+        return datasets.load_dataset(name, split=split_name(split))
+    except Exception as exc:  # datasets raises many types for "offline" and "not found"
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes")
+        text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        if "split" in str(exc).lower() and "unknown split" in str(exc).lower():
+            raise VtcError(error("VT404", f"dataset {name} has no split `{split}`", Span(name),
+                                 help=f"check the split name ({text})")) from None
+        reason = "the network is off (HF_HUB_OFFLINE is set) and it is not in the local cache" if offline else \
+            "no network, a wrong name, or a private dataset without a login"
+        raise VtcError(error(
+            "VT416", f"cannot download dataset {name}: {reason}", Span(name),
+            help="connect to the network once (the dataset is then cached), download it and point `from` at the "
+                 f"folder, or check the name ({text})",
+        )) from None
+
+
+def _load_local(info: SourceInfo, split: str | None):
+    try:
+        import datasets
+    except ImportError:
+        raise VtcError(error("VT417", f"reading {info.description} needs the `datasets` package",
+                             Span(str(info.path)), help="pip install 'vtc[train]'")) from None
+    try:
+        if info.kind == "saved":
+            ds = datasets.load_from_disk(str(info.path))
+            if isinstance(ds, datasets.DatasetDict):
+                want = split_name(split)
+                if want not in ds:
+                    raise VtcError(error("VT404", f"no `{want}` split in {info.path}: it has {', '.join(ds)}",
+                                         Span(str(info.path)), help=f"write `split {next(iter(ds))}`"))
+                ds = ds[want]
+            return ds
+        files = [str(info.path)] if info.path.is_file() else [
+            str(p) for p in (sorted(info.root.glob("*.parquet")) or sorted((info.root / "data").glob("*.parquet")))]
+        return datasets.load_dataset("parquet", data_files={"train": files}, split="train")
+    except VtcError:
+        raise
+    except Exception as exc:
+        raise VtcError(error("VT417", f"cannot read {info.description}: {type(exc).__name__}: {exc}"[:400],
+                             Span(str(info.path)), help="check that the files are complete")) from None
+
+
+def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
+    """The rows of a loaded dataset: records (index + answer) now, messages and images when a row is read."""
+    from datasets import Image as ImageFeature
+
+    desc = info.description
+    columns = list(ds.column_names)
+    features = ds.features
+
+    def is_image(col: str) -> bool:
+        f = features.get(col)
+        return isinstance(f, ImageFeature) or (isinstance(getattr(f, "feature", None), ImageFeature))
+
+    image_column = request.image_column
+    if image_column:
+        if image_column not in columns:
+            raise VtcError(error("VT407", f"no image column `{image_column}` in {desc}; its columns are "
+                                 f"{', '.join(columns)}", where,
+                                 help=did_you_mean(image_column, columns) or "write `images from column <name>`"))
+        image_col = image_column
+    else:
+        found = [c for c in columns if is_image(c)] or [c for c in IMAGE_COLUMNS if c in columns]
+        if not found:
+            raise VtcError(error("VT407", f"cannot tell which column of {desc} holds the images "
+                                 f"(columns: {', '.join(columns)})", where, help="write `images from column <name>`"))
+        image_col = found[0]
+    conversation_col = next((c for c in ("messages", "conversations") if c in columns), None)
+    if len(ds) == 0:
+        raise VtcError(error("VT402", f"the dataset is empty: {desc}", where, help="add rows"))
+    # Decoding only the columns we need keeps other columns' images out of memory.
+    records, problems = [], []
+    if conversation_col:
+        for i, row in enumerate(ds.select_columns([conversation_col])):
+            span = Span(where.file, i + 1)
+            msgs = row[conversation_col]
+            answers = [m for m in msgs or [] if isinstance(m, dict) and m.get("role") == "assistant"]
+            text = _message_text(answers[-1]) if answers else None
+            if not text or not text.strip():
+                problems.append(error("VT412", f"row {i + 1} of {desc} has no assistant answer", span,
+                                      help="end each conversation with the assistant's answer"))
+                continue
+            records.append(Record(span, text, index=i))
+        request.report(problems)
+
+        def messages_getter(i: int) -> list:
+            return _normalise_messages(ds[i][conversation_col])
+    else:
+        col = pick_column([c for c in columns if c != image_col and not is_image(c)], request.answer, where)
+        for i, value in enumerate(ds.select_columns([col])[col]):
+            span = Span(where.file, i + 1)
+            text = answer_text(value)
+            if text is None:
+                problems.append(error("VT412", f"row {i + 1} of {desc} has no answer (column `{col}` is empty)",
+                                      span, help=f"fill in `{col}`, or remove the row"))
+                continue
+            records.append(Record(span, text, index=i))
+        request.report(problems)
+        desc = f"{desc}, answers from `{col}`"
+        messages_getter = None
+
+    image_ds = ds.select_columns([image_col])
+
+    def image_getter(i: int) -> list:
+        """Row i's images, RGB with EXIF applied."""
+        value = image_ds[i][image_col]
+        span = Span(where.file, i + 1)
+        if value is None:
+            raise VtcError(error("VT410", f"row {i + 1} of {desc} has no image", span,
+                                 help="remove the row or add its image"))
+        return [_rgb(v, span) for v in (value if isinstance(value, (list, tuple)) else [value])]
+
+    return request.rows(records, f"{desc} ({len(records)} rows)", info, image_getter=image_getter,
+                        messages_getter=messages_getter)
+
+
+def _rgb(im, span: Span):
+    """A PIL image from a `datasets` value (PIL image, {"bytes", "path"} dict, or a path), RGB, EXIF applied."""
+    from PIL import Image, ImageOps
+
+    from vtc.runtime.images import _to_rgb
+
+    if isinstance(im, dict):
+        if im.get("bytes"):
+            try:
+                im = Image.open(io.BytesIO(im["bytes"]))
+                im.load()
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise VtcError(error("VT411", f"cannot read the image of this row: {exc}", span,
+                                     help="fix or remove the row")) from None
+        elif im.get("path"):
+            return open_image(im["path"], span)
+    if isinstance(im, (str, Path)):
+        return open_image(im, span)
+    if not isinstance(im, Image.Image):
+        raise VtcError(error("VT411", f"the image of this row is not an image ({type(im).__name__})", span,
+                             help="name the column that holds the images with `images from column <name>`"))
+    im = ImageOps.exif_transpose(im)
+    return im if im.mode == "RGB" else _to_rgb(im)
+
+
+def _message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text") or "" for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
+
+
+def _normalise_messages(messages: list) -> list:
+    """TRL-style dataset messages: {"type": "image"} placeholders numbered in order (the images column's order)."""
+    out, k = [], 0
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        parts = []
+        for p in content:
+            if p.get("type") == "image":
+                parts.append({"type": "image", "image": k})
+                k += 1
+            elif p.get("type") == "text" and p.get("text") is not None:
+                parts.append({"type": "text", "text": p["text"]})
+        out.append({"role": m["role"], "content": parts})
+    return out
