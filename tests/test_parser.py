@@ -7,7 +7,9 @@ import re
 import pytest
 
 from vtc.compiler import ast
-from vtc.compiler.parser import CLAUSE_KEYWORDS, decode_source, grammar_sha256, parse_source
+from vtc.compiler.clauses import BY_TERMINAL, CLAUSES
+from vtc.compiler.parser import CLAUSE_KEYWORDS, GRAMMAR_PATH, decode_source, grammar_sha256, parse_source
+from vtc.compiler.syntax_errors import SUB_KEYWORDS
 from vtc.diagnostics import Span
 
 ONE_LINE = "finetune vision,mlp on qwen2.5-vl with responses_only from ./xrays resize 512"
@@ -72,8 +74,8 @@ def test_multi_line_any_order_with_comments_gives_the_same_statements():
         ('finetune vision on "./my models/qwen"', ("Finetune", (("vision", False),), ("./my models/qwen", True))),
         ('include "base.vt"', ("Include", ("base.vt", True))),
         ("include ../site/base.vt", ("Include", ("../site/base.vt", False))),
-        ("using lora", ("Using", ("lora", False))),
-        ("precision bf16", ("Precision", ("bf16", False))),
+        ("using lora", ("Choice", "using", ("lora", False))),
+        ("precision bf16", ("Choice", "precision", ("bf16", False))),
         ("with responses_only, rslora", ("Flags", True, (("responses_only", False), ("rslora", False)))),
         ("without gradient_checkpointing", ("Flags", False, (("gradient_checkpointing", False),))),
         ("from unsloth/Radiology_mini split train", ("From", ("unsloth/Radiology_mini", False), ("train", False))),
@@ -82,9 +84,9 @@ def test_multi_line_any_order_with_comments_gives_the_same_statements():
         ("evaluate on ./val", ("EvaluateOn", ("./val", False), None)),
         ("evaluate  on ./val split test", ("EvaluateOn", ("./val", False), ("test", False))),
         ("holdout 10%", ("Holdout", ("10", False))),
-        ('ask "Describe this X-ray."', ("Ask", ("Describe this X-ray.", True))),
+        ('ask "Describe this X-ray."', ("Choice", "ask", ("Describe this X-ray.", True))),
         ('system "You are an \\"expert\\" \\\\ radiographer."',
-         ("System", ('You are an "expert" \\ radiographer.', True))),
+         ("Choice", "system", ('You are an "expert" \\ radiographer.', True))),
         ("answer from column caption", ("Answer", ("column", False), ("caption", False))),
         ("answer from captions", ("Answer", ("captions", False), None)),
         ("answer from folders", ("Answer", ("folders", False), None)),
@@ -92,6 +94,10 @@ def test_multi_line_any_order_with_comments_gives_the_same_statements():
         ("resize 512", ("Resize", ("512", False))),
         ("resize 640x480", ("Resize", ("640x480", False))),
         ("resize none", ("Resize", ("none", False))),
+        ("bad rows skip", ("Choice", "bad rows", ("skip", False))),
+        ("bad\trows stop", ("Choice", "bad rows", ("stop", False))),
+        ("tiff pages all", ("Choice", "tiff pages", ("all", False))),
+        ("window 40 400", ("Window", ("40", False), ("400", False))),
         ("lora rank 16 alpha 32 dropout 0.05",
          ("Lora", (("Setting", ("rank", False), ("16", False)), ("Setting", ("alpha", False), ("32", False)),
                    ("Setting", ("dropout", False), ("0.05", False))))),
@@ -111,9 +117,10 @@ def test_multi_line_any_order_with_comments_gives_the_same_statements():
         ("max length 4096", ("Number", "max length", ("4096", False))),
         ("seed 42", ("Number", "seed", ("42", False))),
         ("metric exact_match, cer", ("Metric", (("exact_match", False), ("cer", False)))),
-        ("save to ./runs/xray", ("SaveTo", ("./runs/xray", False))),
+        ("save to ./runs/xray", ("Choice", "save to", ("./runs/xray", False))),
         ("export adapter, merged", ("Export", (("adapter", False), ("merged", False)))),
         ("gpus 1", ("Number", "gpus", ("1", False))),
+        ("checkpoint every 50 steps", ("Checkpoint", ("50", False), ("steps", False))),
     ],
 )
 def test_every_statement_of_the_language_table(text, expected):
@@ -127,7 +134,7 @@ def test_keywords_are_words_where_a_value_fits():
     assert only("finetune vision on with").model.text == "with"
     assert only("images from column column").column.text == "column"
     # A keyword is a whole word: `resizer`-like words stay words.
-    assert only("save to ./runs/resize_512").path.text == "./runs/resize_512"
+    assert only("save to ./runs/resize_512").value.text == "./runs/resize_512"
 
 
 def test_misspelled_parts_and_options_are_not_syntax_errors():
@@ -143,7 +150,7 @@ def test_value_spans():
     assert (warmup.amount.text, warmup.amount.span.column, warmup.amount.span.end_column) == ("3", 8, 10)
     assert (warmup.unit.text, warmup.unit.span.column, warmup.unit.span.end_column) == ("%", 9, 10)
     ask = only('ask "a \\"b\\""')
-    assert ask.text.span == Span("r.vt", 1, 5, 1, 14)  # the quotes included
+    assert ask.value.span == Span("r.vt", 1, 5, 1, 14)  # the quotes included
     number = only("  learning   rate 2e-4")
     assert number.span == Span("r.vt", 1, 3, 1, 23)
     assert number.value.span == Span("r.vt", 1, 19, 1, 23)
@@ -151,7 +158,7 @@ def test_value_spans():
 
 def test_hash_inside_string_is_text_and_after_it_a_comment():
     recipe = parse_ok('ask "issue #4 # not a comment" # a comment')
-    assert recipe.statements[0].text.text == "issue #4 # not a comment"
+    assert recipe.statements[0].value.text == "issue #4 # not a comment"
     assert [c.text for c in recipe.comments] == [" a comment"]
     assert recipe.comments[0].own_line is False
 
@@ -159,10 +166,10 @@ def test_hash_inside_string_is_text_and_after_it_a_comment():
 def test_crlf_tabs_bom_unicode():
     text = "\ufefffinetune\tvision on qwen2.5-vl\r\nfrom ./données\r\nask \"Décris l'image 🩻\"\r\n"
     recipe = parse_ok(text)
-    assert [type(s).__name__ for s in recipe.statements] == ["Finetune", "From", "Ask"]
+    assert [s.keyword for s in recipe.statements] == ["finetune", "from", "ask"]
     assert recipe.statements[1].source.text == "./données"
     assert recipe.statements[1].span.line == 2
-    assert recipe.statements[2].text.text == "Décris l'image 🩻"
+    assert recipe.statements[2].value.text == "Décris l'image 🩻"
 
 
 def test_every_clause_keyword_parses_where_a_clause_starts():
@@ -227,23 +234,37 @@ def test_check_path_does_not_import_lark():
     assert out.strip() == "False"
 
 
-def test_tokenizer_knows_every_keyword_terminal_of_the_grammar():
-    from vtc.compiler.parser import _CLAUSE_TERMINALS, _SUB_KEYWORDS, _engine
-
+def _grammar():
     import lark
 
-    from vtc.compiler.parser import GRAMMAR_PATH
+    return lark.Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual", start="line")
 
-    grammar = lark.Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual", start="line")
-    engine = _engine()
-    names = {t.name for t in grammar.terminals} - {"COMMA"} - set(engine.patterns)
+
+def test_keyword_tables_know_every_keyword_terminal_of_the_grammar():
+    grammar = _grammar()
+    names = {t.name for t in grammar.terminals} - {"COMMA", "WORD", "STRING", "INT", "NUMBER", "SIZE", "PERCENT"}
     names = {n for n in names if not n.startswith("__")}  # the ignored blanks
-    assert names == set(engine.keywords.values())
-    assert set(_CLAUSE_TERMINALS) | set(_SUB_KEYWORDS) == names
-    # Every spelling the tokenizer accepts is one the grammar's own regex accepts as a whole word.
+    assert set(BY_TERMINAL) | set(SUB_KEYWORDS) == names
+    assert not set(BY_TERMINAL) & set(SUB_KEYWORDS)
+    # Every spelling in the tables is one the grammar's own regex accepts as a whole word.
     by_name = {t.name: re.compile(t.pattern.to_regexp()) for t in grammar.terminals}
-    for spelling, name in engine.keywords.items():
+    spellings = {**{name: c.keyword for name, c in BY_TERMINAL.items()}, **SUB_KEYWORDS}
+    for name, spelling in spellings.items():
         assert by_name[name].fullmatch(spelling), (spelling, name)
+
+
+def test_simple_clauses_and_only_they_have_a_document_key():
+    """The keywords of the grammar rules `number` and `choice` are the rows of the clause table with a key."""
+    simple = {rule.expansion[0].name for rule in _grammar().rules if rule.origin.name in ("number", "choice")}
+    assert simple == {name for name, clause in BY_TERMINAL.items() if clause.key}
+    keys = [clause.key for clause in CLAUSES if clause.key]
+    assert len(keys) == len(set(keys))
+
+
+def test_every_example_of_the_clause_table_parses_as_its_clause():
+    for clause in CLAUSES:
+        statement = only(clause.example)
+        assert statement.keyword == ("with" if clause.keyword == "without" else clause.keyword)
 
 
 def test_ast_nodes_are_frozen_records():

@@ -1,7 +1,7 @@
 """Regenerate src/vtc/compiler/_vt_parser.py, the Lark standalone LALR parser of src/vtc/grammar/vt.lark.
 
 `vtc check` imports the generated module instead of lark (saves the ~0.08 s lark import and the grammar
-compilation on every run). The module records the SHA-256 of the grammar it was built from; vtc.compiler.parser
+compilation on every run). The module records the SHA-256 of the grammar it was built from; vtc.compiler.lalr
 falls back to lark when the two differ, and tests/test_parser.py fails until this script is run again:
 
     .venv/bin/python tools/gen_parser.py

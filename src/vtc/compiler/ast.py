@@ -1,6 +1,6 @@
 """The recipe's abstract syntax tree: typed, frozen nodes, each carrying its source span.
 
-The parser (vtc.compiler.parser) builds these from Lark's parse tree; lowering (vtc.compiler.lower) turns them into
+The parser builds these from Lark's parse tree (vtc.compiler.build); lowering (vtc.compiler.lower) turns them into
 the JSON document that the schema validates. Every value a user wrote is a ``Value``: its text exactly as written
 (quotes removed from strings) and its span, so that any later stage can point at it.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Union
 
 from vtc.diagnostics import Span
-from vtc.records import fields, record as node  # noqa: F401  (fields: re-exported for the parser and fmt)
+from vtc.records import fields, record as node
 
 
 @node
@@ -30,7 +30,9 @@ class Comment:
 
 
 # --- statements -------------------------------------------------------------------------------------------------
-# Each statement is one clause of the language. ``keyword`` is the clause's name as docs/language.md lists it.
+# Each statement is one clause of the language. ``keyword`` is the clause's name as docs/language.md lists it. The
+# simple clauses (a keyword and one value) share two nodes, Number and Choice, named by their keyword; the others
+# have a node each.
 
 
 @node
@@ -50,24 +52,6 @@ class Include:
     path: Value
     span: Span
     keyword = "include"
-
-
-@node
-class Using:
-    """using qlora | lora | full"""
-
-    method: Value
-    span: Span
-    keyword = "using"
-
-
-@node
-class Precision:
-    """precision auto | bf16 | fp16"""
-
-    dtype: Value
-    span: Span
-    keyword = "precision"
 
 
 @node
@@ -110,24 +94,6 @@ class Holdout:
 
 
 @node
-class Ask:
-    """ask "Describe this X-ray." (the instruction sent with every image)"""
-
-    text: Value
-    span: Span
-    keyword = "ask"
-
-
-@node
-class System:
-    """system "You are an expert radiographer." """
-
-    text: Value
-    span: Span
-    keyword = "system"
-
-
-@node
 class Answer:
     """answer from captions | folders | column <name>"""
 
@@ -156,15 +122,6 @@ class Resize:
 
 
 @node
-class BadRows:
-    """bad rows skip | bad rows stop (what a run does with rows that fail the data check)"""
-
-    action: Value
-    span: Span
-    keyword = "bad rows"
-
-
-@node
 class Window:
     """window <centre> <width>: the DICOM display window (in the image's rescaled units, e.g. Hounsfield)"""
 
@@ -172,15 +129,6 @@ class Window:
     width: Value
     span: Span
     keyword = "window"
-
-
-@node
-class TiffPages:
-    """tiff pages all | tiff pages first (a multi-page TIFF gives one sample a page, or its first page only)"""
-
-    mode: Value
-    span: Span
-    keyword = "tiff pages"
 
 
 @node
@@ -210,9 +158,9 @@ class TrainFor:
 
 @node
 class Number:
-    """A clause with one numeric value: batch, accumulate, learning rate, weight decay, max length, seed, gpus."""
+    """A simple clause whose one value is a number (grammar rule `number`): batch 2, learning rate 2e-4, seed 42."""
 
-    name: str  # batch | accumulate | learning rate | weight decay | max length | seed | gpus
+    name: str  # the clause keyword as the clause table spells it: batch | learning rate | max length | ...
     value: Value
     span: Span
 
@@ -233,9 +181,10 @@ class Warmup:
 
 @node
 class Choice:
-    """A clause that names one option: schedule, optimizer."""
+    """A simple clause whose one value stays text (grammar rule `choice`): using lora, schedule cosine,
+    ask "Describe this X-ray.", save to ./runs/xray."""
 
-    name: str  # schedule | optimizer
+    name: str  # the clause keyword as the clause table spells it: using | schedule | ask | save to | ...
     value: Value
     span: Span
 
@@ -251,15 +200,6 @@ class Metric:
     names: tuple[Value, ...]
     span: Span
     keyword = "metric"
-
-
-@node
-class SaveTo:
-    """save to ./runs/xray"""
-
-    path: Value
-    span: Span
-    keyword = "save to"
 
 
 @node
@@ -282,8 +222,8 @@ class Checkpoint:
 
 
 Statement = Union[
-    Finetune, Include, Using, Precision, Flags, From, EvaluateOn, Holdout, Ask, System, Answer, Images, Resize,
-    BadRows, Window, TiffPages, Lora, TrainFor, Number, Warmup, Choice, Metric, SaveTo, Export, Checkpoint,
+    Finetune, Include, Flags, From, EvaluateOn, Holdout, Answer, Images, Resize, Window, Lora, TrainFor, Warmup,
+    Metric, Export, Checkpoint, Number, Choice,
 ]
 
 

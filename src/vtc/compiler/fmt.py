@@ -1,7 +1,7 @@
 """`vtc fmt`: rewrite a recipe in the canonical layout without changing what it means.
 
 The layout: the comment block at the top of the file stays at the top; then the includes, the `finetune ... on ...`
-header and the other clauses one a line, in the order of the language table (docs/internals.md), with normalised
+header and the other clauses one a line, in the order of the clause table (vtc.compiler.clauses), with normalised
 spacing (`finetune vision, mlp on qwen2.5-vl`, `with responses_only, rslora`) and strings re-quoted; a trailing
 newline. Comments are kept: an own-line comment stays right before the statement that follows it, a trailing
 comment stays on the line of the (first) statement it trailed, comments after the last statement stay at the end.
@@ -18,11 +18,14 @@ A file with syntax errors is not formatted: (None, diagnostics).
 from __future__ import annotations
 
 from vtc.compiler import ast
-from vtc.compiler.parser import CLAUSE_KEYWORDS, decode_source, parse_source
+from vtc.compiler.clauses import CLAUSE_KEYWORDS
+from vtc.compiler.decode import decode_source
+from vtc.compiler.parser import parse_source
 from vtc.diagnostics import Diagnostic, Span, error
 
 __all__ = ["format_source", "format_file", "render_statement"]
 
+# The canonical order: the clause table's.
 _RANK = {keyword: i for i, keyword in enumerate(CLAUSE_KEYWORDS)}
 _RANK["without"] = _RANK["with"]  # `with x` and `without x` keep their relative order
 
@@ -43,14 +46,12 @@ def _values(values) -> str:
 
 def render_statement(st) -> str:
     """One statement in canonical form, e.g. `finetune vision, mlp on qwen2.5-vl`."""
+    if isinstance(st, (ast.Number, ast.Choice)):
+        return f"{st.name} {_value(st.value)}"
     if isinstance(st, ast.Finetune):
         return f"finetune {_values(st.parts)} on {_value(st.model)}"
     if isinstance(st, ast.Include):
         return f"include {_value(st.path)}"
-    if isinstance(st, ast.Using):
-        return f"using {_value(st.method)}"
-    if isinstance(st, ast.Precision):
-        return f"precision {_value(st.dtype)}"
     if isinstance(st, ast.Flags):
         return f"{'with' if st.enabled else 'without'} {_values(st.flags)}"
     if isinstance(st, (ast.From, ast.EvaluateOn)):
@@ -58,8 +59,6 @@ def render_statement(st) -> str:
         return f"{st.keyword} {_value(st.source)}{split}"
     if isinstance(st, ast.Holdout):
         return f"holdout {st.share.text}%"
-    if isinstance(st, (ast.Ask, ast.System)):
-        return f"{st.keyword} {_value(st.text)}"
     if isinstance(st, ast.Answer):
         column = f" {_value(st.column)}" if st.column is not None else ""
         return f"answer from {st.source.text}{column}"
@@ -67,28 +66,20 @@ def render_statement(st) -> str:
         return f"images from column {_value(st.column)}"
     if isinstance(st, ast.Resize):
         return f"resize {st.size.text}"
-    if isinstance(st, ast.BadRows):
-        return f"bad rows {_value(st.action)}"
     if isinstance(st, ast.Window):
         return f"window {st.center.text} {st.width.text}"
-    if isinstance(st, ast.TiffPages):
-        return f"tiff pages {_value(st.mode)}"
     if isinstance(st, ast.Checkpoint):
         return f"checkpoint every {st.every.text} {st.unit.text}"
     if isinstance(st, ast.Lora):
         return " ".join(["lora"] + [f"{s.name.text} {s.value.text}" for s in st.settings])
     if isinstance(st, ast.TrainFor):
         return f"train for {st.amount.text} {st.unit.text}"
-    if isinstance(st, (ast.Number, ast.Choice)):
-        return f"{st.name} {_value(st.value)}"
     if isinstance(st, ast.Warmup):
         if st.unit.text == "%":
             return f"warmup {st.amount.text}%"
         return f"warmup {st.amount.text} {st.unit.text}"
     if isinstance(st, ast.Metric):
         return f"metric {_values(st.names)}"
-    if isinstance(st, ast.SaveTo):
-        return f"save to {_value(st.path)}"
     if isinstance(st, ast.Export):
         return f"export {_values(st.kinds)}"
     raise TypeError(f"not a statement: {st!r}")  # pragma: no cover

@@ -16,10 +16,11 @@ Rules:
 
 The document's keys (docs/plan.md and schema.json describe them): model, parts, method, precision, flags,
 train_data, eval_data, holdout, instruction, system, answer, image_column, resize, bad_rows, window, tiff_pages,
-lora, train_for, batch,
-accumulate, learning_rate, warmup, schedule, optimizer, weight_decay, max_length, seed, metrics, save_to, exports,
-gpus, checkpoint_every. Numbers are converted where the text is a number; anything else stays text so that the schema can say what
-was expected. ``spans`` maps every pointer that was set (and its parents) to the span of the value or clause.
+lora, train_for, batch, accumulate, learning_rate, warmup, schedule, optimizer, weight_decay, max_length, seed,
+metrics, save_to, exports, gpus, checkpoint_every. A simple clause (ast.Number, ast.Choice) sets the key that the
+clause table (vtc.compiler.clauses) names. Numbers are converted where the text is a number; anything else stays
+text so that the schema can say what was expected. ``spans`` maps every pointer that was set (and its parents) to
+the span of the value or clause.
 """
 
 from __future__ import annotations
@@ -28,15 +29,11 @@ import re
 from typing import Callable
 
 from vtc.compiler import ast
+from vtc.compiler.clauses import BY_KEYWORD
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 
 Loader = Callable[[str, str], tuple[str, str]]
 
-# Statement -> the document key it sets (the clause's identity for conflicts).
-_NUMBER_KEYS = {
-    "batch": "batch", "accumulate": "accumulate", "learning rate": "learning_rate", "weight decay": "weight_decay",
-    "max length": "max_length", "seed": "seed", "gpus": "gpus",
-}
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
 _MAX_INCLUDE_DEPTH = 32
@@ -135,7 +132,13 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
         if isinstance(st, ast.Include):
             _include(st, load, state, chain)
             continue
-        if isinstance(st, ast.Finetune):
+        if isinstance(st, (ast.Number, ast.Choice)):
+            # A simple clause: the clause table names its document key, which is also its identity for conflicts.
+            key = BY_KEYWORD[st.name].key
+            if claim(key, st.span, f"`{st.name}` is written twice in this file"):
+                value = number(st.value.text) if isinstance(st, ast.Number) else st.value.text
+                state.set(f"/{key}", value, st.value.span)
+        elif isinstance(st, ast.Finetune):
             if not claim("finetune", st.span, "`finetune ... on ...` is written twice in this file"):
                 continue
             state.drop("parts")
@@ -143,12 +146,6 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
             state.set("/parts", [p.text for p in st.parts], st.span)
             for i, p in enumerate(st.parts):
                 state.spans[f"/parts/{i}"] = p.span
-        elif isinstance(st, ast.Using):
-            if claim("using", st.span, "`using` is written twice in this file"):
-                state.set("/method", st.method.text, st.method.span)
-        elif isinstance(st, ast.Precision):
-            if claim("precision", st.span, "`precision` is written twice in this file"):
-                state.set("/precision", st.dtype.text, st.dtype.span)
         elif isinstance(st, ast.Flags):
             for flag in st.flags:
                 word = "with" if st.enabled else "without"
@@ -179,12 +176,6 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
             if claim("holdout", st.span, "`holdout` is written twice in this file"):
                 state.drop("eval_data")
                 state.set("/holdout", number(st.share.text.rstrip("%")), st.share.span)
-        elif isinstance(st, ast.Ask):
-            if claim("ask", st.span, "`ask` is written twice in this file"):
-                state.set("/instruction", st.text.text, st.text.span)
-        elif isinstance(st, ast.System):
-            if claim("system", st.span, "`system` is written twice in this file"):
-                state.set("/system", st.text.text, st.text.span)
         elif isinstance(st, ast.Answer):
             if claim("answer", st.span, "`answer from` is written twice in this file"):
                 state.drop("answer")
@@ -198,18 +189,12 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
         elif isinstance(st, ast.Resize):
             if claim("resize", st.span, "`resize` is written twice in this file"):
                 state.set("/resize", _resize_value(st.size.text), st.size.span)
-        elif isinstance(st, ast.BadRows):
-            if claim("bad_rows", st.span, "`bad rows` is written twice in this file"):
-                state.set("/bad_rows", st.action.text, st.action.span)
         elif isinstance(st, ast.Window):
             if claim("window", st.span, "`window` is written twice in this file"):
                 state.drop("window")
                 state.set("/window/center", number(st.center.text), st.center.span)
                 state.set("/window/width", number(st.width.text), st.width.span)
                 state.spans["/window"] = st.span
-        elif isinstance(st, ast.TiffPages):
-            if claim("tiff_pages", st.span, "`tiff pages` is written twice in this file"):
-                state.set("/tiff_pages", st.mode.text, st.mode.span)
         elif isinstance(st, ast.Checkpoint):
             if claim("checkpoint_every", st.span, "`checkpoint every` is written twice in this file"):
                 state.set("/checkpoint_every", number(st.every.text), st.every.span)
@@ -231,10 +216,6 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                 state.set("/train_for/amount", number(st.amount.text), st.amount.span)
                 state.set("/train_for/unit", unit, st.unit.span)
                 state.spans["/train_for"] = st.span
-        elif isinstance(st, ast.Number):
-            key = _NUMBER_KEYS.get(st.name, st.name.replace(" ", "_"))
-            if claim(key, st.span, f"`{st.name}` is written twice in this file"):
-                state.set(f"/{key}", number(st.value.text), st.value.span)
         elif isinstance(st, ast.Warmup):
             if claim("warmup", st.span, "`warmup` is written twice in this file"):
                 unit = _unit(st.unit.text, {"%": "percent", "step": "steps", "steps": "steps"})
@@ -242,9 +223,6 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                 state.set("/warmup/amount", number(st.amount.text.rstrip("%")), st.amount.span)
                 state.set("/warmup/unit", unit, st.unit.span)
                 state.spans["/warmup"] = st.span
-        elif isinstance(st, ast.Choice):
-            if claim(st.name, st.span, f"`{st.name}` is written twice in this file"):
-                state.set(f"/{st.name}", st.value.text, st.value.span)
         elif isinstance(st, (ast.Metric, ast.Export)):
             key, word = ("metrics", "metric") if isinstance(st, ast.Metric) else ("exports", "export")
             items = st.names if isinstance(st, ast.Metric) else st.kinds
@@ -254,9 +232,6 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                 state.set(f"/{key}", [v.text for v in items], st.span)
                 for i, v in enumerate(items):
                     state.spans[f"/{key}/{i}"] = v.span
-        elif isinstance(st, ast.SaveTo):
-            if claim("save_to", st.span, "`save to` is written twice in this file"):
-                state.set("/save_to", st.path.text, st.path.span)
 
 
 def _unit(text: str, table: dict[str, str]) -> str:

@@ -1,0 +1,293 @@
+"""A Lark syntax error on one line -> a diagnostic in plain words (VT004, VT010-VT013) and where to resume.
+
+Terminal names (``WORD``, ``COMMA``, ``$END``) never reach users: the tables below translate them into words, and
+the clause table (vtc.compiler.clauses) gives each clause's example and the meaning of a plain word in it. A
+missing value is reported at the end of the previous token, not at the next line.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from vtc.compiler import lalr
+from vtc.compiler.build import tokens
+from vtc.compiler.clauses import BY_KEYWORD, BY_TERMINAL, CLAUSE_KEYWORDS, ONE_LINE_EXAMPLE
+from vtc.compiler.lines import STRING_RE
+from vtc.diagnostics import Diagnostic, Span, error, suggest
+from vtc.records import record
+
+__all__ = ["Problem", "explain", "SUB_KEYWORDS"]
+
+# Keywords inside clauses: grammar terminal -> spelling.
+SUB_KEYWORDS = {"ON": "on", "SPLIT": "split", "CAPTIONS": "captions", "FOLDERS": "folders", "COLUMN": "column",
+                "NONE": "none", "RANK": "rank", "ALPHA": "alpha", "DROPOUT": "dropout", "EPOCHS": "epochs",
+                "STEPS": "steps"}
+# Value terminals in user words. Keywords inside clauses are shown as written.
+_TERMINAL_WORDS = {
+    "INT": "a whole number",
+    "NUMBER": "a number",
+    "PERCENT": "a percentage like `10%`",
+    "SIZE": "a size like `640x480`",
+    "STRING": "text in double quotes",
+    "COMMA": "`,`",
+    **{name: f"`{spelling}`" for name, spelling in SUB_KEYWORDS.items()},
+}
+# The order in which expected terminals are listed.
+_ORDER = ["WORD", "STRING", "INT", "NUMBER", "SIZE", "PERCENT", "COMMA", *SUB_KEYWORDS]
+
+# Characters of a bare word (kept in step with WORD in vt.lark) and of anything number-like.
+_CHUNK_RE = re.compile(r"[\w.\/~:+@%-]+")
+# The most words a clause keyword has.
+_MOST_WORDS = max(kw.count(" ") + 1 for kw in CLAUSE_KEYWORDS)
+# The start of a clause keyword on a line (used to resume after an error). Several-word keywords allow any blanks.
+_KEYWORD_RE = re.compile(
+    r"(?<![\w.\/~:+@%\-])("
+    + "|".join(kw.replace(" ", r"[^\S\n]+") for kw in sorted(CLAUSE_KEYWORDS, key=len, reverse=True))
+    + r")(?![\w.\/~:+@%\-])"
+)
+
+
+@record
+class Problem:
+    diagnostics: tuple[Diagnostic, ...]
+    clause_start: int  # index in the line where the broken clause starts (statements before it are fine)
+    resume: int | None  # index in the line where parsing goes on, or None to give up on this line
+
+
+def explain(exc, code: str, number: int, file: str) -> Problem:
+    """Turn a Lark error on the line ``code`` into a diagnostic in user words and a place to resume."""
+    state = getattr(exc, "state", None)
+    token = getattr(exc, "token", None)
+    if token is not None and getattr(token, "type", None) == "$END":
+        pos = len(code)
+    elif token is not None and getattr(token, "start_pos", None) is not None:
+        pos = token.start_pos
+    else:
+        pos = getattr(exc, "pos_in_stream", 0)
+
+    # The clause being read: the last clause keyword on the parser's stack.
+    stack_tokens = _tokens_of_stack(state.value_stack) if state is not None else []
+    clause, clause_start, last_end = None, pos, None
+    for tok in reversed(stack_tokens):
+        if tok.type in BY_TERMINAL:
+            clause, clause_start = BY_TERMINAL[tok.type].keyword, tok.start_pos
+            break
+    if stack_tokens:
+        last_end = stack_tokens[-1].end_pos
+    accepts = lalr.accepts(state) if state is not None else set()
+    complete = "$END" in accepts
+    after_on = any(t.type in ("ON", "SPLIT", "COLUMN") for t in stack_tokens if t.start_pos >= clause_start)
+
+    kind, text, end = _thing_at(code, pos)
+    if kind != "end":
+        pos = len(code) - len(code[pos:].lstrip())
+    so_far = " ".join(code[clause_start:last_end].split()) if clause and last_end else ""
+    example = BY_KEYWORD[clause].example if clause else ""
+
+    def span_at(a: int, b: int) -> Span:
+        return Span(file, number, a + 1, number, max(b, a + 1) + 1)
+
+    def caret_after(at: int) -> Span:  # an empty span: where something is missing
+        return Span(file, number, at + 1, number, at + 1)
+
+    def next_clause(after: int) -> int | None:
+        m = _KEYWORD_RE.search(_mask_strings(code), after)
+        return m.start() if m else None
+
+    def problem(vt: str, message: str, span: Span, help: str, start: int, resume: int | None) -> Problem:
+        return Problem((error(vt, message, span, help=help),), start, resume)
+
+    if kind == "char":
+        return Problem((_bad_character(text, span_at(pos, pos + 1), example),), clause_start, next_clause(pos + 1))
+
+    if clause == "finetune" and [t.type for t in stack_tokens[-2:]] == ["FINETUNE", "WORD"] \
+            and str(stack_tokens[-1]) == "on":
+        # `finetune on qwen2.5-vl`: the lexer read `on` as the first part.
+        return problem("VT011", "missing the parts to train after `finetune`", caret_after(stack_tokens[-2].end_pos),
+                       f"name what trains (vision, language, attention, mlp or all), like `{example}`", clause_start,
+                       next_clause(end))
+
+    if clause is not None and not complete:
+        wanted = _describe(accepts, clause, after_on)
+        if kind in ("end", "keyword"):
+            if "COMMA" in accepts and len(accepts) > 1:
+                wanted = _describe(accepts - {"COMMA"}, clause, after_on)  # a list may simply end here
+            return problem("VT011", f"missing {wanted} after `{_clip(so_far)}`",
+                           caret_after(last_end if last_end is not None else pos),
+                           f"write {wanted}, for example `{example}`", clause_start, pos if kind == "keyword" else None)
+        keywords = [SUB_KEYWORDS[n] for n in accepts if n in SUB_KEYWORDS]
+        close = suggest(text, keywords) if keywords and kind == "word" else None
+        if close:
+            help_text = f"did you mean `{close}`? (like `{example}`)"
+        elif kind == "string" and "WORD" in accepts and "STRING" not in accepts:
+            help_text = f"write this name without double quotes, like `{example}`"
+        elif clause == "finetune" and "COMMA" in accepts:
+            help_text = f"separate the parts with commas, then write `on` and the model: `{example}`"
+        else:
+            help_text = f"write it like `{example}`"
+        return problem("VT012", f"expected {wanted} after `{_clip(so_far)}`, found `{_clip(text)}`", span_at(pos, end),
+                       help_text, clause_start, next_clause(end))
+
+    # The clause so far is complete (or no clause has started): the thing at pos cannot start a clause.
+    unexpected = f"unexpected `{_clip(text)}` after `{_clip(so_far)}`"
+    if kind == "word":
+        guess = _guess_clause(text, code[end:])
+        if guess and "COMMA" in accepts and guess != text.rstrip(":=").lower():
+            # `with responses_only rslora`: more likely a missing comma than a misspelled `lora` clause.
+            return problem("VT013", unexpected, span_at(pos, end),
+                           f"separate several values with commas, like `{example}`; or, if `{_clip(text)}` starts a "
+                           f"new clause, did you mean `{guess}`?", pos, next_clause(end))
+        if guess or (clause is None and (text[0].isalpha() or text[0] == "_")):
+            return problem("VT010", f"unknown clause `{_clip(text)}`", span_at(pos, end), _clause_help(text, guess),
+                           pos, next_clause(end))
+    if clause is None:  # a number, a string or a stray keyword at the start of a clause
+        return problem("VT010", f"a clause cannot start with `{_clip(text)}`", span_at(pos, end),
+                       f"each clause starts with a keyword, like `{ONE_LINE_EXAMPLE}`", pos, next_clause(end))
+    last = str(stack_tokens[-1]) if stack_tokens else ""
+    subs = [SUB_KEYWORDS[n] for n in sorted(accepts, key=_order) if n in SUB_KEYWORDS]
+    close = suggest(text, subs) if subs and kind == "word" else None
+    if close:
+        help_text = f"did you mean `{close}`? (like `{example}`)"
+    elif "COMMA" in accepts:
+        help_text = f"separate several values with commas, like `{example}`"
+    elif kind == "word" and stack_tokens and stack_tokens[-1].type == "WORD":
+        help_text = (f"if `{_clip(last + ' ' + text)}` is one name with spaces, put it in double quotes: "
+                     f"`\"{_clip(last + ' ' + text)}\"`; otherwise start a new clause with its keyword")
+    elif subs:
+        options = _describe({n for n in accepts if n in SUB_KEYWORDS}, clause, after_on)
+        help_text = f"after `{_clip(so_far)}` comes {options} or a new clause, like `{example}`"
+    else:
+        help_text = f"`{clause}` takes one value, like `{example}`"
+    return problem("VT013", unexpected, span_at(pos, end), help_text, pos, next_clause(end))
+
+
+def _describe(names, clause: str | None, after_on: bool) -> str:
+    """A set of terminals as a phrase: 'a whole number', '`,` or `on`'."""
+    words = []
+    for name in sorted(names, key=_order):
+        if name == "$END" or name in BY_TERMINAL:
+            continue
+        if name == "WORD":
+            if clause == "finetune" and after_on:
+                phrase = "a model name"
+            elif clause in ("from", "evaluate on") and after_on:
+                phrase = "a split name (like `train`)"
+            else:
+                phrase = BY_KEYWORD[clause].word if clause and BY_KEYWORD[clause].word else "a name"
+        elif name == "STRING":
+            if "WORD" in names:
+                continue  # a name or a path may always be quoted
+            phrase = _TERMINAL_WORDS[name]
+        elif name == "INT" and clause == "resize":
+            phrase = "a number of pixels"
+        elif name == "ON":
+            phrase = "`on` and a model name"
+        else:
+            phrase = _TERMINAL_WORDS.get(name, name.lower())
+        if phrase not in words:
+            words.append(phrase)
+    if not words:
+        return "nothing more"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _order(name: str):
+    return (_ORDER.index(name) if name in _ORDER else len(_ORDER), name)
+
+
+def _thing_at(code: str, i: int) -> tuple[str, str, int]:
+    """What stands at index i: (kind, text, end) with kind in end | string | keyword | word | char."""
+    while i < len(code) and code[i].isspace():
+        i += 1
+    if i >= len(code):
+        return "end", "", i
+    if code[i] == '"':
+        m = STRING_RE.match(code, i)
+        end = m.end() if m else len(code)
+        return "string", code[i:end], end
+    m = _KEYWORD_RE.match(code, i)
+    if m:
+        return "keyword", " ".join(m.group().split()), m.end()
+    m = _CHUNK_RE.match(code, i)
+    if m:
+        return "word", m.group(), m.end()
+    return "char", code[i], i + 1
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _tokens_of_stack(stack) -> list:
+    found = []
+    for item in stack:
+        if isinstance(item, list):
+            for sub in item:
+                found.extend(tokens(sub))
+        else:
+            found.extend(tokens(item))
+    return [t for t in found if hasattr(t, "type")]
+
+
+def _mask_strings(code: str) -> str:
+    """The line with the insides of strings blanked, so that a keyword inside text does not count."""
+    return STRING_RE.sub(lambda m: '"' + " " * (len(m.group()) - 2) + '"', code)
+
+
+def _guess_clause(word: str, rest: str) -> str | None:
+    """The clause keyword a misspelled word most likely means (keywords of n words: also try the next n-1 words)."""
+    choices = list(CLAUSE_KEYWORDS)
+    stripped = word.rstrip(":=")
+    if stripped.lower() in CLAUSE_KEYWORDS:
+        return stripped.lower()
+    words = [word]
+    for n in range(2, _MOST_WORDS + 1):
+        rest = rest.lstrip()
+        following = _CHUNK_RE.match(rest)
+        if following is None:
+            break
+        words.append(following.group())
+        rest = rest[following.end():]
+        phrase = suggest(" ".join(words), [c for c in choices if c.count(" ") == n - 1], cutoff=0.75)
+        if phrase:
+            return phrase
+    best = suggest(word, choices)
+    if best:
+        return best
+    firsts = {c.split()[0]: c for c in choices if " " in c}
+    first = suggest(word, list(firsts), cutoff=0.75)
+    return firsts[first] if first else None
+
+
+def _clause_help(word: str, guess: str | None) -> str:
+    if guess and word.rstrip(":=").lower() == guess:
+        if word.lower() != word:
+            return f"keywords are lower-case: write `{BY_KEYWORD[guess].example}`"
+        return f"write `{BY_KEYWORD[guess].example}`, without `{word[len(guess):]}`"
+    if guess:
+        return f"did you mean `{guess}`? (like `{BY_KEYWORD[guess].example}`)"
+    return ("each clause starts with a keyword such as `finetune`, `from`, `resize`, `batch` or `train for` "
+            "(docs/language.md lists them all); to write a comment, start it with `#`")
+
+
+def _bad_character(char: str, span: Span, example: str) -> Diagnostic:
+    name = unicodedata.name(char, f"U+{ord(char):04X}")
+    helps = {
+        "'": 'use double quotes for text: `ask "Describe this image."`',
+        "\u201c": "use plain double quotes `\"`, not curly quotes (a word processor may have changed them)",
+        "\u201d": "use plain double quotes `\"`, not curly quotes (a word processor may have changed them)",
+        "\u2018": 'use plain double quotes `"` for text, not curly quotes',
+        "\u2019": 'use plain double quotes `"` for text, not curly quotes',
+        "=": f"write the value after the keyword without `=`, like `{example or 'batch 2'}`",
+        ";": "clauses are separated by spaces or new lines; no `;` is needed",
+        ",": "a `,` only separates values in a list, like `with responses_only, rslora`",
+    }
+    display = char if char.isprintable() else f"U+{ord(char):04X}"
+    return error(
+        "VT004",
+        f"unexpected character `{display}` ({name.lower()})",
+        span,
+        help=helps.get(char, "names and paths may use letters, digits and `_ . / ~ : + @ -`; put anything else "
+                             "in double quotes"),
+    )
