@@ -29,6 +29,7 @@ class Backend(Protocol):
     """What the runtime asks of a backend. See docs/internals.md."""
 
     name: str  # "transformers" | "unsloth"
+    notes: list[str]  # what it changed to run on this machine (an optimizer, a precision), for the log and manifest
 
     def load(self, plan: dict, model_path: str) -> tuple[Any, Any]:
         """Load model and processor, with LoRA applied (or the full fine-tuning parameters unfrozen)."""
