@@ -83,7 +83,6 @@ def test_missing_image_is_a_diagnostic(tmp_path):
     ((1000, 3), {"mode": "longest", "size": 100}, (100, 1)),  # never 0 px
     ((1000, 500), {"mode": "exact", "size": [640, 480]}, (640, 480)),
     ((1000, 500), {"mode": "none", "size": None}, (1000, 500)),
-    ((1000, 500), None, (1000, 500)),
 ])
 def test_target_sizes(size, resize, expected):
     assert target_size(size, resize) == expected

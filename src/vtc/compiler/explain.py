@@ -28,8 +28,9 @@ def explain_plan(plan: dict) -> str:
     """A paragraph: what trains (in words), on which data, for how long, where results go, GPU memory."""
     m, parts, training, data, est = plan["model"], plan["parts"], plan["training"], plan["data"], plan["estimates"]
     s: list[str] = []
-    family = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL",
-              "mllama": "Llama 3.2 Vision", "gemma3": "Gemma 3", "llava": "Pixtral"}.get(m["family"] or "")
+    from vtc.registry import load_registry
+
+    family = load_registry().families[m["family"]]["display"] if m["family"] else None
     what = f"`{m['name']}`" + (f" (a {family} model" + (", a tiny test model built on this machine)" if
                                                         m["source"] == "tiny" else ")") if family else "")
     s.append(f"This recipe teaches the vision-language model {what} to answer from your images.")

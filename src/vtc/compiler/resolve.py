@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "method": "qlora",
     "precision": "auto",
     "instruction": "Describe this image.",
+    "answer.from": "auto",  # detected from the data: captions beside images, a metadata column, class folders
     "lora.rank": 16,
     "lora.alpha": 16,
     "lora.dropout": 0.0,
@@ -309,7 +310,7 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         if "eval_data" in document else Sourced(None, "default"),
         holdout=_share(get("/holdout")), instruction=get("/instruction", DEFAULTS["instruction"]),
         system=get("/system"),
-        answer=Answer(from_=get("/answer/from", "auto"), column=get("/answer/column")),
+        answer=Answer(from_=get("/answer/from", DEFAULTS["answer.from"]), column=get("/answer/column")),
         image_column=get("/image_column"), bad_rows=get("/bad_rows", DEFAULTS["bad_rows"]))
 
     # --- images: `resize` in its one form

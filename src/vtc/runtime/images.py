@@ -164,11 +164,11 @@ def _reason(exc: BaseException, path: Path) -> str:
     return text
 
 
-def target_size(size: tuple[int, int], resize: dict | None) -> tuple[int, int]:
-    """The (width, height) that ``standardise`` gives an image of ``size``."""
+def target_size(size: tuple[int, int], resize: dict) -> tuple[int, int]:
+    """The (width, height) that ``standardise`` gives an image of ``size`` (``resize``: the plan's images.resize)."""
     w, h = size
-    mode = (resize or {}).get("mode", "none")
-    if mode in (None, "none"):
+    mode = resize["mode"]
+    if mode == "none":
         return w, h
     if mode == "exact":
         tw, th = resize["size"]
@@ -181,7 +181,7 @@ def target_size(size: tuple[int, int], resize: dict | None) -> tuple[int, int]:
     raise ValueError(f"unknown resize mode {mode!r}")
 
 
-def standardise(image, resize: dict | None):
+def standardise(image, resize: dict):
     """The image at the plan's standard size (see the module docstring for the modes)."""
     from PIL import Image
 

@@ -43,7 +43,7 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict | None, window: dict | None = None,
+def prepare_images(tasks: Iterable[tuple[str, int]], *, resize: dict, window: dict | None = None,
                    cache=None, workers: int | None = None, store: bool = True,
                    count: int | None = None, memo: dict | None = None) -> Iterator[dict]:
     """Check and standardise every (path, page) in ``tasks``; yields result dicts (in completion order).
@@ -116,7 +116,7 @@ def stat_signature(path: str) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def lookup(path: str, frame: int, resize: dict | None, window: dict | None, cache,
+def lookup(path: str, frame: int, resize: dict, window: dict | None, cache,
            memo: dict | None = None) -> dict | None:
     """The cached result for this file's current content and these settings, or None (also when unreadable)."""
     from vtc.runtime.cache import digest_file, entry_key, settings_text
@@ -150,7 +150,7 @@ def lookup(path: str, frame: int, resize: dict | None, window: dict | None, cach
     return out
 
 
-def remember(memo: dict | None, result: dict, resize: dict | None, window: dict | None) -> None:
+def remember(memo: dict | None, result: dict, resize: dict, window: dict | None) -> None:
     """Record a freshly prepared file in the stat index (its signature was taken before it was read)."""
     if memo is None or not result.get("key") or not result.get("stat"):
         return
@@ -165,15 +165,15 @@ def _prepare_chunk(chunk, resize, window, root, store) -> list[dict]:
     return [prepare_one(path, frame, resize, window, root, store) for path, frame in chunk]
 
 
-def settings_for(path: str | Path, resize: dict | None, window: dict | None) -> dict:
+def settings_for(path: str | Path, resize: dict, window: dict | None) -> dict:
     """The preparation settings that change the output for this file (the window matters for DICOM only)."""
-    s = {"resize": resize or {"mode": "none"}}
+    s = {"resize": resize}
     if Path(path).suffix.lower() == ".dcm":
         s["window"] = window
     return s
 
 
-def prepare_one(path: str, frame: int, resize: dict | None, window: dict | None, root: str | None,
+def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: str | None,
                 store: bool = True) -> dict:
     """Check and standardise one image (page ``frame``); the result dict described in the module docstring."""
     from vtc.runtime.cache import ImageCache, entry_key
