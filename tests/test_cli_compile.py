@@ -35,6 +35,7 @@ def test_check_warnings_only_exit_0(tmp_path):
 def test_check_json(tmp_path):
     f = tmp_path / "b.vt"
     f.write_text("finetune all on qwen2.5-vl\nfrom ./x\nbatch 0\n")
+    (tmp_path / "x").mkdir()  # the data folder exists: the one problem is the batch
     result = run("check", str(f), "--format", "json")
     assert result.exit_code == 1
     [d] = json.loads(result.stdout)

@@ -192,3 +192,212 @@ def test_a_training_run_on_dicom_leaks_nothing(tmp_path, monkeypatch, capsys):
     for needle in NEEDLES:
         assert needle not in out.out + out.err, needle
         assert not any(needle.encode() in blob for blob in blobs), needle
+
+
+# ---- compressed pixel data: a decoder to install, not a broken file -------------------------------------------
+
+# ITU T.81, Table K.3: the luminance DC Huffman table (categories 0-11), used here for lossless differences.
+DC_BITS = (0, 1, 5, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0)
+DC_VALUES = tuple(range(12))
+
+
+def jpeg_lossless(image) -> bytes:
+    """A real lossless JPEG bitstream (T.81 process 14, selection value 1: the left neighbour predicts), 8-bit grey:
+    what JPEG Lossless DICOM files hold. Checked against gdcm and pylibjpeg-libjpeg, which decode it exactly."""
+    a = np.asarray(image, dtype=np.int32)
+    rows, cols = a.shape
+    codes, code, k = {}, 0, 0
+    for length, count in enumerate(DC_BITS, start=1):
+        for _ in range(count):
+            codes[DC_VALUES[k]] = (code, length)
+            code, k = code + 1, k + 1
+        code <<= 1
+    bits: list[int] = []
+
+    def put(value: int, n: int) -> None:
+        bits.extend((value >> (n - 1 - i)) & 1 for i in range(n))
+
+    for y in range(rows):
+        for x in range(cols):
+            pred = (128 if y == 0 else a[y - 1, 0]) if x == 0 else a[y, x - 1]
+            diff = int(a[y, x]) - int(pred)
+            ssss = abs(diff).bit_length()
+            put(*codes[ssss])
+            if ssss:
+                put(diff if diff > 0 else diff + (1 << ssss) - 1, ssss)
+    bits.extend([1] * (-len(bits) % 8))
+    scan = bytearray()
+    for i in range(0, len(bits), 8):
+        scan.append(int("".join(map(str, bits[i:i + 8])), 2))
+        if scan[-1] == 0xFF:
+            scan.append(0)  # byte stuffing
+    dht = bytes([0x00]) + bytes(DC_BITS) + bytes(DC_VALUES)
+    return (b"\xff\xd8" + b"\xff\xc4" + (2 + len(dht)).to_bytes(2, "big") + dht
+            + b"\xff\xc3" + (11).to_bytes(2, "big") + bytes([8]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big")
+            + bytes([1, 1, 0x11, 0]) + b"\xff\xda" + (8).to_bytes(2, "big") + bytes([1, 1, 0x00, 1, 0, 0])
+            + bytes(scan) + b"\xff\xd9")
+
+
+def write_compressed(path: Path, frame: bytes, syntax, *, rows: int, cols: int, bits: int = 8,
+                     signed: int = 0) -> Path:
+    """A DICOM file whose pixel data is ``frame``, encapsulated under transfer syntax ``syntax``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    for key, value in SECRETS.items():
+        setattr(ds, key, value)
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (8 if bits <= 8 else 16), bits, bits - 1, \
+        signed
+    ds.PixelData = encapsulate([frame])
+    ds["PixelData"].VR = "OB"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def gradient():
+    a = (np.add.outer(np.arange(24), np.arange(32)) * 5 % 256).astype(np.uint8)
+    a[5:9, 5:9] = 255
+    a[10, 3] = 0
+    return a
+
+
+def decoder_available(syntax) -> bool:
+    from pydicom.pixels import get_decoder
+
+    return get_decoder(syntax).is_available
+
+
+def test_jpeg_lossless_needs_a_decoder_and_says_which(tmp_path):
+    from pydicom.uid import JPEGLosslessSV1
+
+    image = gradient()
+    path = write_compressed(tmp_path / "ll.dcm", jpeg_lossless(image), JPEGLosslessSV1, rows=24, cols=32)
+    if decoder_available(JPEGLosslessSV1):  # vtc[dicom] installed: the file decodes, exactly
+        im = dicom.read_dicom(path, window={"center": 128, "width": 256})  # the identity on 0..255
+        assert np.array_equal(np.asarray(im)[..., 0], image)
+        return
+    with pytest.raises(VtcError) as exc:
+        open_image(path)
+    [d] = exc.value.diagnostics
+    assert d.code == "VT440"
+    assert d.message == ("cannot decode ll.dcm: its pixel data is compressed as JPEG Lossless, Non-Hierarchical, "
+                         "First-Order Prediction (Process 14 [Selection Value 1]) (transfer syntax "
+                         "1.2.840.10008.1.2.4.70), and no decoder for it is installed: pip install 'vtc[dicom]' (it "
+                         "adds python-gdcm)")
+    assert d.help.startswith("pip install 'vtc[dicom]'") and "The file itself is fine" in d.help
+    assert "replace" not in d.help and not any(n in d.message + d.help for n in NEEDLES)
+
+
+def test_jpeg_ls_needs_a_decoder_and_says_which(tmp_path):
+    """A real JPEG-LS frame (pydicom's bundled 64 x 64 MR image) in a file written here."""
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEGLSLossless
+
+    source = pydicom.dcmread(get_testdata_file("MR_small_jpeg_ls_lossless.dcm"))
+    [frame] = list(generate_frames(source.PixelData, number_of_frames=1))
+    path = write_compressed(tmp_path / "ls.dcm", frame, JPEGLSLossless, rows=64, cols=64, bits=16, signed=1)
+    if decoder_available(JPEGLSLossless):
+        assert dicom.read_dicom(path).size == (64, 64)
+        return
+    with pytest.raises(VtcError) as exc:
+        dicom.read_dicom(path)
+    [d] = exc.value.diagnostics
+    assert d.code == "VT440"
+    assert "compressed as JPEG-LS Lossless Image Compression (transfer syntax 1.2.840.10008.1.2.4.80)" in d.message
+    assert "pip install 'vtc[dicom]'" in d.message
+
+
+def test_twelve_bit_jpeg_names_the_one_decoder_that_reads_it():
+    """12-bit JPEG Extended: pillow's and gdcm's JPEG decoders refuse it (pydicom raises RuntimeError), only
+    pylibjpeg-libjpeg reads it. pydicom's own 12-bit sample file."""
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGExtended12Bit
+
+    path = get_testdata_file("JPGExtended.dcm")
+    if "pylibjpeg" in get_decoder(JPEGExtended12Bit).available_plugins:
+        assert dicom.read_dicom(path).size == (256, 1024)
+        return
+    with pytest.raises(VtcError) as exc:
+        dicom.read_dicom(path)
+    [d] = exc.value.diagnostics
+    assert d.code == "VT440" and "JPEG Extended" in d.message
+    assert "pip install pylibjpeg pylibjpeg-libjpeg" in d.message and "vtc[dicom]" not in d.message
+
+
+def test_check_data_keeps_the_decoder_advice_and_does_not_cache_it(tmp_path, monkeypatch):
+    """The row diagnostic of `vtc check --data` names the decoder; and the failure is not cached, so installing the
+    decoder is all it takes (the next check decodes the file)."""
+    from pydicom.uid import JPEGLosslessSV1
+
+    if decoder_available(JPEGLosslessSV1):
+        pytest.skip("a JPEG Lossless decoder is installed here: nothing to report")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VTC_IMAGE_CACHE", str(cache))
+    data = tmp_path / "scans"
+    write_compressed(data / "ll.dcm", jpeg_lossless(gradient()), JPEGLosslessSV1, rows=24, cols=32)
+    (data / "ll.txt").write_text("a gradient", encoding="utf-8")
+    write_dicom(data / "ct.dcm", ramp())
+    (data / "ct.txt").write_text("a ramp", encoding="utf-8")
+    recipe = tmp_path / "r.vt"
+    recipe.write_text("finetune vision on qwen2.5-vl\nfrom ./scans\n", encoding="utf-8")
+    for _ in range(2):  # the second check finds the same: nothing wrong was cached for the file
+        res = CliRunner().invoke(cli, ["check", "--data", "--format", "json", str(recipe)])
+        found = [d for d in json.loads(res.stdout) if d["code"] == "VT440"]
+        assert len(found) == 1, res.output
+        assert "ll.dcm" in found[0]["message"] and "pip install 'vtc[dicom]'" in found[0]["message"]
+        assert "JPEG Lossless" in found[0]["message"]
+    metas = [json.loads(p.read_text()) for p in cache.rglob("*.json") if "index" not in p.parts]
+    assert metas and not any(m.get("code") == "VT440" for m in metas)  # ct.dcm is cached; ll.dcm's failure is not
+    indexes = "".join(p.read_text() for p in (cache / "index").rglob("*.json")) if (cache / "index").exists() else ""
+    assert "VT440" not in indexes and "ct.dcm" in indexes
+
+
+def write_palette(path: Path, indices, colours) -> Path:
+    """A PALETTE COLOR DICOM file: 8-bit indices into 16-bit red, green and blue tables of 256 entries."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    indices = np.asarray(indices, dtype=np.uint8)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = indices.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    tables = np.zeros((3, 256), dtype=np.uint16)
+    for i, rgb in enumerate(colours):
+        tables[:, i] = [c * 257 for c in rgb]  # 8-bit colour -> 16-bit entry
+    for name, table in zip(("Red", "Green", "Blue"), tables):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{name}PaletteColorLookupTableData", table.tobytes())
+    ds.PixelData = indices.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_palette_color_comes_out_in_colour(tmp_path):
+    colours = [(220, 30, 30), (30, 170, 30), (30, 60, 220), (255, 255, 255)]
+    indices = np.array([[0, 1], [2, 3]], dtype=np.uint8)
+    im = open_image(write_palette(tmp_path / "p.dcm", indices, colours))
+    assert im.mode == "RGB"
+    assert [im.getpixel((x, y)) for y in range(2) for x in range(2)] == colours

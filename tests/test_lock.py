@@ -139,3 +139,34 @@ def test_run_prints_the_lock_warnings(project):
     [run] = list((project / "runs" / "r").iterdir())
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["lock"]["file"] == "r.vt.lock" and len(manifest["lock"]["differences"]) == 1
+
+
+def test_lock_warns_when_a_hub_input_is_not_pinned(tmp_path, monkeypatch):
+    """A Hub model or dataset that is not in the local cache is locked as "unresolved": VT533 says that nothing is
+    pinned, at the recipe line that names it, and what to do; once it is cached, the revision is pinned, no warning."""
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    make_shapes(tmp_path / "shapes", n=2)
+    recipe = tmp_path / "r.vt"
+    recipe.write_text("finetune all on vtctest/qwen2.5-vl-small\nfrom vtctest/xrays\nevaluate on ./shapes\n")
+    result, text = run_cli("lock", "--format", "json", str(recipe))
+    assert result.exit_code == 0, text
+    found = [d for d in json.loads(result.stdout) if d["code"] == "VT533"]
+    assert [(d["severity"], d["span"]["line"]) for d in found] == [("warning", 1), ("warning", 2)]
+    assert found[0]["message"].startswith("the lock pins no revision of model vtctest/qwen2.5-vl-small: it is not in "
+                                          "the local Hugging Face cache")
+    assert "hf download vtctest/qwen2.5-vl-small" in found[0]["help"] and "vtc lock" in found[0]["help"]
+    assert found[1]["message"].startswith("the lock pins no revision of the train dataset vtctest/xrays")
+    lock = json.loads((tmp_path / "r.vt.lock").read_text())
+    assert lock["model"]["revision"] == "unresolved" and lock["data"]["train"]["revision"] == "unresolved"
+    # Cached (as a download leaves them): pinned, and nothing to say.
+    for kind, repo in (("models", "vtctest--qwen2.5-vl-small"), ("datasets", "vtctest--xrays")):
+        folder = tmp_path / "hf" / f"{kind}--{repo}"
+        (folder / "snapshots" / ("e" * 40)).mkdir(parents=True)
+        (folder / "refs").mkdir()
+        (folder / "refs" / "main").write_text("e" * 40)
+    result, text = run_cli("lock", str(recipe))
+    assert result.exit_code == 0 and "VT533" not in text, text
+    lock = json.loads((tmp_path / "r.vt.lock").read_text())
+    assert lock["model"]["revision"] == "e" * 40 and lock["data"]["train"]["revision"] == "e" * 40

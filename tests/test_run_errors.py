@@ -135,7 +135,7 @@ def test_ask_unfinished_run(tmp_path):
     partial = tmp_path / "run-001.partial"
     partial.mkdir()
     result, text = run_cli("ask", str(partial), str(tmp_path / "x.png"))
-    assert_refused(result, text, "VT511", "still running or was interrupted")
+    assert_refused(result, text, "VT511", "has not finished: it is still running", f"vtc run --resume {partial}")
 
 
 @pytest.mark.slow

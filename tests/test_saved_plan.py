@@ -54,7 +54,8 @@ def test_saved_plan_records_its_inputs(project):
 
 
 @pytest.mark.parametrize("change,words", [
-    ("recipe", ["the recipe changed (r.vt)"]),
+    ("recipe", ["the recipe changed (r.vt)", "in the recipe now, /training/batch is 1 (the plan has 2)"]),
+    ("broken recipe", ["the recipe changed (r.vt)", "the recipe no longer compiles"]),
     ("caption", ["the train data changed", "./shapes", "renamed or edited"]),
     ("image", ["the train data changed", "has 8 files (was 7)"]),
 ])
@@ -62,6 +63,8 @@ def test_run_refuses_a_plan_whose_inputs_changed(project, change, words):
     plan_path = save_plan(project)
     if change == "recipe":
         (project / "r.vt").write_text(RECIPE.format(model="tiny-qwen2.5-vl").replace("batch 2", "batch 1"))
+    elif change == "broken recipe":
+        (project / "r.vt").write_text(RECIPE.format(model="tiny-qwen2.5-vl").replace("batch 2", "batch two"))
     elif change == "caption":  # same size: "red" -> "RED"
         meta = project / "shapes" / "metadata.jsonl"
         text = meta.read_text()
@@ -135,3 +138,30 @@ def test_the_saved_plan_runs_exactly(project, capsys):
     assert run.name == "run-001"
     assert json.loads((run / "plan.json").read_text()) == saved
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_comment_or_layout_change_to_the_recipe_is_no_change(project):
+    """What the recipe means decides, not its bytes: comments, blank lines and a clause moved give the same plan."""
+    plan_path = save_plan(project)
+    lines = RECIPE.format(model="tiny-qwen2.5-vl").splitlines()
+    lines[2] += "   # the shapes, beside the recipe"
+    lines[3], lines[4] = lines[4], lines[3]  # `batch 2` before `train for 2 steps`
+    (project / "r.vt").write_text("# my recipe\n\n" + "\n".join(lines) + "\n\n# the end\n")
+    result, text = run_cli("run", str(plan_path))
+    assert result.exit_code == 0, text
+    assert "error[VT530]" not in text
+    assert "note: the text of r.vt changed since" in text and "not what it means" in text
+    [run] = list((project / "runs" / "r").iterdir())
+    assert run.name == "run-001"
+
+
+def test_plan_differences_name_the_values_that_decide_a_run():
+    from vtc.runtime.lifecycle import plan_differences
+
+    saved = {"training": {"batch": 2, "steps": 2}, "provenance": {"/training/batch": "r.vt:5"},
+             "recipe": {"file": "r.vt"}, "inputs": {}, "vtc_version": "0.1.0"}
+    moved = {**saved, "provenance": {"/training/batch": "r.vt:9"}, "vtc_version": "0.1.1"}
+    assert plan_differences(saved, moved) == []
+    assert plan_differences(saved, {**saved, "training": {"batch": 2, "steps": 5}}) == \
+        ["/training/steps is 5 (the plan has 2)"]

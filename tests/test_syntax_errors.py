@@ -91,7 +91,17 @@ TABLE = [
                      "a recipe is a text file")),
     ('ask "Describe # this', ("VT005", 1, 5, 6, "this text in double quotes is never closed", 'end it with `"`')),
     ('ask "ends with backslash\\', ("VT005", 1, 5, 6, "this text in double quotes is never closed", "`\\\"`")),
-    ('save to "C:\\data"', ("VT006", 1, 12, 14, "`\\d` is not allowed inside double quotes", "forward slashes")),
+    ('ask "Line one.\\nLine two."', ("VT006", 1, 15, 17, "`\\n` is not allowed inside double quotes",
+                                     "a line break cannot be written")),
+    ("from C:\\Users\\me\\xrays", ("VT004", 1, 8, 9, "unexpected character `\\` (backslash)",
+                                    "use forward slashes: `C:/Users/me/xrays`")),
+    ('from "C:\\data\\"', ("VT005", 1, 6, 7, "this text in double quotes is never closed",
+                          "a backslash just before")),
+    ("epochs 3", ("VT010", 1, 1, 7, "unknown clause `epochs`", "did you mean `train for 3 epochs`?")),
+    ("Finetune vision on Qwen2.5-VL", ("VT010", 1, 1, 9, "unknown clause `Finetune`",
+                                       "keywords are lower-case: write `finetune vision on Qwen2.5-VL`")),
+    ("batch size 4", ("VT012", 1, 7, 11, "expected a whole number after `batch`, found `size`",
+                      "write `batch 4`, without `size`")),
     ("batch " + "9" * 20_001, ("VT007", 1, 20_001, 20_002, "line 1 is 20,007 characters long; vtc reads lines of "
                                                            "up to 20,000", "one clause takes one line")),
 ]

@@ -128,7 +128,7 @@ def test_loads_offline_and_runs_with_an_image(cache, name):
     assert out.logits.shape == (1, batch["input_ids"].shape[1], model.config.get_text_config().vocab_size)
     assert torch.isfinite(out.logits).all()
     if name == "tiny-qwen2.5-vl":
-        # 112 x 112 px -> (112/28)^2 = 16 image tokens (cpu-stack.md).
+        # 112 x 112 px -> (112/28)^2 = 16 image tokens.
         pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         assert int((batch["input_ids"] == pad).sum()) == 16
         assert text.endswith("<|im_start|>assistant\nred<|im_end|>\n")
@@ -173,5 +173,5 @@ def test_module_names_and_parameter_counts_per_part(cache, name):
     assert counts == EXPECTED[name]
     # Every Linear layer belongs to exactly one part: nothing else for LoRA to target.
     assert covered == set(linear)
-    # lm_head initialised with std 0.1 so that LoRA can learn (cpu-stack.md).
+    # lm_head initialised with std 0.1 so that LoRA can learn.
     assert 0.09 < float(model.lm_head.weight.detach().std()) < 0.11

@@ -131,22 +131,42 @@ def plan(file, as_json, output, fmt):
 @cli.command(context_settings=CONTEXT)
 @click.argument("file", type=click.Path(dir_okay=False))
 @FORMAT_OPTION
-def explain(file, fmt):
+@click.option("--data", is_flag=True, help="Also scan the data (as `vtc check --data` does) to count the rows, the "
+                                           "training steps and the time they take.")
+def explain(file, fmt, data):
     """Say in plain English what a recipe will do: what trains, on which data, how long, where results go,
     how much GPU memory.
 
     \b
-    Example:
+    Examples:
         vtc explain xray.vt
+        vtc explain xray.vt --data      # also: rows, steps, and an estimate of the training time
     """
     from vtc.compiler.explain import explain_plan
     from vtc.compiler.pipeline import compile_file
 
     result = compile_file(file)
-    _emit(result.diagnostics, result.sources, fmt)
     if result.plan is None:
+        _emit(result.diagnostics, result.sources, fmt)
         sys.exit(1)
-    click.echo(explain_plan(result.plan))
+    diagnostics, rows = list(result.diagnostics), None
+    if data:
+        # The rows a run would train and evaluate on: the data check of a run (bad rows and the hold-out left out).
+        from vtc.diagnostics import VtcError
+        from vtc.runtime.validate import validate_for_run  # imports only pillow (and datasets for a Hub dataset)
+
+        try:
+            check = validate_for_run(result.plan)
+        except VtcError as exc:
+            _emit(diagnostics + exc.diagnostics, result.sources, fmt)
+            click.echo(explain_plan(result.plan))
+            click.echo("The data check found problems that stop a run (listed above), so vtc cannot count the "
+                       "training steps yet.")
+            sys.exit(1)
+        diagnostics += check.report.shown() if fmt == "text" else check.report.diagnostics
+        rows = {"train": len(check.train), "eval": len(check.eval)}
+    _emit(diagnostics, result.sources, fmt)
+    click.echo(explain_plan(result.plan, rows))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -259,7 +279,7 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, fmt):
     """Train, evaluate and save: a recipe (.vt) or a saved plan (.json), end to end.
 
     Each run gets a new folder (adapter, plan.json, manifest.json, metrics.jsonl, eval.json, loss.png,
-    predictions.jsonl). Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and prints the command
+    predictions.jsonl, run.log: everything printed, also when the output was closed, as by `| head`). Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and prints the command
     that resumes.
 
     \b
@@ -306,14 +326,15 @@ def lock(file, output, fmt):
         vtc lock xray.vt        # writes xray.vt.lock
     """
     from vtc.compiler.pipeline import compile_file
-    from vtc.lockfile import build_lock, lock_path, lock_text
+    from vtc.lockfile import build_lock, lock_path, lock_text, unpinned
 
     result = compile_file(file)
-    _emit(result.diagnostics, result.sources, fmt)
     if result.plan is None:
+        _emit(result.diagnostics, result.sources, fmt)
         sys.exit(1)
     path = output or str(lock_path(result.plan))
     lock_data = build_lock(result.plan)
+    _emit(list(result.diagnostics) + unpinned(lock_data, result.plan), result.sources, fmt)  # VT533: not pinned
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write(lock_text(lock_data))
     model = lock_data["model"]
@@ -333,7 +354,9 @@ def lock(file, output, fmt):
 def ask(run_dir, image, question, output, backend, fmt):
     """Ask a trained model about an image (or every image in a folder).
 
-    The question defaults to the recipe's instruction.
+    The question defaults to the recipe's instruction. A folder's answers are written as they are made; an image
+    that cannot be read gets a row with its `error` and the others are still answered (exit 1 only when no image
+    could be answered).
 
     \b
     Examples:

@@ -103,8 +103,10 @@ CODES: dict[str, Code] = _entries(
         "responses_only from ./xrays resize 512`"),
     _recipe(
         "VT004", "error", "unexpected character",
-        "A character that has no place in a recipe outside double quotes: `=`, `:`, `;`, single or curly quotes. "
-        "The help says what to write instead; text with such characters goes in double quotes.",
+        "A character that has no place in a recipe outside double quotes: `=`, `:`, `;`, single or curly quotes, "
+        "a backslash. The help says what to write instead; text with such characters goes in double quotes. A "
+        "Windows path (`C:\\Users\\me\\xrays`) is written with forward slashes (`C:/Users/me/xrays`), or in "
+        "double quotes as it is.",
         _XRAYS + "batch = 2\n",
         "error[VT004]: unexpected character `=` (equals sign)\n"
         " --> xray.vt:3:7\n"
@@ -126,16 +128,18 @@ CODES: dict[str, Code] = _entries(
         'write `\\"`'),
     _recipe(
         "VT006", "error", "unknown escape",
-        "Inside double quotes only `\\\"` (a quote) and `\\\\` (a backslash) are escapes. A Windows path is the "
-        "usual cause: write it with forward slashes (`C:/runs`).",
-        _XRAYS + 'save to "C:\\runs"\n',
-        "error[VT006]: `\\r` is not allowed inside double quotes\n"
-        " --> xray.vt:3:12\n"
+        "In the text of `ask` and `system`, only `\\\"` (a quote) and `\\\\` (a backslash) are escapes; `\\n` "
+        "is not a line break (a recipe's text stays on one line). In a name or a path (`from`, `save to`, ...) "
+        "any other backslash stands for itself, so a Windows path may be written in double quotes as it is: "
+        "`from \"C:\\Users\\me\\xrays\"`.",
+        _XRAYS + 'ask "Line one.\\nLine two."\n',
+        "error[VT006]: `\\n` is not allowed inside double quotes\n"
+        " --> xray.vt:3:15\n"
         "  |\n"
-        '3 | save to "C:\\runs"\n'
-        "  |            ^^\n"
-        '  = help: inside double quotes write `\\"` for a quote and `\\\\` for a backslash; in paths, use forward '
-        "slashes (`C:/data`)"),
+        '3 | ask "Line one.\\nLine two."\n'
+        "  |               ^^\n"
+        '  = help: in text, write `\\"` for a quote and `\\\\` for a backslash; a line break cannot be written in '
+        "a recipe (write the text on one line)"),
     _situation(
         "VT007", "error", "line too long",
         "A line is longer than 20,000 characters; vtc does not read it. A clause takes one line, so such a line is "
@@ -197,6 +201,22 @@ CODES: dict[str, Code] = _entries(
         "  |           ^^^^^\n"
         '  = help: if `./my xrays` is one name with spaces, put it in double quotes: `"./my xrays"`; otherwise '
         "start a new clause with its keyword"),
+    _recipe(
+        "VT014", "error", "clause broken over lines",
+        "A clause goes on at the start of the next line (`finetune vision, mlp` and, below it, `on qwen2.5-vl`; "
+        "`from ./xrays` and `split train`). A clause stays on one line: the help shows it joined. Several clauses "
+        "may share a line, but one clause never takes two.",
+        _XRAYS + "lora rank 16\n  alpha 32\n",
+        "error[VT014]: the `lora` clause is broken over lines 3 and 4: a clause stays on one line\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | lora rank 16\n"
+        "  | ^^^^^^^^^^^^\n"
+        " --> xray.vt:4:3: continued here\n"
+        "  |\n"
+        "4 |   alpha 32\n"
+        "  |   ^^^^^^^^\n"
+        "  = help: write it on one line: `lora rank 16 alpha 32`"),
     _situation(
         "VT098", "error", "invalid plan made",
         "The plan that vtc made from a valid recipe fails the plan's own schema or rules. This is a bug in vtc, "
@@ -609,6 +629,18 @@ CODES: dict[str, Code] = _entries(
         "4 | warmup 10 steps\n"
         "  | ^^^^^^^^^^^^^^^\n"
         "  = help: use a few steps of warmup, e.g. `warmup 5 steps`"),
+    _situation(
+        "VT270", "note", "folder beside the recipe, not the Hub",
+        "A `from`, `evaluate on` or `finetune ... on` name shaped like a Hugging Face id (`data/xrays`, "
+        "`models/mine`) is a folder beside the recipe, so it is read from there, not from the Hub. A name that is "
+        "not there is a Hub id. The working directory never decides. Write `./data/xrays` to say it is a folder "
+        "(the note then goes), or `hf://data/xrays` to read the Hub's even with the folder there.",
+        "`from data/xrays` with a `data/xrays/` folder beside the recipe",
+        "note[VT270]: `data/xrays` is the folder /home/me/study/data/xrays beside the recipe: the data is read from "
+        "there, not from the Hugging Face Hub `data/xrays`\n"
+        " --> xray.vt:2:6\n"
+        "  = help: write `./data/xrays` to say it is a folder (this note then goes), or `hf://data/xrays` to read "
+        "it from the Hub instead"),
     # --- VT3xx: includes and files ------------------------------------------------------------------------------
     _recipe(
         "VT301", "error", "file not found",
@@ -650,6 +682,28 @@ CODES: dict[str, Code] = _entries(
         '1 | include "level31.vt"\n'
         "  |         ^^^^^^^^^^^^\n"
         "  = help: flatten the chain of includes"),
+    _situation(
+        "VT305", "warning", "clause overridden by an include",
+        "A clause written before an `include` sets something that the included file sets too, to another value. "
+        "Clauses apply in order, so the included file's value is the one that counts and the clause above it has "
+        "no effect. Put includes first and the clauses that change them after; the warning names both lines.",
+        "`xray.vt` has `batch 8` on line 3 and `include \"base.vt\"` on line 4; base.vt says `batch 2`",
+        "warning[VT305]: `batch 8` on line 3 is overridden by `batch 2` in base.vt (line 1), which the `include` on "
+        "line 4 brings in after it\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | batch 8\n"
+        "  | ^^^^^^^\n"
+        " --> base.vt:1:1: the value that applies\n"
+        "  |\n"
+        "1 | batch 2\n"
+        "  | ^^^^^^^\n"
+        " --> xray.vt:4:1: included here\n"
+        "  |\n"
+        '4 | include "base.vt"\n'
+        "  | ^^^^^^^^^^^^^^^^^\n"
+        "  = help: clauses apply in order, so the included file's value wins; to keep line 3's value, move the "
+        "`include` above line 3 (includes first, then what this recipe changes)"),
     # --- VT4xx: data --------------------------------------------------------------------------------------------
     _situation(
         "VT400", ("warning", "error"), "more not shown",
@@ -661,9 +715,12 @@ CODES: dict[str, Code] = _entries(
         "warning[VT400]: ... and 2 more VT409 (listed file missing) not shown\n"
         "  = help: the summary table counts them all; `--format json` lists every one"),
     _situation(
-        "VT401", "error", "data folder or file missing",
+        "VT401", ("error", "warning"), "data folder or file missing",
         "The data folder or file named by `from` (or `evaluate on`) does not exist, or the plan names no training "
-        "data. Relative paths start at the recipe's folder.",
+        "data. Relative paths start at the recipe's folder. `vtc check` and `vtc plan` warn, with the path as "
+        "resolved (a recipe may be checked where its data is not; `vtc run` stops there), also when an "
+        "`org/name`-shaped name is read as a Hub dataset although its first folder is beside the recipe "
+        "(`from data/xray` next to `data/xrays/`); `vtc run` and `vtc check --data` stop with the error.",
         "`from ./xrays` with no `xrays/` beside the recipe",
         "error[VT401]: data folder or file not found: xrays\n"
         " --> xrays\n"
@@ -788,14 +845,18 @@ CODES: dict[str, Code] = _entries(
         "  = help: keep the images inside xrays"),
     _situation(
         "VT416", "error", "Hub dataset unreachable",
-        "A Hugging Face dataset that cannot be downloaded: no network (or HF_HUB_OFFLINE set) and not in the "
-        "local cache, a wrong name, or a private dataset without a login.",
-        "`from unsloth/Radiology_mini` with HF_HUB_OFFLINE=1 and an empty cache",
-        "error[VT416]: cannot download dataset unsloth/Radiology_mini: the network is off (HF_HUB_OFFLINE is set) "
-        "and it is not in the local cache\n"
+        "A Hugging Face dataset that cannot be downloaded: not in the local cache and the Hub cannot be reached (no "
+        "network, no DNS, a proxy in the way, or HF_HUB_OFFLINE set), a wrong name, or a private dataset without a "
+        "login. vtc asks the Hub once, with a short timeout, before `datasets` does, so that an unreachable Hub is "
+        "this one error within seconds; a dataset already in the cache is then read from it, with a note.",
+        "`from unsloth/Radiology_mini` on a machine without a network and with an empty cache",
+        "error[VT416]: cannot download dataset unsloth/Radiology_mini: it is not in the local cache and the Hugging "
+        "Face Hub cannot be reached: the name huggingface.co does not resolve (no network, or no DNS: [Errno -2] "
+        "Name or service not known)\n"
         " --> unsloth/Radiology_mini\n"
-        "  = help: connect to the network once (the dataset is then cached), download it and point `from` at the "
-        "folder, or check the name (...)"),
+        "  = help: on a machine with a network, download it (`hf download unsloth/Radiology_mini --repo-type "
+        "dataset --local-dir Radiology_mini`), copy the folder here and write `from ./Radiology_mini`; or point "
+        "HF_HOME at a Hugging Face cache that holds it; behind a proxy, set HTTPS_PROXY"),
     _situation(
         "VT417", "error", "dataset file unreadable",
         "A saved dataset (save_to_disk) or parquet file that the `datasets` package cannot read, or `datasets` is "
@@ -878,7 +939,7 @@ CODES: dict[str, Code] = _entries(
         "row 1 of metadata.jsonl lists `scan.dcm` on a machine without pydicom",
         "error[VT426]: scan.dcm is a DICOM file, and reading DICOM needs pydicom\n"
         " --> xrays/metadata.jsonl:1\n"
-        "  = help: install the DICOM extra: pip install 'vtc[dicom]' (it adds pydicom)"),
+        "  = help: install the DICOM extra: pip install 'vtc[dicom]' (it adds pydicom and the python-gdcm decoder)"),
     _situation(
         "VT427", "error", "bad rows stop the run",
         "`vtc run` found rows with errors and `bad rows stop` (the default) stops the run before the model loads; "
@@ -932,6 +993,46 @@ CODES: dict[str, Code] = _entries(
         "one batch: ...\n"
         "  = help: write `batch 1` (each batch is then one row), or give every row an image, or keep the "
         "text-only rows out of this dataset"),
+    _situation(
+        "VT435", "warning", "evaluation set too small",
+        "The evaluation set (the `evaluate on` source's good rows, or the hold-out drawn from the training rows left "
+        "after the bad ones) has fewer than 20 rows, or none. One answer then moves a score by more than 5 points "
+        "and the 95% margin of a score is wider than +-20 points, so a before/after difference cannot be told from "
+        "chance. Evaluate on 20 rows or more: a larger `holdout`, more rows, or a larger `evaluate on` set.",
+        "`holdout 20%` of 15 usable rows",
+        "warning[VT435]: the evaluation set has 3 rows (20% of the 15 usable training rows, held out): too few to "
+        "score a model, one answer moves the score by 33 points\n"
+        " --> xrays/metadata.jsonl\n"
+        "  = help: evaluate on 20 rows or more: more rows, or a larger set named with `evaluate on`; below 20 a "
+        "before/after difference cannot be told from chance"),
+    _situation(
+        "VT436", "warning", "free-text answers scored by exact_match",
+        "The expected answers are free text (the typical one is over 6 words or 50 characters: captions, reports, "
+        "transcriptions) and the only metric is exact_match (the default), which counts an answer right only when "
+        "all of it matches: the score is near 0% whatever the model learnt. Use `metric cer` or `metric wer` "
+        "(`metric exact_match, cer` keeps both).",
+        "`vtc check --data` on radiology reports with no `metric` clause",
+        "warning[VT436]: the expected answers are free text (a typical one has 24 words, 151 characters), and the "
+        "default metric counts an answer right only when all of it matches: the score will be near 0% whatever the "
+        "model learnt\n"
+        " --> xrays/metadata.jsonl\n"
+        "  = help: write `metric cer` (characters wrong, for transcriptions and OCR) or `metric wer` (words wrong, "
+        "for reports and captions); `metric exact_match, cer` keeps both"),
+    _situation(
+        "VT440", "error", "DICOM compression needs a decoder",
+        "A DICOM file whose pixel data is compressed (JPEG Lossless, JPEG-LS, JPEG 2000, HTJ2K, 12-bit JPEG) in a "
+        "way that no decoder installed here can read. The file is fine: pydicom reads such pixel data only through "
+        "a decoder package. The message names the compression, its transfer syntax and the package to install: "
+        "`pip install 'vtc[dicom]'` adds python-gdcm (JPEG, JPEG Lossless, JPEG-LS, JPEG 2000); HTJ2K needs "
+        "pylibjpeg and pylibjpeg-openjpeg, 12-bit JPEG pylibjpeg and pylibjpeg-libjpeg. Or export the images "
+        "uncompressed from the scanner or PACS.",
+        "`vtc check --data` on a folder whose scan.dcm is JPEG-LS compressed, on a machine without a decoder",
+        "error[VT440]: cannot read image scan.dcm: its pixel data is compressed as JPEG-LS Lossless Image "
+        "Compression (transfer syntax 1.2.840.10008.1.2.4.80), and no decoder for it is installed: pip install "
+        "'vtc[dicom]' (it adds python-gdcm)\n"
+        " --> xrays/metadata.jsonl:3\n"
+        "  = help: pip install 'vtc[dicom]' (it adds python-gdcm), then check again; or export the images "
+        "uncompressed (Explicit VR Little Endian) from the scanner or PACS. The file itself is fine"),
     # --- VT5xx: model and runtime -------------------------------------------------------------------------------
     _situation(
         "VT501", "error", "model not found",
@@ -952,14 +1053,20 @@ CODES: dict[str, Code] = _entries(
         "  = help: fine-tune a vision-language model (e.g. qwen2.5-vl, llama-3.2-vision) or a folder holding one"),
     _situation(
         "VT503", "error", "model cannot be downloaded",
-        "A Hub model that is not in the local Hugging Face cache and cannot be downloaded (no network, or no such "
-        "model); or the tiny model cannot be built because torchvision does not import.",
-        "`vtc run` of a recipe on `qwen2.5-vl` with HF_HUB_OFFLINE=1 and an empty cache",
-        "error[VT503]: model unsloth/Qwen2.5-VL-7B-Instruct is not in the local Hugging Face cache and there is "
-        "no network\n"
+        "A Hub model that is not in the local Hugging Face cache and cannot be downloaded: the Hub cannot be reached "
+        "(no network, no DNS, a proxy in the way, or HF_HUB_OFFLINE set), or it has no such model; or the tiny "
+        "model cannot be built because torchvision does not import. vtc asks the Hub once, with a short timeout, "
+        "before transformers does, so that an unreachable Hub is this one error within seconds, without the "
+        "libraries' retry lines; a model already in the cache is then loaded from it, with a note.",
+        "`vtc run` of a recipe on `qwen2.5-vl` on a machine without a network and with an empty cache",
+        "error[VT503]: model unsloth/Qwen2.5-VL-7B-Instruct is not in the local Hugging Face cache and the Hugging "
+        "Face Hub cannot be reached: the name huggingface.co does not resolve (no network, or no DNS: [Errno -2] "
+        "Name or service not known)\n"
         " --> xray.vt\n"
-        "  = help: connect to the internet once to download it (or unset HF_HUB_OFFLINE), or copy the model folder "
-        "here and write `finetune ... on ./that-folder`"),
+        "  = help: on a machine with a network, download it (`hf download unsloth/Qwen2.5-VL-7B-Instruct "
+        "--local-dir Qwen2.5-VL-7B-Instruct`), copy the folder here and write `finetune ... on "
+        "./Qwen2.5-VL-7B-Instruct`; or point HF_HOME at a Hugging Face cache that holds it; behind a proxy, set "
+        "HTTPS_PROXY"),
     _situation(
         "VT504", "error", "qlora cannot run here",
         "`using qlora` loads the model in 4 bit, which needs a CUDA GPU and the bitsandbytes package. On a CPU, "
@@ -1081,6 +1188,26 @@ CODES: dict[str, Code] = _entries(
         " --> runs/xray/run-003.interrupted\n"
         "  = help: resuming with other inputs would mix two trainings; start a new run, or resume anyway with "
         "`vtc run --resume runs/xray/run-003.interrupted --allow-changed`"),
+    _situation(
+        "VT533", "warning", "lock pins nothing for a Hub input",
+        "`vtc lock` records a Hub model's or dataset's revision from the local Hugging Face cache (it never goes "
+        "online); one that is not cached yet is written as \"revision\": \"unresolved\", which pins nothing: a "
+        "later run cannot tell whether the Hub changed it. Download it first, then lock again.",
+        "`vtc lock xray.vt` before the model was ever downloaded",
+        "warning[VT533]: the lock pins no revision of model unsloth/Qwen2.5-VL-7B-Instruct: it is not in the local "
+        "Hugging Face cache, so the lock says \"revision\": \"unresolved\" and a later run cannot tell whether "
+        "the Hub changed it\n"
+        " --> xray.vt:1\n"
+        "  = help: download it first (`vtc run` does, or `hf download unsloth/Qwen2.5-VL-7B-Instruct`), then run "
+        "`vtc lock` again"),
+    _situation(
+        "VT536", "error", "answers file cannot be written",
+        "`vtc ask -o FILE`: the answers file cannot be created (its folder does not exist, or is not writable). "
+        "It is opened before the model loads, so nothing is computed for nothing.",
+        "`vtc ask runs/xray/run-001 scans/ -o results/answers.csv` where results/ does not exist",
+        "error[VT536]: cannot write answers to results/answers.csv: No such file or directory\n"
+        " --> results/answers.csv\n"
+        "  = help: give a file in a folder that exists and that you can write to, e.g. `-o answers.csv`"),
 )
 
 

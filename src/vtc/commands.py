@@ -16,8 +16,9 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
                allow_changed: bool = False) -> Path:
     """Run a recipe (.vt) or a saved plan (.json) end to end and return the finished run folder.
 
-    A saved plan is checked against the plan schema (VT510/VT514), and refused (VT530) when its recipe, data or
-    model changed since `vtc plan -o` made it, unless ``allow_changed``. Raises VtcError for problems (with
+    A saved plan is checked against the plan schema (VT510/VT514), and refused (VT530) when its recipe (what it
+    means: the plan it compiles to, not its bytes), data or model changed since `vtc plan -o` made it, unless
+    ``allow_changed``. Raises VtcError for problems (with
     ``.sources`` for rendering), checkpoints.RunInterrupted after Ctrl-C or SIGTERM.
     """
     from vtc.runtime.progress import Reporter
@@ -32,7 +33,7 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
     if saved_plan:
         from vtc.runtime.lifecycle import check_saved_plan
 
-        check_saved_plan(plan, target, allow_changed, rep)
+        check_saved_plan(plan, target, allow_changed, rep, recompile=lambda: _recompile(plan))
     return run_plan(plan, target, rep=rep, started=started, sources=sources, backend=backend, runs_dir=runs_dir)
 
 
@@ -40,6 +41,15 @@ def _read_plan(target: str) -> tuple[dict, dict]:
     from vtc.plans import read_plan
 
     return read_plan(target), {}
+
+
+def _recompile(plan: dict) -> dict | None:
+    """The plan that a saved plan's recipe compiles to now (None when it has errors): lifecycle.check_saved_plan
+    compares it with the saved one, so that a comment or layout change to the recipe does not count as a change."""
+    from vtc.compiler.pipeline import compile_file
+
+    result = compile_file(str(Path(plan["base_dir"]) / plan["recipe"]["file"]))
+    return result.plan
 
 
 def _compile(target: str, rep) -> tuple[dict, dict]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
@@ -94,18 +95,39 @@ class Diagnostic:
         }
 
     def render(self, sources: Mapping[str, str] | None = None) -> str:
-        """Render for a terminal: header, location, the source line with a caret, help."""
+        """Render for a terminal: header, location, the source line with a caret, help. Control characters from
+        files (a recipe's text, a data file's name, an answer) are shown escaped (see ``printable``)."""
         sources = sources or {}
-        out = [f"{self.severity.value}[{self.code}]: {self.message}"]
+        out = [f"{self.severity.value}[{self.code}]: {printable(self.message)}"]
         if self.span is not None:
-            out.append(f" --> {self.span.location}")
+            out.append(f" --> {printable(self.span.location)}")
             out.extend(_excerpt(self.span, sources.get(self.span.file)))
         for span, label in self.related:
-            out.append(f" --> {span.location}: {label}")
+            out.append(f" --> {printable(span.location)}: {printable(label)}")
             out.extend(_excerpt(span, sources.get(span.file)))
         if self.help:
-            out.append(f"  = help: {self.help}")
+            out.append(f"  = help: {printable(self.help)}")
         return "\n".join(out)
+
+
+# Characters a terminal acts on instead of showing: C0 controls but tab and newline, DEL, C1 controls (ESC's 8-bit
+# forms: a file name holding "\x1b[2K\x1b[1A" erases a line and could print a fake "ok"), and the bidirectional
+# overrides and isolates that reorder what is shown (the "Trojan Source" characters).
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str, newlines: bool = True) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``, ``\\u202e``), for text output; JSON
+    output keeps the exact text. With ``newlines`` False, newlines are escaped too (one value, one line)."""
+    if not isinstance(text, str):
+        text = str(text)
+    out = _CONTROL.sub(_escape, text)
+    return out if newlines else out.replace("\n", "\\n")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def error(code: str, message: str, span: Span | None = None, help: str | None = None, **kw) -> Diagnostic:
@@ -130,12 +152,16 @@ def _excerpt(span: Span, source: str | None) -> list[str]:
     lines = source.splitlines()
     if span.line > len(lines):
         return []
-    text = lines[span.line - 1].replace("\t", " ")
+    raw = lines[span.line - 1].replace("\t", " ")
     start = max(span.column - 1, 0)
     if span.end_line == span.line and span.end_column > span.column:
         width = span.end_column - span.column
     else:
-        width = max(len(text) - start, 1) if span.end_line > span.line else 1
+        width = max(len(raw) - start, 1) if span.end_line > span.line else 1
+    # Escaped control characters are wider than one column: measure the caret in the shown text.
+    text = printable(raw)
+    if text != raw:
+        start, width = len(printable(raw[:start])), max(len(printable(raw[start:start + width])), 1)
     offset = 0
     if len(text) > _MAX_SHOWN:
         offset = max(0, start - _MAX_SHOWN // 2)

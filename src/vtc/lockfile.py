@@ -17,8 +17,8 @@ Two strengths of fingerprint, for two moments:
 
 A model is known by what from_pretrained would load: a local folder by its files (quick: config.json and every
 file's name and size, big weight files sampled; lock: every byte), a Hub model by the revision the local Hugging
-Face cache resolves `main` to (offline, from the cache's refs; "unresolved" when it is not cached), a tiny model by
-its build version and the hash of its built folder.
+Face cache resolves `main` to (offline, from the cache's refs; "unresolved" when it is not cached, and `vtc lock`
+then warns, VT533: nothing is pinned), a tiny model by its build version and the hash of its built folder.
 """
 
 from __future__ import annotations
@@ -290,6 +290,46 @@ def build_lock(plan: dict) -> dict[str, Any]:
         "data": data_fingerprint(plan, content=True),
         "libraries": library_versions(),
     }
+
+
+def unpinned(lock: dict, plan: dict) -> list:
+    """VT533 warnings, one for each input the lock could not pin: a Hub model or dataset that is not in the local
+    Hugging Face cache gets ``"revision": "unresolved"`` (the lock is written offline, from the cache), and a later
+    `vtc run` cannot tell whether the Hub has changed it since."""
+    from vtc.diagnostics import warning
+
+    out = []
+    model = lock.get("model") or {}
+    if model.get("kind") == "hub" and model.get("revision") == UNRESOLVED:
+        mid = model.get("id")
+        out.append(warning(
+            "VT533", f"the lock pins no revision of model {mid}: it is not in the local Hugging Face cache, so the "
+            "lock says \"revision\": \"unresolved\" and a later run cannot tell whether the Hub changed it",
+            _provenance_span(plan, "/model/id", "/model/name"),
+            help=f"download it first (`vtc run` does, or `hf download {mid}`), then run `vtc lock` again"))
+    for key, src in data_sources(plan):
+        locked = (lock.get("data") or {}).get(key) or {}
+        if src["kind"] == "hub" and locked.get("revision") == UNRESOLVED:
+            name = src["source"]
+            out.append(warning(
+                "VT533", f"the lock pins no revision of the {key} dataset {name}: it is not in the local Hugging Face "
+                "cache, so the lock says \"revision\": \"unresolved\" and a later run cannot tell whether the Hub "
+                "changed it", _provenance_span(plan, f"/data/{key}/source"),
+                help=f"download it first (`vtc check --data` does, or `hf download {name} --repo-type dataset`), then "
+                     "run `vtc lock` again"))
+    return out
+
+
+def _provenance_span(plan: dict, *pointers: str):
+    """The recipe line the first of ``pointers`` with one came from ("r.vt:3" in the plan's provenance), else the
+    recipe file."""
+    from vtc.diagnostics import Span
+
+    for pointer in pointers:
+        name, _, line = ((plan.get("provenance") or {}).get(pointer) or "").rpartition(":")
+        if name and line.isdigit():
+            return Span(name, int(line))
+    return Span(plan["recipe"]["file"])
 
 
 def lock_text(lock: dict) -> str:

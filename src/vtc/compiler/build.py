@@ -2,11 +2,17 @@
 
 One branch per grammar rule. The simple clauses (rules ``number`` and ``choice``) need none of their own: their
 keyword comes from the clause table (vtc.compiler.clauses).
+
+Backslashes inside double quotes: `\\"` is a quote and `\\\\` one backslash everywhere. In the text of `ask` and
+`system` any other backslash is an error (VT006: `\\n` there was most likely meant as a line break). In a name or a
+path (`from`, `evaluate on`, `finetune ... on`, `include`, `save to`, column names) any other backslash stands for
+itself, so that a Windows path pasted in double quotes means what it says: `from "C:\\Users\\me\\xrays"`.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from vtc.compiler import ast
 from vtc.compiler.clauses import BY_TERMINAL
@@ -17,10 +23,22 @@ __all__ = ["build", "tokens"]
 _ESCAPE_RE = re.compile(r"\\(.)")
 
 
-def build(tree, number: int, file: str) -> tuple[list, list[Diagnostic]]:
-    """The statements of a parse tree of line ``number`` and the problems inside their values."""
+# Clauses whose quoted value is text to show the model, where only `\"` and `\\` are escapes.
+_TEXT_CLAUSES = ("ASK", "SYSTEM")
+
+Locate = Callable[[object], Span]
+
+
+def build(tree, number: int, file: str, locate: Locate | None = None) -> tuple[list, list[Diagnostic]]:
+    """The statements of a parse tree of line ``number`` and the problems inside their values.
+
+    ``locate(token) -> Span`` places a token when the parsed text is not one line of the file as it stands (a
+    clause broken over two lines, parsed joined); by default a token is at its column on line ``number``."""
     diagnostics: list[Diagnostic] = []
-    return [_statement(node, number, file, diagnostics) for node in tree.children], diagnostics
+    if locate is None:
+        def locate(tok) -> Span:
+            return Span(file, number, tok.column, number, tok.end_column)
+    return [_statement(node, locate, diagnostics) for node in tree.children], diagnostics
 
 
 def tokens(node) -> list:
@@ -35,12 +53,14 @@ def tokens(node) -> list:
     return [node]
 
 
-def _statement(node, number: int, file: str, diagnostics: list):
+def _statement(node, locate: Locate, diagnostics: list):
     toks = tokens(node)
-    span = Span(file, number, toks[0].column, number, toks[-1].end_column)
+    first, last = locate(toks[0]), locate(toks[-1])
+    span = Span(first.file, first.line, first.column, last.end_line, last.end_column)
+    text_only = toks[0].type in _TEXT_CLAUSES
 
     def value(tok) -> ast.Value:
-        return _value(tok, number, file, diagnostics)
+        return _value(tok, locate(tok), diagnostics, text_only)
 
     kind = node.data
     if kind == "number":
@@ -79,7 +99,8 @@ def _statement(node, number: int, file: str, diagnostics: list):
     if kind == "warmup":
         if toks[1].type == "PERCENT":
             amount = value(toks[1])
-            pct = Span(file, number, amount.span.end_column - 1, number, amount.span.end_column)
+            pct = Span(amount.span.file, amount.span.line, amount.span.end_column - 1, amount.span.line,
+                       amount.span.end_column)
             return ast.Warmup(amount, ast.Value("%", pct), span)
         return ast.Warmup(value(toks[1]), value(toks[2]), span)
     if kind == "metric":
@@ -89,20 +110,22 @@ def _statement(node, number: int, file: str, diagnostics: list):
     raise AssertionError(f"grammar rule without an AST node: {kind}")  # pragma: no cover
 
 
-def _value(tok, number: int, file: str, diagnostics: list) -> ast.Value:
-    span = Span(file, number, tok.column, number, tok.end_column)
+def _value(tok, span: Span, diagnostics: list, text_only: bool) -> ast.Value:
     text = str(tok)
     if tok.type == "STRING":
         body = text[1:-1]
+        if not text_only:  # a name or a path: a backslash before anything but `"` or `\` stands for itself
+            return ast.Value(_ESCAPE_RE.sub(lambda m: m.group(1) if m.group(1) in '"\\' else m.group(), body), span,
+                             quoted=True)
         for m in _ESCAPE_RE.finditer(body):
             if m.group(1) not in '"\\':
                 col = span.column + 1 + m.start()
                 diagnostics.append(error(
                     "VT006",
                     f"`\\{m.group(1)}` is not allowed inside double quotes",
-                    Span(file, number, col, number, col + 2),
-                    help='inside double quotes write `\\"` for a quote and `\\\\` for a backslash; '
-                         "in paths, use forward slashes (`C:/data`)",
+                    Span(span.file, span.line, col, span.line, col + 2),
+                    help='in text, write `\\"` for a quote and `\\\\` for a backslash; a line break cannot be '
+                         "written in a recipe (write the text on one line)",
                 ))
         return ast.Value(_ESCAPE_RE.sub(lambda m: m.group(1), body), span, quoted=True)
     if tok.type == "PERCENT":

@@ -1,6 +1,13 @@
-"""plan -> a plain-English paragraph for someone who has never fine-tuned a model (what `vtc explain` prints)."""
+"""plan -> a plain-English paragraph for someone who has never fine-tuned a model (what `vtc explain` prints).
+
+    explain_plan(plan, rows=None) -> str        rows: {"train": n, "eval": n} once the data is scanned (--data)
+    training_steps(plan, train_rows) -> (steps per epoch, steps in all)
+    time_estimate(plan, steps) -> a sentence: the estimated training time and what it rests on, or why there is none
+"""
 
 from __future__ import annotations
+
+import math
 
 _PARTS = {
     ("vision", "attention"): "how the image encoder relates parts of the picture (its attention layers)",
@@ -24,8 +31,17 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def explain_plan(plan: dict) -> str:
-    """A paragraph: what trains (in words), on which data, for how long, where results go, GPU memory."""
+def _plural(n, word: str, plural: str | None = None) -> str:
+    """`1 tile`, `4 tiles`, `1,200 rows`."""
+    shown = f"{n:,}" if isinstance(n, int) else f"{n:g}"
+    return f"{shown} {word if n == 1 else plural or word + 's'}"
+
+
+def explain_plan(plan: dict, rows: dict | None = None) -> str:
+    """A paragraph: what trains (in words), on which data, for how long, where results go, GPU memory.
+
+    ``rows`` ({"train": n, "eval": n}: the rows a run would train and evaluate on, counted by the data check) adds
+    the number of steps and an estimate of the training time."""
     m, parts, training, data, est = plan["model"], plan["parts"], plan["training"], plan["data"], plan["estimates"]
     s: list[str] = []
     from vtc.registry import load_registry
@@ -65,8 +81,8 @@ def explain_plan(plan: dict) -> str:
         img = "Images are used at their own size"
     if est["image_tokens_per_image"]:
         if est["tiles_per_image"]:
-            img += (f"; each becomes {est['tiles_per_image']} tile(s), {est['image_tokens_per_image']} image "
-                    "tokens (pieces the model reads), which reach the text through cross-attention")
+            img += (f"; each becomes {_plural(est['tiles_per_image'], 'tile')}, {est['image_tokens_per_image']} "
+                    "image tokens (pieces the model reads), which reach the text through cross-attention")
         else:
             img += f", which makes about {est['image_tokens_per_image']} image tokens (pieces the model reads) each"
     s.append(img + ".")
@@ -83,6 +99,8 @@ def explain_plan(plan: dict) -> str:
            f"all {batch} at once")
     s.append(f"Training runs for {length}, each step learning from {eff} example{'s' * (eff != 1)} ({how}), "
              f"at a learning rate (step size) of {training['learning_rate']:g}.")
+    if rows is not None:
+        s.extend(_with_the_data(plan, rows))
     if data["eval"]:
         s.append(f"It is tested on the separate data in {data['eval']['source']}")
     elif data["holdout"] is not None:
@@ -97,8 +115,10 @@ def explain_plan(plan: dict) -> str:
     exports = plan["outputs"]["exports"]
     saved = {"adapter": "the adapter (a small file that goes with the original model)",
              "merged": "a full copy of the model with the adapter built in (16-bit)"}
-    s.append(f"Results go to a new numbered folder in {plan['outputs']['dir']}: " + _join([saved[e] for e in exports])
-             + ", the plan, the loss curve and the test answers.")
+    tested = bool(data["eval"]) or data["holdout"] is not None
+    s.append(f"Results go to a new numbered folder in {plan['outputs']['dir']}: "
+             + _join([saved[e] for e in exports] + ["the plan", "the loss curve"]
+                     + (["the model's answers to the test data with their scores"] if tested else [])) + ".")
     gib = est["gpu_memory_gib"]
     if gib is not None:
         s.append(f"It needs roughly {gib} GiB of GPU memory (an estimate; a smaller resize or batch needs less).")
@@ -111,3 +131,98 @@ def explain_plan(plan: dict) -> str:
     if m["trust_remote_code"]:
         s.append("Warning: it runs Python code that comes with the model (trust_remote_code).")
     return " ".join(s)
+
+
+# --- steps and time, once the data is scanned -------------------------------------------------------------------------
+
+# What the time estimate rests on: vtc's own measurements, and nothing else.
+# GPU (docs/gpu.md, "Benchmark"; bench/README.md): NVIDIA H100 80GB, Qwen2.5-VL with the 3B shape (3.75 billion
+# parameters), 16-bit LoRA r=16 on every layer, batch 4, 375 tokens a row (324 image tokens + 51 text tokens):
+# 1,189 tokens/s through Unsloth, 670 through transformers (steady state, run 2); 118 s (Unsloth, cold: import and
+# compile) and 36 s (transformers) to the first step.
+_GPU_PARAMETERS = 3.75e9
+_GPU_TOKENS_PER_S = {"unsloth": 1189, "transformers": 670}
+_GPU_START_S = (36, 118)
+_TEXT_TOKENS = 51  # the text of a row in that benchmark: the chat template, the question, a 12-word answer
+# CPU (docs/running.md): the demo (tiny-qwen2.5-vl, 16 image tokens an image, batch 4, 80 steps) trained in 5.6 s on
+# the two cores of the development machine.
+_CPU_SECONDS_PER_TOKEN = 5.6 / (80 * 4 * (16 + _TEXT_TOKENS))
+
+
+def training_steps(plan: dict, train_rows: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, steps in all) for ``train_rows`` rows, as the Trainer counts them: a batch per
+    GPU, `accumulate` batches a step, a last short batch and a last short step counted; at least one step."""
+    t = plan["training"]
+    batches = math.ceil(train_rows / (t["batch"] * plan["hardware"]["gpus"]))
+    per_epoch = max(math.ceil(batches / t["accumulate"]), 1)
+    total = t["steps"] if t["steps"] is not None else math.ceil(t["epochs"] * per_epoch)
+    return per_epoch, total
+
+
+def _with_the_data(plan: dict, rows: dict) -> list[str]:
+    t, est = plan["training"], plan["estimates"]
+    n_train, n_eval = rows.get("train", 0), rows.get("eval", 0)
+    out = []
+    counted = f"The data check counted {_plural(n_train, 'row')} to train on"
+    if plan["data"]["eval"] or plan["data"]["holdout"] is not None:
+        counted += f" and {_plural(n_eval, 'row')} to test on"
+    out.append(counted + ".")
+    if n_train == 0:
+        return out + ["With no training row, nothing can train."]
+    per_epoch, total = training_steps(plan, n_train)
+    eff = est["effective_batch"]
+    if t["steps"] is not None:
+        passes = total / per_epoch
+        out.append(f"At {_plural(eff, 'example')} a step, one pass over them takes {_plural(per_epoch, 'step')}, so "
+                   f"{_plural(total, 'step')} make {passes:.3g} pass{'es' * (passes != 1)} over the data.")
+    else:
+        out.append(f"At {_plural(eff, 'example')} a step, one pass over them takes {_plural(per_epoch, 'step')}: "
+                   f"{_plural(total, 'step')} in all.")
+    out.append(time_estimate(plan, total))
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} minutes"
+    return f"{seconds / 3600:.1f} hours"
+
+
+def time_estimate(plan: dict, steps: int) -> str:
+    """A sentence: about how long ``steps`` training steps take, and what that rests on; or why vtc cannot say."""
+    est, m = plan["estimates"], plan["model"]
+    in_text = est["text_tokens_per_image"]
+    if not in_text or not est["image_tokens_per_image"]:
+        return ("vtc cannot estimate the training time: it does not know how many tokens these images make "
+                "(`resize none`, or a model family without image sizes in its registry).")
+    rows = steps * est["effective_batch"]
+    tokens = rows * (in_text + _TEXT_TOKENS)
+    if m["source"] == "tiny":
+        seconds = tokens * _CPU_SECONDS_PER_TOKEN
+        return (f"On a CPU, the training steps should take about {_duration(seconds)}, loading and testing apart: "
+                "scaled from the demo, whose 80 steps took 5.6 s on two CPU cores (docs/running.md).")
+    if plan["method"] == "full":
+        return "vtc cannot estimate the training time of full fine-tuning: it has not measured it."
+    if plan["hardware"]["gpus"] != 1:
+        return "vtc cannot estimate the training time on several GPUs: it has not measured it."
+    if not est["total_parameters"]:
+        return "vtc cannot estimate the training time: it does not know this model's size."
+    if in_text != est["image_tokens_per_image"]:
+        return ("vtc cannot estimate the training time for this model family: its images reach the text through "
+                "cross-attention, and vtc has measured only models that read image tokens in the text.")
+    scale = est["total_parameters"] / _GPU_PARAMETERS
+    # Unsloth trains faster but starts slower (import, compile) than transformers: the range spans both backends.
+    unsloth = tokens * scale / _GPU_TOKENS_PER_S["unsloth"] + _GPU_START_S[1]
+    transformers = tokens * scale / _GPU_TOKENS_PER_S["transformers"] + _GPU_START_S[0]
+    low, high = (_duration(x) for x in sorted((unsloth, transformers)))
+    if low.split()[-1] == high.split()[-1]:
+        low = low.split()[0]  # "2 to 3 minutes"
+    sentence = (f"On one NVIDIA H100, training should take roughly {low} to {high}, start-up included (not the "
+                f"model's download, nor the tests before and after): an estimate for about "
+                f"{in_text + _TEXT_TOKENS} tokens a row, scaled by model size from vtc's one measurement (Qwen2.5-VL, "
+                "3B shape, 16-bit LoRA: 1,189 tokens/s with Unsloth, 670 with transformers; docs/gpu.md)")
+    if plan["method"] == "qlora":
+        sentence += "; 4-bit loading (qlora) was not timed and is usually slower"
+    return sentence + ". Long answers, other GPUs and other model families change it."

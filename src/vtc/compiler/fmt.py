@@ -17,6 +17,8 @@ A file with syntax errors is not formatted: (None, diagnostics).
 
 from __future__ import annotations
 
+import re
+
 from vtc.compiler import ast
 from vtc.compiler.clauses import CLAUSE_KEYWORDS
 from vtc.compiler.decode import decode_source
@@ -34,9 +36,16 @@ def _rank(statement) -> int:
     return _RANK[statement.keyword]
 
 
-def _value(value: ast.Value) -> str:
+# In a quoted name or path a backslash stands for itself unless another backslash or a quote follows it
+# (vtc.compiler.build): only those, and one at the end, are doubled, so that a pasted Windows path stays as pasted.
+_PATH_BACKSLASH_RE = re.compile(r'\\(?=[\\"]|$)')
+
+
+def _value(value: ast.Value, text: bool = False) -> str:
+    """A value as written canonically; ``text``: the value of `ask` or `system`, where every backslash is doubled."""
     if value.quoted:
-        return '"' + value.text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        body = value.text.replace("\\", "\\\\") if text else _PATH_BACKSLASH_RE.sub(r"\\\\", value.text)
+        return '"' + body.replace('"', '\\"') + '"'
     return value.text
 
 
@@ -47,7 +56,7 @@ def _values(values) -> str:
 def render_statement(st) -> str:
     """One statement in canonical form, e.g. `finetune vision, mlp on qwen2.5-vl`."""
     if isinstance(st, (ast.Number, ast.Choice)):
-        return f"{st.name} {_value(st.value)}"
+        return f"{st.name} {_value(st.value, text=st.name in ('ask', 'system'))}"
     if isinstance(st, ast.Finetune):
         return f"finetune {_values(st.parts)} on {_value(st.model)}"
     if isinstance(st, ast.Include):

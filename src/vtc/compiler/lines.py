@@ -45,12 +45,18 @@ def scan_line(raw: str, number: int, file: str) -> Line:
             break
         if piece.startswith('"') and (len(piece) == 1 or not STRING_RE.fullmatch(piece)):
             col = m.start() + 1
+            if '\\"' in piece:
+                # `from "C:\data\"`: the backslash before the quote made it part of the text.
+                help = ('a backslash just before `"` makes the quote part of the text: end a path without it '
+                        '(`"C:\\data"`) or with a forward slash (`"C:/data/"`)')
+            else:
+                help = ('end it with `"` on the same line (a clause never spans lines); to put a quote inside the '
+                        'text write `\\"`')
             diagnostics.append(error(
                 "VT005",
                 "this text in double quotes is never closed",
                 Span(file, number, col, number, col + 1),
-                help='end it with `"` on the same line (a clause never spans lines); to put a quote inside the '
-                     'text write `\\"`',
+                help=help,
             ))
             # Close it; a trailing backslash would escape the closing quote, so it is doubled.
             code_end = len(raw)

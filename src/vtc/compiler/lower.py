@@ -25,12 +25,13 @@ the span of the value or clause.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Callable
 
 from vtc.compiler import ast
 from vtc.compiler.clauses import BY_KEYWORD
-from vtc.diagnostics import Diagnostic, Span, VtcError, error
+from vtc.diagnostics import Diagnostic, Span, VtcError, error, warning
 
 Loader = Callable[[str, str], tuple[str, str]]
 
@@ -71,9 +72,15 @@ class _State:
         self.diagnostics: list[Diagnostic] = []
         self.sources: dict[str, str] = {}
         self.files: list[str] = []
+        self.clause = None  # the statement being lowered
+        # What set each setting last: identity (see _identity) -> (the statement, the value, or None when it was
+        # removed). An include compares it before and after, to warn of the clauses it overrides.
+        self.setters: dict[str, tuple[object, object]] = {}
 
     def set(self, pointer: str, value, span: Span) -> None:
         """Set a value at a pointer (creating parent objects) and remember its span."""
+        if self.clause is not None:
+            self.setters[_identity(pointer)] = (self.clause, value)
         parts = pointer.strip("/").split("/")
         node = self.doc
         for i, token in enumerate(parts[:-1]):
@@ -88,6 +95,9 @@ class _State:
 
     def drop(self, key: str) -> None:
         """Remove a top-level key and every span under it."""
+        if key in self.doc and self.clause is not None:
+            for identity in [i for i in self.setters if i == key or i.startswith(key + "/")]:
+                self.setters[identity] = (self.clause, None)
         self.doc.pop(key, None)
         prefix = "/" + escape(key)
         for pointer in [p for p in self.spans if p == prefix or p.startswith(prefix + "/")]:
@@ -129,8 +139,11 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
         return False
 
     for st in recipe.statements:
+        state.clause = st
         if isinstance(st, ast.Include):
+            before = dict(state.setters)
             _include(st, load, state, chain)
+            _overridden(st, before, state)
             continue
         if isinstance(st, (ast.Number, ast.Choice)):
             # A simple clause: the clause table names its document key, which is also its identity for conflicts.
@@ -234,6 +247,13 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                     state.spans[f"/{key}/{i}"] = v.span
 
 
+def _identity(pointer: str) -> str:
+    """The setting a pointer belongs to, for override warnings: a clause's key (`/train_data/split` ->
+    `train_data`), or one option (`/flags/rslora`, `/lora/rank`)."""
+    parts = pointer.strip("/").split("/")
+    return "/".join(parts[:2]) if parts[0] in ("flags", "lora") else parts[0]
+
+
 def _unit(text: str, table: dict[str, str]) -> str:
     return table.get(text.lower(), text)
 
@@ -245,6 +265,37 @@ def _resize_value(text: str):
     if match:
         return {"width": int(match.group(1)), "height": int(match.group(2))}
     return number(text)
+
+
+def _overridden(include: ast.Include, before: dict, state: _State) -> None:
+    """VT305: a clause written before ``include`` in the same file, that the included file overrides with another
+    value (clauses apply in order, so the included file's wins): one warning per clause, naming both lines."""
+    from vtc.compiler.fmt import render_statement
+
+    warned: set = set()
+    for identity, (earlier, value) in before.items():
+        now = state.setters.get(identity)
+        if now is None or now[0] is earlier or earlier.span.file != include.span.file or now[1] == value:
+            continue
+        later = now[0]
+        if (earlier.span, later.span) in warned:
+            continue
+        warned.add((earlier.span, later.span))
+        line = earlier.span.line
+        state.diagnostics.append(warning(
+            "VT305",
+            f"`{_short(render_statement(earlier))}` on line {line} is overridden by "
+            f"`{_short(render_statement(later))}` in {os.path.basename(later.span.file)} (line {later.span.line}), "
+            f"which the `include` on line {include.span.line} brings in after it",
+            earlier.span,
+            help=f"clauses apply in order, so the included file's value wins; to keep line {line}'s value, move "
+                 f"the `include` above line {line} (includes first, then what this recipe changes)",
+            related=((later.span, "the value that applies"), (include.span, "included here")),
+        ))
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 50 else text[:47] + "..."
 
 
 def _include(st: ast.Include, load: Loader | None, state: _State, chain: tuple[str, ...]) -> None:

@@ -8,7 +8,11 @@ one line at a time:
    statements (vtc.compiler.build);
 3. after an error, the statements before the broken clause are kept, the error is explained in plain words
    (vtc.compiler.syntax_errors) and parsing resumes at the next clause keyword on the line, so that one run
-   reports every problem.
+   reports every problem;
+4. a clause that goes on at the start of the next line(s) (`finetune vision, mlp` / `on qwen2.5-vl`, or
+   `from ./x` / `split train`) is one error, VT014, instead of a missing value and an unknown clause: the clause is
+   parsed joined (its words keep the lines and columns where they stand) and the next line's parsing starts after
+   the words it took.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 
 from vtc.compiler import ast, lalr
-from vtc.compiler.build import build
-from vtc.compiler.clauses import CLAUSE_KEYWORDS, ONE_LINE_EXAMPLE
+from vtc.compiler.build import build, tokens
+from vtc.compiler.clauses import BY_TERMINAL, CLAUSE_KEYWORDS, ONE_LINE_EXAMPLE
 from vtc.compiler.decode import binary_diagnostic, decode_source
 from vtc.compiler.lalr import GRAMMAR_PATH, grammar_sha256
-from vtc.compiler.lines import scan_line
-from vtc.compiler.syntax_errors import explain
+from vtc.compiler.lines import Line, scan_line
+from vtc.compiler.syntax_errors import explain, next_clause_start
 from vtc.diagnostics import Diagnostic, Span, error, note
+from vtc.records import record
 
 __all__ = ["CLAUSE_KEYWORDS", "parse_source", "decode_source", "ONE_LINE_EXAMPLE", "GRAMMAR_PATH", "grammar_sha256"]
 
@@ -56,7 +61,18 @@ def _parse_source(text: str, file: str, partial: bool) -> tuple[ast.Recipe | Non
     statements: list = []
     comments: list[ast.Comment] = []
     diagnostics: list[Diagnostic] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    raws = text.splitlines()
+    scanned: dict[int, Line] = {}  # line number -> the line scanned (code and comment), for the look-ahead
+    resume_at: dict[int, int] = {}  # line number -> where its parsing starts (after a continuation taken)
+
+    def scan(number: int) -> Line | None:
+        if number > len(raws) or len(raws[number - 1]) > _MAX_LINE:
+            return None
+        if number not in scanned:
+            scanned[number] = scan_line(raws[number - 1], number, file)
+        return scanned[number]
+
+    for number, raw in enumerate(raws, start=1):
         if len(diagnostics) >= _MAX_ERRORS:
             diagnostics.append(note("VT009", f"stopped after {_MAX_ERRORS} syntax errors",
                                     Span(file, number, 1, number, 1),
@@ -70,12 +86,29 @@ def _parse_source(text: str, file: str, partial: bool) -> tuple[ast.Recipe | Non
                 help="one clause takes one line; is this a data file rather than a recipe?",
             ))
             continue
-        line = scan_line(raw, number, file)
+        line = scan(number)
         diagnostics.extend(line.diagnostics)
         if line.comment is not None:
             comments.append(line.comment)
-        if line.code.strip():
-            found, problems = _parse_line(line.code, number, file)
+        start = resume_at.pop(number, 0)
+        if line.code[start:].strip():
+            found, problems, open_at = _parse_line(line.code, number, file, start)
+            if open_at is None and not problems and found and start == 0:
+                # `from ./x` here and `split train` on the next line: the next line continues this clause.
+                last = found[-1]
+                if last.span.line == number and not line.code[last.span.end_column - 1:].strip():
+                    joined = _continuation(line.code, last.span.column - 1, number, file, scan)
+                    if joined is not None:
+                        found[-1:] = joined.statements
+                        problems = [joined.diagnostic]
+                        resume_at.update(joined.consumed)
+            elif open_at is not None:
+                # `finetune vision, mlp` here and `on qwen2.5-vl` on the next line.
+                joined = _continuation(line.code, open_at[0], number, file, scan)
+                if joined is not None:
+                    found.extend(joined.statements)
+                    problems = [d for d in problems if d is not open_at[1]] + [joined.diagnostic]
+                    resume_at.update(joined.consumed)
             statements.extend(found)
             # An unterminated string was closed past the end of the line: keep carets on the line itself.
             diagnostics.extend(_within(d, len(raw)) for d in problems)
@@ -101,12 +134,14 @@ def _within(diagnostic: Diagnostic, width: int) -> Diagnostic:
     return dataclasses.replace(diagnostic, span=dataclasses.replace(span, end_column=end))
 
 
-def _parse_line(code: str, number: int, file: str) -> tuple[list, list[Diagnostic]]:
-    """Parse the code of one line; after an error, keep what parsed and resume at the next clause keyword."""
+def _parse_line(code: str, number: int, file: str, start: int = 0) -> tuple[list, list[Diagnostic], tuple | None]:
+    """Parse the code of one line from ``start``; after an error, keep what parsed and resume at the next clause
+    keyword. Returns (statements, diagnostics, open_at): ``open_at`` is (where a clause starts that the line ends
+    before it is complete, the VT011 that says so), else None."""
     errors = lalr.errors()
     statements: list = []
     diagnostics: list[Diagnostic] = []
-    start = 0
+    open_at = None
     while start < len(code) and len(diagnostics) < _MAX_ERRORS_PER_LINE:
         try:
             tree = lalr.parse(code, start, len(code))
@@ -122,6 +157,9 @@ def _parse_line(code: str, number: int, file: str) -> tuple[list, list[Diagnosti
                 statements.extend(found)
                 diagnostics.extend(bad)
             if problem.resume is None or problem.resume <= start:
+                last = problem.diagnostics[-1] if problem.diagnostics else None
+                if last is not None and last.code == "VT011" and last.span.column - 1 >= len(code.rstrip()):
+                    open_at = (problem.clause_start, last)
                 break
             start = problem.resume
             continue
@@ -129,4 +167,75 @@ def _parse_line(code: str, number: int, file: str) -> tuple[list, list[Diagnosti
         statements.extend(found)
         diagnostics.extend(bad)
         break
-    return statements, diagnostics
+    return statements, diagnostics, open_at
+
+
+# --- a clause broken over lines ------------------------------------------------------------------------------------
+
+# The most lines a broken clause is looked for on (`finetune vision,` / `mlp,` / `attention` / `on qwen2.5-vl`).
+_MOST_CONTINUATION_LINES = 4
+
+
+@record
+class _Joined:
+    statements: tuple  # the clause, parsed joined, with spans on the lines where its words stand
+    diagnostic: Diagnostic  # VT014
+    consumed: tuple  # (line, index) for each later line it took words from: where parsing of that line goes on
+
+
+def _continuation(code: str, clause_start: int, number: int, file: str, scan) -> _Joined | None:
+    """If the clause at ``code[clause_start:]`` (line ``number``) goes on at the start of the next line(s) -- the
+    text there before any clause keyword completes it -- the joined clause and a VT014 saying that a clause stays
+    on one line. The clause may be cut short at the end of its line (`finetune vision, mlp`) or complete there and
+    go on all the same (`from ./xrays` / `split train`); the continuation is the text before the next clause keyword
+    of each following line, up to a blank line."""
+    errors = lalr.errors()
+    joined = code.rstrip()
+    pieces: list[tuple[int, int, int, int]] = []  # (offset in joined, line, offset in that line, length)
+    for later in range(number + 1, number + 1 + _MOST_CONTINUATION_LINES):
+        line = scan(later)
+        if line is None or not line.code.strip():
+            return None
+        rest = line.code
+        begin = len(rest) - len(rest.lstrip())
+        end = next_clause_start(rest, begin)
+        if end is None:
+            end = len(rest.rstrip())
+        fragment = rest[begin:end].rstrip()
+        if not fragment:
+            return None
+        pieces.append((len(joined) + 1, later, begin, len(fragment)))
+        joined += " " + fragment
+        try:
+            tree = lalr.parse(joined, clause_start, len(joined))
+        except errors as exc:
+            token = getattr(exc, "token", None)
+            if getattr(token, "type", None) == "$END" and begin + len(fragment) == len(rest.rstrip()):
+                continue  # still cut short, at the end of this line too: look at the next one
+            return None
+        break
+    else:
+        return None
+
+    def locate(tok) -> Span:
+        for at, line_no, offset, length in reversed(pieces):
+            if tok.start_pos >= at:
+                column = tok.start_pos - at + offset + 1
+                return Span(file, line_no, column, line_no, column + len(tok))
+        return Span(file, number, tok.start_pos + 1, number, tok.end_pos + 1)
+
+    statements, problems = build(tree, number, file, locate)
+    if len(statements) != 1 or problems:
+        return None
+    keyword = BY_TERMINAL[tokens(tree)[0].type].keyword
+    clause = " ".join(joined[clause_start:].split())
+    last_line = pieces[-1][1]
+    lines = f"lines {number}-{last_line}" if last_line > number + 1 else f"lines {number} and {last_line}"
+    related = tuple((Span(file, line_no, offset + 1, line_no, offset + length + 1), "continued here")
+                    for _, line_no, offset, length in pieces)
+    diagnostic = error(
+        "VT014", f"the `{keyword}` clause is broken over {lines}: a clause stays on one line",
+        Span(file, number, clause_start + 1, number, len(code.rstrip()) + 1),
+        help=f"write it on one line: `{clause if len(clause) <= 100 else clause[:97] + '...'}`",
+        related=related)
+    return _Joined(tuple(statements), diagnostic, tuple((line_no, offset + length) for _, line_no, offset, length in pieces))

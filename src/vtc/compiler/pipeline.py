@@ -96,7 +96,7 @@ def compile_source(text: str, file: str, load=None, base_dir: str | None = None,
 def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str], base_ok: bool) -> CompileResult:
     from vtc.compiler.lower import lower_with_sources
     from vtc.compiler.parser import parse_source
-    from vtc.compiler.validate import validate
+    from vtc.compiler.validate import raw_errors, validate
 
     # Every problem at once: after a syntax error the statements that did parse still go through lowering and
     # validation, so a typo on line 1 and a bad value on line 5 are reported together. No plan is made then.
@@ -125,6 +125,11 @@ def _compile(text: str, file: str, load, base_dir: str, sources: dict[str, str],
         rest = valid_part(document)
         if rest is not None:
             diagnostics += _resolve_and_check(rest, spans, base_dir)[1]
+        elif not any(keyword == "required" for keyword, *_ in raw_errors(document)):
+            # What is left cannot be resolved (every part named is unknown, say), but every clause is there: the
+            # model name is still checked, so that `finetune everything on qwen-2.5-vl` reports both mistakes.
+            # (A recipe that lacks a required clause gets no semantic check, the model's included.)
+            diagnostics += _model_problems(document, spans, base_dir)
         return CompileResult(None, sort_diagnostics(diagnostics), sources)
     resolved, found = _resolve_and_check(document, spans, base_dir)
     diagnostics += found
@@ -155,6 +160,28 @@ def _resolve_and_check(document: dict, spans: dict, base_dir: str):
     local = _local_config(name, base_dir) if is_local_path(name) else None
     resolved, diagnostics = resolve(document, spans, load_registry(), base_dir, local)
     return resolved, diagnostics + check(resolved)
+
+
+def _model_problems(document: dict, spans: dict, base_dir: str) -> list[Diagnostic]:
+    """What resolving the model name alone finds (VT201-VT203), at the name's span; nothing when the name is not a
+    valid value (the schema reported it)."""
+    from vtc.compiler.validate import raw_errors
+    from vtc.diagnostics import warning
+    from vtc.registry import is_local_path, load_registry, resolve_model
+
+    name = document.get("model")
+    if not isinstance(name, str) or any(path[:1] == ("model",) for _, path, _, _ in raw_errors(document)):
+        return []
+    from vtc.compiler.resolve import beside_recipe, read_config
+    from vtc.registry import is_hub_id
+
+    local = _local_config(name, base_dir) if is_local_path(name) else None
+    beside = beside_recipe(name, base_dir) if is_hub_id(name) else None
+    if beside is not None and local is None:
+        local = read_config(beside)
+    _found, problems = resolve_model(name, load_registry(), local, beside_recipe=beside)
+    makers = {"error": error, "warning": warning, "note": note}
+    return [makers[p.severity](p.code, p.message, spans.get("/model"), p.help) for p in problems]
 
 
 def valid_part(document: dict) -> dict | None:

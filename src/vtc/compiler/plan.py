@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from vtc import __version__
@@ -71,6 +72,39 @@ def _fmt(value) -> str:
     return text.replace("\n", "\\n")
 
 
+_VALUE_WIDTH = 44
+_MOST_VALUE_LINES = 4
+
+
+def _wrap(text: str) -> list[str]:
+    """A value as lines of at most _VALUE_WIDTH characters, broken after a blank or a `/` (a path), at most
+    _MOST_VALUE_LINES of them, the last ending in "..." when the value is longer."""
+    if len(text) <= _VALUE_WIDTH:
+        return [text]
+    pieces: list[str] = []
+    for word in re.findall(r"\S+\s*|\s+", text):
+        if len(word) <= _VALUE_WIDTH:
+            pieces.append(word)
+            continue
+        for part in re.findall(r"[^/]*/|[^/]+", word):  # a long path: after each `/`, or every _VALUE_WIDTH
+            pieces.extend(part[i:i + _VALUE_WIDTH] for i in range(0, len(part), _VALUE_WIDTH))
+    lines = [""]
+    for piece in pieces:
+        if lines[-1] and len(lines[-1] + piece.rstrip()) > _VALUE_WIDTH:
+            lines.append("")
+        lines[-1] += piece
+    lines = [line.rstrip() for line in lines]
+    if len(lines) > _MOST_VALUE_LINES:
+        lines = lines[:_MOST_VALUE_LINES]
+        lines[-1] = lines[-1][: _VALUE_WIDTH - 3] + "..."
+    return lines
+
+
+def _plural(n, word: str) -> str:
+    """`1 epoch`, `2 epochs`, `1.5 epochs`."""
+    return f"{n:g} {word}" + ("" if n == 1 else "s") if isinstance(n, (int, float)) else f"{n} {word}s"
+
+
 def summarize_plan(plan: dict) -> str:
     """A readable summary of the plan: each value and where it came from (what `vtc plan` prints)."""
     prov = plan["provenance"]
@@ -82,7 +116,11 @@ def summarize_plan(plan: dict) -> str:
         where = prov.get(pointer)
         if where is None:  # a dict value: show the first child's origin
             where = next((v for k, v in prov.items() if k.startswith(pointer + "/")), "")
-        lines.append(f"  {label:<24} {_fmt(value):<44} {where}")
+        # A long value (a system prompt, a deep path) wraps within its column, so that the origin column stays
+        # where it is; `vtc plan --json` shows every value whole.
+        shown = _wrap(_fmt(value))
+        lines.append(f"  {label:<24} {shown[0]:<{_VALUE_WIDTH}} {where}".rstrip())
+        lines.extend(f"  {'':<24} {more}" for more in shown[1:])
 
     m = plan["model"]
     lines.append(f"plan for {plan['recipe']['file']}" + (
@@ -92,8 +130,8 @@ def summarize_plan(plan: dict) -> str:
     row("loads", "/model/id")
     row("family", "/model/family", m["family"] or "unknown")
     if m["trust_remote_code"]:
-        row("trust remote code", "/model/trust_remote_code",
-            "yes - WARNING: runs Python code that comes with the model")
+        row("trust remote code", "/model/trust_remote_code", "yes")
+        lines.append(f"  {'':<24} WARNING: runs Python code that comes with the model")
     lines.append("training")
     row("method", "/method")
     parts = [k for k in ("vision", "language", "attention", "mlp") if plan["parts"][k]]
@@ -107,7 +145,7 @@ def summarize_plan(plan: dict) -> str:
     if tr["steps"] is not None:
         row("length", "/training/steps", f"{tr['steps']} steps")
     else:
-        row("length", "/training/epochs", f"{tr['epochs']} epoch(s)")
+        row("length", "/training/epochs", _plural(tr["epochs"], "epoch"))
     row("batch", "/training/batch")
     row("accumulate", "/training/accumulate")
     row("learning rate", "/training/learning_rate")
@@ -157,7 +195,8 @@ def summarize_plan(plan: dict) -> str:
     lines.append("estimates (derived)")
     if e["image_size"]:
         lines.append(f"  {'image':<24} {_fmt(e['image_size'])} px -> {e['image_tokens_per_image']} image tokens"
-                     + (f" ({e['tiles_per_image']} tiles, 1 token in the text)" if e["tiles_per_image"] else ""))
+                     + (f" ({_plural(e['tiles_per_image'], 'tile')}, 1 token in the text)"
+                        if e["tiles_per_image"] else ""))
     t = e["trainable_parameters"]
     if t:
         lines.append(f"  {'trainable parameters':<24} {t['total']:,}" + (

@@ -15,7 +15,11 @@ it (record fields become keys, a trailing underscore dropped: ``from_`` -> ``fro
 ``flags`` (every `with`/`without` option; the plan holds the ones that change a run) and ``written`` (every value
 the recipe wrote, as written, with its span: for checks about what the user wrote).
 
-No I/O: a local model folder's config.json is read by the pipeline and passed in as ``local_config``.
+I/O: none but looking at the recipe's folder (``base_dir``). A name shaped like a Hub id (``data/xrays``,
+``models/mine``) is a folder when one exists there, else a Hub id (docs/data.md, "Folder or Hub dataset"); a data
+path that is missing there is a warning (VT401), since `vtc run` would stop at it. A local model folder's
+config.json is read by the pipeline and passed in as ``local_config``; only for an ``org/name``-shaped name that
+turns out to be a folder here is it read here (the pipeline takes such a name for a Hub id).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ import re
 from typing import Any
 
 from vtc.compiler import estimates as E
-from vtc.diagnostics import Diagnostic, Span, error, note, warning
+from vtc.diagnostics import Diagnostic, Span, error, note, suggest, warning
 from vtc.records import record
-from vtc.registry import Registry, default_resize, is_local_path, model_geometry, resolve_model, total_params
+from vtc.registry import (Registry, default_resize, explicit_hub_id, is_hub_id, model_geometry, resolve_model,
+                          shadow_note, total_params)
 
 # Defaults: Unsloth's vision notebooks (Qwen2.5-VL 7B notebook, shared/reference/unsloth-vision.md) where they
 # exist; the notebooks train for max_steps=30 as a demo, vtc's default is one epoch (num_train_epochs=1, the
@@ -264,7 +269,10 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
 
     # --- the model
     name = get("/model")
-    found, problems = resolve_model(name.value, registry, local_config)
+    beside = beside_recipe(name.value, base_dir) if is_hub_id(name.value) else None
+    if beside is not None and local_config is None:
+        local_config = read_config(beside)
+    found, problems = resolve_model(name.value, registry, local_config, beside_recipe=beside)
     makers = {"error": error, "warning": warning, "note": note}
     diagnostics = [makers[p.severity](p.code, p.message, name.span, p.help) for p in problems]
     method = get("/method", DEFAULTS["method"])
@@ -276,6 +284,8 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         model_id = registry_value(found["hub"]["4bit" if method.value == "qlora" else "16bit"])
     elif source == "tiny":
         model_id = registry_value(found["key"])
+    elif found is not None and found["id"] != name.value:  # `hf://org/name`: from_pretrained gets `org/name`
+        model_id = Sourced(found["id"], name.origin, name.span)
     else:
         model_id = name
     fam_info = registry.families.get(family) if family else None
@@ -305,8 +315,8 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
 
     # --- data
     data = Data(
-        train=_data_source(get("/train_data/source"), get("/train_data/split"), derived),
-        eval=_data_source(get("/eval_data/source"), get("/eval_data/split"), derived)
+        train=_data_source("from", get("/train_data/source"), get("/train_data/split"), base_dir, diagnostics),
+        eval=_data_source("evaluate on", get("/eval_data/source"), get("/eval_data/split"), base_dir, diagnostics)
         if "eval_data" in document else Sourced(None, "default"),
         holdout=_share(get("/holdout")), instruction=get("/instruction", DEFAULTS["instruction"]),
         system=get("/system"),
@@ -401,15 +411,82 @@ def _share(holdout: Sourced) -> Sourced:
     return Sourced(round(value / 100, 10) if value is not None else None, holdout.origin, holdout.span)
 
 
-def _data_source(source: Sourced, split: Sourced, derived) -> DataSource:
-    return DataSource(source=source, kind=derived(data_kind(source.value)), split=split)
+_DATA_FILE = re.compile(r"\.(jsonl?|csv|parquet|arrow)$", re.IGNORECASE)
 
 
-def data_kind(source: str) -> str:
-    """path or hub: a Hub dataset is written org/name; anything path-like is a path (write ./x for a folder)."""
-    if is_local_path(source) or source.count("/") != 1 or re.search(r"\.(jsonl?|csv|parquet|arrow)$", source):
+def data_kind(source: str, base_dir: str | None = None) -> str:
+    """path or hub (docs/data.md, "Folder or Hub dataset"): `hf://org/name` is a Hub dataset; anything that can only
+    be a path (./x, /x, ~/x, C:/x, a backslash, no slash or several, a data file's extension) is a path; an
+    `org/name`-shaped name is a path when it exists in the recipe's folder ``base_dir``, else a Hub dataset id.
+    Decided against ``base_dir``, never the working directory."""
+    if explicit_hub_id(source) is not None:
+        return "hub"
+    if not _hub_shaped(source):
         return "path"
-    return "hub"
+    return "path" if base_dir is not None and os.path.exists(_beside(base_dir, source)) else "hub"
+
+
+def _hub_shaped(source: str) -> bool:
+    return is_hub_id(source) and not _DATA_FILE.search(source)
+
+
+def _beside(base_dir: str, name: str) -> str:
+    """``name`` (a path as a recipe writes it) resolved against the recipe's folder, as the runtime resolves it."""
+    return os.path.normpath(os.path.join(base_dir, os.path.expanduser(name)))
+
+
+def beside_recipe(name: str, base_dir: str) -> str | None:
+    """The folder an `org/name`-shaped name is in the recipe's folder, or None."""
+    folder = _beside(base_dir, name)
+    return folder if os.path.isdir(folder) else None
+
+
+def read_config(folder: str) -> str | None:
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
+                 diagnostics: list[Diagnostic]) -> DataSource:
+    """A `from` / `evaluate on` source: its kind (data_kind) and, for a Hub dataset written `hf://org/name`, the id.
+    What the recipe's folder shows about it goes to ``diagnostics``: VT270 (note) for an `org/name`-shaped folder
+    read as a folder; VT401 (warning) for a path that is not there, or an `org/name` name read as a Hub dataset
+    although its first folder is there (a typo in a folder's path, most likely)."""
+    value = source.value
+    kind = data_kind(value, base_dir)
+    explicit = explicit_hub_id(value)
+    if explicit is not None:
+        return DataSource(source=Sourced(explicit, source.origin, source.span), kind=Sourced("hub", "derived"),
+                          split=split)
+    here = os.path.isdir(base_dir)  # a recipe compiled from text has no folder to look in
+    where = _beside(base_dir, value)
+    if here and kind == "path" and _hub_shaped(value):
+        message, help_text = shadow_note(value, where, "the data")
+        diagnostics.append(note("VT270", message, source.span, help_text))
+    elif here and kind == "path" and not os.path.exists(where):
+        diagnostics.append(warning(
+            "VT401", f"`{clause} {value}`: there is no folder or file {where}; vtc run will stop here",
+            source.span, f"check the path: a relative path starts at the recipe's folder ({base_dir}); if the data "
+                         "is on another machine, ignore this here and run `vtc check` there"))
+    elif here and kind == "hub":
+        first = value.split("/")[0]
+        parent = _beside(base_dir, first)
+        if os.path.isdir(parent):
+            try:
+                names = sorted(os.listdir(parent))
+            except OSError:
+                names = []
+            close = suggest(value.split("/")[1], names)
+            folder = (f"did you mean the folder `./{first}/{close}`?" if close else
+                      "if you meant a folder, check its path (a relative path starts at the recipe's folder);")
+            diagnostics.append(warning(
+                "VT401", f"`{clause} {value}`: there is no folder {where}, though {first}/ is there; vtc run will "
+                         f"read `{value}` as a Hugging Face Hub dataset",
+                source.span, f"{folder} if you meant the Hub dataset, write `hf://{value}` (this warning then goes)"))
+    return DataSource(source=source, kind=Sourced(kind, "derived"), split=split)
 
 
 def _resize(written: Sourced, family: str | None, entry: dict | None, registry: Registry) -> Sourced:

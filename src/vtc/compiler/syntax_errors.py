@@ -17,7 +17,7 @@ from vtc.compiler.lines import STRING_RE
 from vtc.diagnostics import Diagnostic, Span, error, suggest
 from vtc.records import record
 
-__all__ = ["Problem", "explain", "SUB_KEYWORDS"]
+__all__ = ["Problem", "explain", "SUB_KEYWORDS", "next_clause_start"]
 
 # Keywords inside clauses: grammar terminal -> spelling.
 SUB_KEYWORDS = {"ON": "on", "SPLIT": "split", "CAPTIONS": "captions", "FOLDERS": "folders", "COLUMN": "column",
@@ -38,6 +38,8 @@ _ORDER = ["WORD", "STRING", "INT", "NUMBER", "SIZE", "PERCENT", "COMMA", *SUB_KE
 
 # Characters of a bare word (kept in step with WORD in vt.lark) and of anything number-like.
 _CHUNK_RE = re.compile(r"[\w.\/~:+@%-]+")
+# A character of a path written with backslashes (a Windows path).
+_PATH_CHAR_RE = re.compile(r"[\w.\/~:+@%\\-]")
 # The most words a clause keyword has.
 _MOST_WORDS = max(kw.count(" ") + 1 for kw in CLAUSE_KEYWORDS)
 # The start of a clause keyword on a line (used to resume after an error). Several-word keywords allow any blanks.
@@ -92,12 +94,24 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
         return Span(file, number, at + 1, number, at + 1)
 
     def next_clause(after: int) -> int | None:
-        m = _KEYWORD_RE.search(_mask_strings(code), after)
-        return m.start() if m else None
+        return next_clause_start(code, after)
 
     def problem(vt: str, message: str, span: Span, help: str, start: int, resume: int | None) -> Problem:
         return Problem((error(vt, message, span, help=help),), start, resume)
 
+    if kind == "char" and text == "\\":
+        # A Windows path: `from C:\Users\me\xrays`. Say so, with the path in forward slashes.
+        start = pos
+        while start > 0 and _PATH_CHAR_RE.match(code[start - 1]):
+            start -= 1
+        stop = pos
+        while stop < len(code) and _PATH_CHAR_RE.match(code[stop]):
+            stop += 1
+        path = code[start:stop]
+        return Problem((error(
+            "VT004", "unexpected character `\\` (backslash)", span_at(pos, pos + 1),
+            help=f"in a path, use forward slashes: `{_clip(path.replace(chr(92), '/'), 60)}` (or put the path in double "
+                 f'quotes as it is: `"{_clip(path, 60)}"`)'),), clause_start, next_clause(stop))
     if kind == "char":
         return Problem((_bad_character(text, span_at(pos, pos + 1), example),), clause_start, next_clause(pos + 1))
 
@@ -118,7 +132,11 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
                            f"write {wanted}, for example `{example}`", clause_start, pos if kind == "keyword" else None)
         keywords = [SUB_KEYWORDS[n] for n in accepts if n in SUB_KEYWORDS]
         close = suggest(text, keywords) if keywords and kind == "word" else None
-        if close:
+        without = (_without_word(code, clause_start, pos, end)
+                   if kind == "word" and not close and "COMMA" not in accepts else None)
+        if without:
+            help_text = f"write `{_clip(without, 60)}`, without `{_clip(text)}`"
+        elif close:
             help_text = f"did you mean `{close}`? (like `{example}`)"
         elif kind == "string" and "WORD" in accepts and "STRING" not in accepts:
             help_text = f"write this name without double quotes, like `{example}`"
@@ -132,6 +150,9 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
     # The clause so far is complete (or no clause has started): the thing at pos cannot start a clause.
     unexpected = f"unexpected `{_clip(text)}` after `{_clip(so_far)}`"
     if kind == "word":
+        near = _near_miss(text, code[end:], anywhere=clause is None)
+        if near:
+            return problem("VT010", f"unknown clause `{_clip(text)}`", span_at(pos, end), near, pos, next_clause(end))
         guess = _guess_clause(text, code[end:])
         if guess and "COMMA" in accepts and guess != text.rstrip(":=").lower():
             # `with responses_only rslora`: more likely a missing comma than a misspelled `lora` clause.
@@ -139,8 +160,8 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
                            f"separate several values with commas, like `{example}`; or, if `{_clip(text)}` starts a "
                            f"new clause, did you mean `{guess}`?", pos, next_clause(end))
         if guess or (clause is None and (text[0].isalpha() or text[0] == "_")):
-            return problem("VT010", f"unknown clause `{_clip(text)}`", span_at(pos, end), _clause_help(text, guess),
-                           pos, next_clause(end))
+            return problem("VT010", f"unknown clause `{_clip(text)}`", span_at(pos, end),
+                           _clause_help(text, guess, code[pos:]), pos, next_clause(end))
     if clause is None:  # a number, a string or a stray keyword at the start of a clause
         return problem("VT010", f"a clause cannot start with `{_clip(text)}`", span_at(pos, end),
                        f"each clause starts with a keyword, like `{ONE_LINE_EXAMPLE}`", pos, next_clause(end))
@@ -160,6 +181,12 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
     else:
         help_text = f"`{clause}` takes one value, like `{example}`"
     return problem("VT013", unexpected, span_at(pos, end), help_text, pos, next_clause(end))
+
+
+def next_clause_start(code: str, after: int) -> int | None:
+    """Where the next clause keyword stands in ``code`` at or after index ``after`` (not inside a string), or None."""
+    m = _KEYWORD_RE.search(_mask_strings(code), after)
+    return m.start() if m else None
 
 
 def _describe(names, clause: str | None, after_on: bool) -> str:
@@ -260,15 +287,136 @@ def _guess_clause(word: str, rest: str) -> str | None:
     return firsts[first] if first else None
 
 
-def _clause_help(word: str, guess: str | None) -> str:
+def _clause_help(word: str, guess: str | None, rest: str) -> str:
+    """The help of an unknown clause ``word`` (``rest``: the line from the word on)."""
+    lowered = _lower_keywords(rest)
+    if guess and lowered != rest and _KEYWORD_RE.match(lowered) and " ".join(
+            _KEYWORD_RE.match(lowered).group().split()) == guess:
+        # `Finetune vision on Qwen2.5-VL`: the user's own line, its keywords in lower case (names kept as written).
+        return f"keywords are lower-case: write `{_clip(' '.join(lowered.split()), 80)}`"
     if guess and word.rstrip(":=").lower() == guess:
-        if word.lower() != word:
-            return f"keywords are lower-case: write `{BY_KEYWORD[guess].example}`"
         return f"write `{BY_KEYWORD[guess].example}`, without `{word[len(guess):]}`"
     if guess:
         return f"did you mean `{guess}`? (like `{BY_KEYWORD[guess].example}`)"
     return ("each clause starts with a keyword such as `finetune`, `from`, `resize`, `batch` or `train for` "
             "(docs/language.md lists them all); to write a comment, start it with `#`")
+
+
+def _without_word(code: str, clause_start: int, pos: int, end: int) -> str | None:
+    """The clause with the word at code[pos:end] left out, when that makes it whole (`batch size 4` -> `batch 4`)."""
+    stop = next_clause_start(code, end)
+    trial = code[clause_start:pos] + code[end:stop if stop is not None else len(code)]
+    if not code[end:stop].strip():
+        return None  # nothing after the word: leaving it out leaves the clause without its value
+    try:
+        lalr.parse(trial, 0, len(trial))
+    except lalr.errors():
+        return None
+    return " ".join(trial.split())
+
+
+def _lower_keywords(text: str) -> str:
+    """``text`` with every word that is a keyword or an option word of the language (a part, a method, a flag, a
+    metric, ...) in lower case; names, paths and text in quotes stay as written."""
+    words = _vocabulary()
+    out, at = [], 0
+    for m in re.finditer(r'"(?:\\.|[^"\\])*"?|[\w.\/~:+@%-]+', text):
+        out.append(text[at:m.start()])
+        piece = m.group()
+        out.append(piece.lower() if not piece.startswith('"') and piece.lower() in words else piece)
+        at = m.end()
+    out.append(text[at:])
+    return "".join(out)
+
+
+_VOCABULARY: set[str] = set()
+
+
+def _vocabulary() -> set[str]:
+    """The words of the language: clause keywords and the words inside clauses, and the choices the schema lists
+    (parts, methods, flags, metrics, schedules, ...)."""
+    if not _VOCABULARY:
+        from vtc.compiler.validate import schema  # only on this error path
+
+        words = {w for kw in CLAUSE_KEYWORDS for w in kw.split()} | set(SUB_KEYWORDS.values()) | {"epoch", "step"}
+
+        def walk(node) -> None:
+            if isinstance(node, dict):
+                for value in node.get("enum", []):
+                    if isinstance(value, str):
+                        words.add(value.lower())
+                if node.get("title") == "with":  # the flags: `with responses_only`
+                    words.update(k.lower() for k in node.get("properties", {}))
+                for value in node.values():
+                    walk(value)
+            elif isinstance(node, list):
+                for value in node:
+                    walk(value)
+
+        walk(schema())
+        _VOCABULARY.update(words)
+    return _VOCABULARY
+
+
+# Words people write for a clause that vtc spells otherwise (many are other tools' setting names) -> the clause to
+# write, `{}` standing for the value that follows the word, and what that value must be: "number" (a number, else
+# the example's), "text" (text in double quotes) or "name" (anything).
+_NEAR_MISSES: dict[str, tuple[str, str, str]] = {}
+for _words, _clause, _kind, _default in (
+    ("epoch epochs num_epochs num_train_epochs n_epochs", "train for {} epochs", "number", "3"),
+    ("step steps max_steps num_steps num_train_steps iterations iters", "train for {} steps", "number", "60"),
+    ("lr", "learning rate {}", "number", "2e-4"),
+    ("rank r lora_r lora_rank", "lora rank {}", "number", "16"),
+    ("alpha lora_alpha", "lora alpha {}", "number", "16"),
+    ("dropout lora_dropout", "lora dropout {}", "number", "0.05"),
+    ("bs batch_size per_device_train_batch_size train_batch_size", "batch {}", "number", "2"),
+    ("gradient_accumulation_steps gradient_accumulation grad_accum accumulation", "accumulate {}", "number", "4"),
+    ("max_seq_length max_seq_len max_len seq_len context_length", "max length {}", "number", "2048"),
+    ("warmup_steps", "warmup {} steps", "number", "5"),
+    ("random_seed", "seed {}", "number", "3407"),
+    ("image_size img_size resolution", "resize {}", "number", "512"),
+    ("num_gpus n_gpus", "gpus {}", "number", "1"),
+    ("model base_model model_name", "finetune all on {}", "name", "qwen2.5-vl"),
+    ("data dataset train_data train_dataset", "from {}", "name", "./xrays"),
+    ("output output_dir out", "save to {}", "name", "./runs/xray"),
+    ("eval eval_data validation val test", "evaluate on {}", "name", "./val"),
+    ("prompt instruction question", "ask {}", "text", '"Describe this image."'),
+    ("method", "using {}", "name", "lora"),
+    ("optim", "optimizer {}", "name", "adamw_8bit"),
+    ("scheduler lr_scheduler lr_scheduler_type", "schedule {}", "name", "cosine"),
+):
+    for _word in _words.split():
+        _NEAR_MISSES[_word] = (_clause, _kind, _default)
+
+_NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?%?(?![\w.\/~:+@%-])")
+
+
+def _near_miss(word: str, rest: str, anywhere: bool) -> str | None:
+    """The help for a word that names a clause the way other tools do (`epochs 3`, `lr 2e-4`, `max_steps 60`):
+    the clause to write, with the user's value. ``anywhere``: the word starts a clause (else it follows a complete
+    clause on the line, and only counts with a number after it: `from ./my data` is a path with a space)."""
+    found = _NEAR_MISSES.get(word.rstrip(":=").lower())
+    if found is None:
+        return None
+    template, kind, default = found
+    if not anywhere and kind != "number":
+        return None
+    rest = rest.lstrip().lstrip(":=").lstrip()
+    if kind == "number":
+        m = _NUMBER_RE.match(rest)
+        value = m.group().rstrip("%") if m else None
+    elif kind == "text":
+        m = STRING_RE.match(rest)
+        value = m.group() if m else None
+    else:
+        m = STRING_RE.match(rest) or _CHUNK_RE.match(rest)
+        value = m.group() if m else None
+    if value is None and not anywhere:
+        return None
+    clause = template.format(_clip(value, 60) if value else default)
+    if clause.startswith("train for 1 "):
+        clause = clause[:-1]  # `train for 1 epoch`
+    return f"did you mean `{clause}`?"
 
 
 def _bad_character(char: str, span: Span, example: str) -> Diagnostic:

@@ -68,6 +68,14 @@ _EXAMPLE = {"batch": "batch 2", "accumulate": "accumulate 4", "learning rate": "
             "max length": "max length 2048", "seed": "seed 3407", "gpus": "gpus 1", "lora rank": "lora rank 16",
             "lora alpha": "lora alpha 16", "lora dropout": "lora dropout 0.05", "holdout": "holdout 10%",
             "train for": "train for 1 epoch", "warmup": "warmup 5 steps", "weight decay": "weight decay 0.001"}
+# Words that mean a choice without being spelled like it (a misspelling is caught by did_you_mean): schema title ->
+# {word: choice}.
+_SYNONYMS = {
+    "part": {"everything": "all", "every": "all", "whole": "all", "entire": "all", "full": "all", "both": "all",
+             "image": "vision", "images": "vision", "visual": "vision", "encoder": "vision", "vit": "vision",
+             "text": "language", "llm": "language", "lm": "language", "decoder": "language",
+             "attn": "attention", "self_attn": "attention", "ffn": "mlp", "feed_forward": "mlp", "feedforward": "mlp"},
+}
 _REQUIRED = {
     "model": ("the recipe has no `finetune <parts> on <model>` line",
               "start the recipe with a line like `finetune all on qwen2.5-vl`"),
@@ -95,7 +103,8 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
                                  hint or "write one of: " + ", ".join(f"`{p}`" for p in props)))
         elif keyword == "enum":
             choices = [str(c) for c in node["enum"]]
-            hint = did_you_mean(str(instance), choices)
+            meant = _SYNONYMS.get(title, {}).get(str(instance).lower())
+            hint = f"did you mean `{meant}`?" if meant in choices else did_you_mean(str(instance), choices)
             out.append(error("VT102", f"unknown {title} `{_shown(instance)}`", span,
                              hint or "write one of: " + ", ".join(f"`{c}`" for c in choices)))
         elif keyword == "type":

@@ -6,8 +6,12 @@ A model name in a recipe is one of three things:
   architecture sizes);
 * a Hugging Face id ``org/name``: the family is guessed from the name when it matches a family pattern, otherwise
   unknown;
-* a local folder (``./my-model``, ``/models/x``, ``~/m``): the family is read from the folder's config.json
-  (``model_type``) when the caller passes that file's text in.
+* a local folder (``./my-model``, ``/models/x``, ``~/m``, or an ``org/name``-shaped name that is a folder beside
+  the recipe): the family is read from the folder's config.json (``model_type``) when the caller passes that
+  file's text in.
+
+``hf://org/name`` always means the Hub (a folder of the same name beside the recipe is not read). The same rule
+decides a data source's kind (vtc.compiler.resolve.data_kind; docs/data.md, "Folder or Hub dataset").
 
 This module does no file I/O except reading models.json beside it; it never imports a training library. The layout
 functions describe every ``nn.Linear`` of a family by module name, so that the planner can count LoRA parameters
@@ -86,6 +90,30 @@ def is_hub_id(text: str) -> bool:
     return bool(_HUB_ID.match(text)) and not is_local_path(text)
 
 
+# `hf://org/name`: the Hub, said explicitly (huggingface_hub's own URL form; `hf://datasets/org/name` is accepted too).
+HUB_PREFIX = "hf://"
+
+
+def explicit_hub_id(text: str) -> str | None:
+    """The id of an explicit Hub name: ``hf://org/name`` (or ``hf://datasets/org/name``) -> ``org/name``; None for
+    anything else (also for ``hf://`` naming nothing)."""
+    if not text.startswith(HUB_PREFIX):
+        return None
+    rest = text[len(HUB_PREFIX):].strip("/")
+    if rest.startswith("datasets/") and rest.count("/") >= 2:
+        rest = rest[len("datasets/"):]
+    return rest or None
+
+
+def shadow_note(name: str, folder: str, what: str) -> tuple[str, str]:
+    """(message, help) of note VT270: an ``org/name``-shaped ``name`` is the folder ``folder`` beside the recipe, so
+    it is read from there; ``what`` is "the model" or "the data"."""
+    return (f"`{name}` is the folder {folder} beside the recipe: {what} is read from there, not from the Hugging "
+            f"Face Hub `{name}`",
+            f"write `./{name}` to say it is a folder (this note then goes), or `hf://{name}` to read it from the "
+            "Hub instead")
+
+
 @dataclass(frozen=True)
 class Problem:
     """A finding about a model name; the caller turns it into a Diagnostic at the name's span."""
@@ -96,13 +124,16 @@ class Problem:
     help: str | None = None
 
 
-def resolve_model(name: str, registry: Registry, local_config: str | None = None) -> tuple[dict | None, list[Problem]]:
+def resolve_model(name: str, registry: Registry, local_config: str | None = None, *,
+                  beside_recipe: str | None = None) -> tuple[dict | None, list[Problem]]:
     """What ``name`` (as written in a recipe) refers to.
 
-    ``local_config`` is the text of the local folder's config.json when the caller could read it (the compiler's
-    stages do no I/O; the pipeline reads it). Returns (model, problems); model is None when the name is unknown.
-    The model dict has: name, source (registry|tiny|hub|local), key (registry key or None), family (or None),
-    entry (registry model entry or None), hub (4bit/16bit ids or None).
+    ``local_config`` is the text of the local folder's config.json when the caller could read it (this module does
+    no I/O). ``beside_recipe``: the folder an ``org/name``-shaped name is beside the recipe, when the caller found
+    one there (it is then a local folder, with note VT270). Returns (model, problems); model is None when the name
+    is unknown. The model dict has: name, source (registry|tiny|hub|local), key (registry key or None), id (what
+    from_pretrained gets for hub and local: the name, `hf://` dropped), family (or None), entry (registry model entry
+    or None), hub (4bit/16bit ids or None).
     """
     from vtc.diagnostics import did_you_mean
 
@@ -111,9 +142,12 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
     if found is not None:
         key, entry = found
         source = entry.get("source", "registry")
-        return {"name": name, "source": source, "key": key, "family": entry["family"], "entry": entry,
+        return {"name": name, "source": source, "key": key, "id": None, "family": entry["family"], "entry": entry,
                 "hub": entry.get("hub")}, problems
-    if is_local_path(name):
+    explicit = explicit_hub_id(name)
+    if beside_recipe is not None and explicit is None and is_hub_id(name):
+        problems.append(Problem("VT270", "note", *shadow_note(name, beside_recipe, "the model")))
+    if is_local_path(name) or (beside_recipe is not None and explicit is None):
         family = None
         if local_config is None:
             problems.append(Problem(
@@ -136,9 +170,11 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
                     f"the model folder `{name}` has {shown} in its config.json, which is not a vision family vtc knows",
                     "known families: " + ", ".join(sorted(registry.families)) +
                     "; vtc will still try, but cannot check markers, image tokens or parameter counts"))
-        return {"name": name, "source": "local", "key": None, "family": family, "entry": None, "hub": None}, problems
-    if is_hub_id(name):
-        family = registry.family_from_name(name)
+        return {"name": name, "source": "local", "key": None, "id": name, "family": family, "entry": None,
+                "hub": None}, problems
+    if explicit is not None or is_hub_id(name):
+        hub_id = explicit or name
+        family = registry.family_from_name(hub_id)
         if family is None:
             problems.append(Problem(
                 "VT202", "warning",
@@ -151,7 +187,8 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
                 f"`{name}` is not in vtc's registry; its name says it is {registry.families[family]['display']} "
                 f"(`{family}`), so vtc uses that family's markers and image geometry",
                 "parameter and memory estimates need the architecture sizes and are left out"))
-        return {"name": name, "source": "hub", "key": None, "family": family, "entry": None, "hub": None}, problems
+        return {"name": name, "source": "hub", "key": None, "id": hub_id, "family": family, "entry": None,
+                "hub": None}, problems
     hint = did_you_mean(name, registry.names())
     problems.append(Problem(
         "VT201", "error", f"unknown model `{name}`",

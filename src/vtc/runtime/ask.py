@@ -4,6 +4,11 @@ RUN_DIR is a finished run folder (run-NNN), or the folder above the runs (then t
 named). IMAGE is one image (the answer is printed) or a folder of images (every image, sorted by name; answers go
 to ``-o answers.jsonl`` / ``answers.csv``, or to the screen as JSON lines). The question defaults to the recipe's
 instruction; the system prompt and image size are the run's, so the model sees what it was trained on.
+
+A folder is answered a batch at a time and every answer is written (and flushed) as soon as its batch is done, so an
+interruption keeps what was answered. An image of the folder that cannot be read (missing, truncated, not an
+image) does not stop the others: it gets a row whose ``error`` says the code and the problem, and a summary at the
+end counts the answered and the failed images. `vtc ask` exits 1 only when no image could be answered.
 """
 
 from __future__ import annotations
@@ -12,35 +17,124 @@ import csv
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from vtc.diagnostics import Span, VtcError, error
+from vtc.diagnostics import Diagnostic, Span, VtcError, error
 from vtc.plans import read_plan
 
 _RUN = re.compile(r"^run-(\d+)$")
+FIELDS = ["image", "question", "answer", "error"]
+# Failed images named in the summary at the end (the answers file has them all).
+REASONS_SHOWN = 3
 
+
+# ---- the run ---------------------------------------------------------------------------------------------------
 
 def find_run(run_dir: str | Path) -> Path:
-    """The finished run folder to use (VT511 when there is none)."""
+    """The finished run folder to use (VT511 when there is none, saying what there is instead)."""
+    from vtc.runtime import outputs as O
+
     path = Path(run_dir)
-    if path.name.endswith((".partial", ".failed")):
-        state = "is still running or was interrupted" if path.name.endswith(".partial") else "failed"
-        raise VtcError(error("VT511", f"the run {path} {state}, so it has no finished model", Span(str(path)),
-                             help="use a finished run folder (named run-NNN)"))
+    if not path.exists():
+        raise VtcError(_not_found(path))
     if not path.is_dir():
-        raise VtcError(error("VT511", f"run folder not found: {path}", Span(str(path)),
+        raise VtcError(error("VT511", f"{path} is a file, not a run folder", Span(str(path)),
                              help="give a folder that `vtc run` printed at its end, e.g. runs/demo-shapes/run-001"))
+    state = O.state_of(path)
+    if state not in (None, "finished"):
+        raise VtcError(_unfinished(path, state))
     if (path / "plan.json").is_file():
         return path
-    runs = sorted((int(m.group(1)), p) for p in path.iterdir()
-                  if p.is_dir() and (m := _RUN.match(p.name)) and (p / "plan.json").is_file())
-    if runs:
-        chosen = runs[-1][1]
+    runs = _runs_in(path)
+    finished = [p for n, p, s in runs if s == "finished" and (p / "plan.json").is_file()]
+    if finished:
+        chosen = finished[-1]
         print(f"using the newest finished run: {chosen}", file=sys.stderr)
         return chosen
+    if runs:  # runs, but none finished: say what the newest one is and how to finish it
+        newest = runs[-1]
+        d = _unfinished(newest[1], newest[2])
+        raise VtcError(replace(d, message=f"no finished run in {path}: {d.message}", span=Span(str(path))))
     raise VtcError(error("VT511", f"{path} is not a finished vtc run (no plan.json in it or in a run-NNN folder)",
                          Span(str(path)), help="give a folder that `vtc run` printed at its end"))
 
+
+def _runs_in(folder: Path) -> list[tuple[int, Path, str]]:
+    """(number, folder, state) of every run folder in ``folder``, oldest first."""
+    from vtc.runtime import outputs as O
+
+    out = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        state = O.state_of(p)
+        if state is not None and p.is_dir():
+            out.append((int(O.run_name(p).split("-", 1)[1]), p, state))
+    return sorted(out)
+
+
+def _not_found(path: Path) -> Diagnostic:
+    """VT511 for a folder that does not exist: the same run under another state's name, or the runs beside it."""
+    from vtc.runtime import outputs as O
+
+    where = Span(str(path))
+    runs = _runs_in(path.parent) if path.parent.is_dir() else []
+    if O.state_of(path) is not None:
+        same = [(p, s) for _n, p, s in runs if O.run_name(p) == O.run_name(path)]
+        if same:  # run-003 given, run-003.interrupted there (or the other way round)
+            folder, state = same[0]
+            if state == "finished":
+                return error("VT511", f"run folder not found: {path}; the run finished, and its folder is now "
+                             f"{_shown(folder)}", where, help=f"ask the finished run: `vtc ask {_shown(folder)} "
+                                                             "<image>`")
+            d = _unfinished(folder, state)
+            return replace(d, message=f"run folder not found: {path}; {d.message}")
+    if runs:
+        listed = ", ".join(p.name for _n, p, _s in runs[-5:])
+        finished = [p for _n, p, s in runs if s == "finished"]
+        hint = (f"e.g. `vtc ask {_shown(finished[-1])} <image>`" if finished else
+                "none of them has finished yet")
+        return error("VT511", f"run folder not found: {path}", where,
+                     help=f"the runs in {_shown(path.parent)} are {listed}; {hint}")
+    return error("VT511", f"run folder not found: {path}", where,
+                 help="give a folder that `vtc run` printed at its end, e.g. runs/demo-shapes/run-001")
+
+
+def _unfinished(folder: Path, state: str) -> Diagnostic:
+    """VT511 for a run folder that exists but holds no finished model: what to do for its state."""
+    from vtc.runtime.checkpoints import latest_checkpoint, resume_command
+
+    where = Span(str(folder))
+    resume = resume_command(folder, _shown(folder))
+    name = folder.name
+    if state == "interrupted":
+        return error("VT511", f"the run {name} was interrupted before it finished, so it has no final model", where,
+                     help=f"continue it with `{resume}`; when it finishes, ask the run-NNN folder it prints")
+    if state == "failed":
+        why = ""
+        try:
+            why = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("error") or ""
+        except (OSError, ValueError, AttributeError):
+            pass
+        checkpoint = latest_checkpoint(folder)
+        return error("VT511", f"the run {name} failed{f' ({why})' if why else ''}, so it has no final model",
+                     where, help=(f"fix the cause, then continue it from its checkpoint with `{resume}`"
+                                  if checkpoint else "fix the cause and run the recipe again"))
+    return error("VT511", f"the run {name} has not finished: it is still running, or its process was stopped "
+                 "without saying so (killed, or its terminal closed)", where,
+                 help=f"wait for it to finish; if it no longer runs, continue it with `{resume}`")
+
+
+def _shown(path: Path) -> str:
+    from vtc.runtime.lifecycle import shown
+
+    return shown(path)
+
+
+# ---- the images ------------------------------------------------------------------------------------------------
 
 def _image_files(image: Path) -> list[Path]:
     from vtc.runtime.images import is_image_file
@@ -57,12 +151,82 @@ def _image_files(image: Path) -> list[Path]:
     return [image]
 
 
+# Data-row advice ("remove the row that lists it") that does not fit an image given to `vtc ask`.
+_ROW_ADVICE = re.compile(r",? or remove (?:the|this) row(?: that lists it)?|,? or remove it from the data")
+
+
+def _for_ask(d: Diagnostic, folder: bool) -> Diagnostic:
+    """An image diagnostic with help that fits `vtc ask`: there is no data row to remove."""
+    help_text = _ROW_ADVICE.sub(", or move it out of the folder" if folder else "", d.help or "")
+    return replace(d, help=help_text or None)
+
+
+def _open(path: Path, resize: dict, folder: bool):
+    """(image, None) or (None, the diagnostic saying why it cannot be used)."""
+    from vtc.runtime.images import open_image, standardise
+
+    try:
+        return standardise(open_image(path), resize), None
+    except VtcError as exc:
+        return None, _for_ask(exc.diagnostics[0], folder)
+
+
+# ---- answering -------------------------------------------------------------------------------------------------
+
+class _Answers:
+    """Where the answers go, one record at a time, flushed as written: a CSV or JSONL file, JSON lines on the
+    screen (a folder without -o), or the bare answer (one image)."""
+
+    def __init__(self, output, folder: bool) -> None:
+        self.path = Path(output) if output else None
+        self.folder = folder
+        self.records: list[dict] = []
+        self.problems: list[Diagnostic] = []  # why each failed image could not be answered, in order
+        self._file = self._csv = None
+        if self.path is None:
+            return
+        try:
+            if self.path.suffix.lower() == ".csv":
+                self._file = open(self.path, "w", encoding="utf-8", newline="")
+                self._csv = csv.DictWriter(self._file, fieldnames=FIELDS)
+                self._csv.writeheader()
+            else:
+                self._file = open(self.path, "w", encoding="utf-8")
+            self._file.flush()
+        except OSError as exc:
+            raise VtcError(error(
+                "VT536", f"cannot write answers to {self.path}: {exc.strerror or exc}", Span(str(self.path)),
+                help="give a file in a folder that exists and that you can write to, e.g. `-o answers.csv`",
+            )) from None
+
+    def write(self, record: dict, problem: Diagnostic | None = None) -> None:
+        self.records.append(record)
+        if problem is not None:
+            self.problems.append(problem)
+        if self._csv is not None:
+            self._csv.writerow({**record, "error": record["error"] or ""})
+        elif self._file is not None:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif self.folder:
+            print(json.dumps(record, ensure_ascii=False), flush=True)
+        elif record["answer"] is not None:
+            print(record["answer"], flush=True)
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def ask_command(run_dir, image, question=None, *, output=None, backend: str = "auto") -> list[dict]:
-    """Answer questions about one image (printed) or a folder of images (JSONL or CSV). Returns the answers as
-    ``{"image", "question", "answer"}`` records."""
+    """Answer questions about one image (printed) or a folder of images (JSONL or CSV, or JSON lines on the
+    screen). Returns the records ``{"image", "question", "answer", "error"}`` (``error`` None when answered)."""
     from vtc.runtime.backends.base import choose_backend
 
     run = find_run(run_dir)
+    folder = Path(image).is_dir()
     images = _image_files(Path(image))
     if output is not None and Path(output).suffix.lower() not in (".jsonl", ".csv"):
         raise VtcError(error("VT513", f"cannot write answers to {output}: the file must end in .jsonl or .csv",
@@ -70,66 +234,110 @@ def ask_command(run_dir, image, question=None, *, output=None, backend: str = "a
     plan = read_plan(run / "plan.json")
     model_dir = run / ("model" if plan["method"] == "full" else "adapter")
     if not model_dir.is_dir():
-        raise VtcError(error("VT511", f"{run} has no {model_dir.name}/ folder", Span(str(run)),
-                             help="the run did not save its model; run the recipe again"))
+        raise VtcError(error("VT511", f"{run} has no {model_dir.name}/ folder, so there is no model to ask",
+                             Span(str(run)), help=f"its {model_dir.name}/ was moved or deleted: put it back, or "
+                                                  "run the recipe again"))
+    question = question or plan["data"]["instruction"]
+    sink = _Answers(output, folder)
+    try:
+        be, reason = choose_backend(backend)  # before transformers is imported (unsloth must come first)
+        print(reason, file=sys.stderr)
+        from vtc.runtime.progress import quiet_libraries
 
-    be, reason = choose_backend(backend)  # before transformers is imported (unsloth must come first)
-    print(reason, file=sys.stderr)
-    from vtc.runtime.progress import quiet_libraries
-
-    with quiet_libraries():
-        records = _answer(plan, run, model_dir, images, question, be)
-    _write(records, output, Path(image).is_dir())
-    return records
+        with quiet_libraries():
+            _answer(plan, model_dir, images, question, be, sink, folder)
+    finally:
+        sink.close()
+    _summary(sink, Path(image))
+    return sink.records
 
 
-def _answer(plan, run, model_dir, images, question, be) -> list[dict]:
-    """Load the run's model and answer for every image, a batch at a time (images opened per batch)."""
+def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool) -> None:
+    """Load the run's model and answer for every image, a batch at a time (images opened per batch), writing each
+    batch's records, in the images' order, as soon as it is answered."""
     from vtc.runtime.evaluate import eval_batch_size, generate
-    from vtc.runtime.images import open_image, standardise
     from vtc.runtime.model_path import resolve_model_path
 
-    question = question or plan["data"]["instruction"]
-    system = plan["data"]["system"]
     resize = plan["images"]["resize"]
-    open_image(images[0])  # a bad first image fails before the model loads (VT410/VT411 name the file)
+    system = plan["data"]["system"]
+
+    def failed(path: Path, d: Diagnostic) -> None:
+        sink.write({"image": str(path), "question": question, "answer": None, "error": f"{d.code}: {d.message}"},
+                   problem=d)
+
+    # A bad image fails before the model loads: one image stops here (VT410/VT411 name the file); in a folder, the
+    # unreadable images before the first good one are recorded, and a folder of nothing readable loads no model.
+    pending: list[tuple[Path, object]] = []
+    rest = iter(images)
+    for path in rest:
+        im, problem = _open(path, resize, folder)
+        if problem is None:
+            pending.append((path, im))
+            break
+        if not folder:
+            raise VtcError(problem)
+        failed(path, problem)
+    if not pending:
+        return
 
     model_path = resolve_model_path(plan)
     model, processor = be.load_trained(plan, model_path, str(model_dir))
     be.for_inference(model)
     batch = eval_batch_size(plan)
-    answers: list[str] = []
-    for start in range(0, len(images), batch):
+    done = False
+    while not done:
+        entries: list[tuple[Path, object, Diagnostic | None]] = [(p, im, None) for p, im in pending]
+        pending = []
+        readable = len(entries)
+        while readable < batch:
+            path = next(rest, None)
+            if path is None:
+                done = True
+                break
+            im, problem = _open(path, resize, folder)
+            entries.append((path, im, problem))
+            readable += problem is None
         conversations = []
-        for path in images[start : start + batch]:
+        for _path, im, problem in entries:
+            if problem is not None:
+                continue
             messages = []
             if system:
                 messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
             # The layout of the training rows: the instruction text, then the image.
-            image = standardise(open_image(path), resize)
             messages.append({"role": "user", "content": [{"type": "text", "text": question},
-                                                         {"type": "image", "image": image}]})
+                                                         {"type": "image", "image": im}]})
             conversations.append(messages)
-        answers += generate(model, processor, conversations,
-                            max_new_tokens=plan["evaluation"]["max_new_tokens"], batch_size=batch)
-    return [{"image": str(p), "question": question, "answer": a} for p, a in zip(images, answers)]
+        answers = iter(generate(model, processor, conversations, max_new_tokens=plan["evaluation"]["max_new_tokens"],
+                                batch_size=batch) if conversations else [])
+        for path, _im, problem in entries:
+            if problem is not None:
+                failed(path, problem)
+            else:
+                sink.write({"image": str(path), "question": question, "answer": next(answers), "error": None})
 
 
-def _write(records: list[dict], output, folder: bool) -> None:
-    if output:
-        out = Path(output)
-        if out.suffix.lower() == ".csv":
-            with open(out, "w", encoding="utf-8", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["image", "question", "answer"])
-                w.writeheader()
-                w.writerows(records)
-        else:
-            with open(out, "w", encoding="utf-8") as f:
-                for r in records:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        print(f"{len(records)} answer{'s' * (len(records) != 1)} written to {out}", file=sys.stderr)
-    elif folder:
-        for r in records:
-            print(json.dumps(r, ensure_ascii=False))
-    else:
-        print(records[0]["answer"])
+def _summary(sink: _Answers, image: Path) -> None:
+    """What was answered and what was not (stderr); VtcError (exit 1) when no image could be answered."""
+    bad = sink.problems
+    good = len(sink.records) - len(bad)
+    if bad and not good:
+        rows = f" ({sink.path} has a row for each, with its `error`)" if sink.path else ""
+        first = f"; the first {REASONS_SHOWN}:" if len(bad) > REASONS_SHOWN else ":"
+        print(f"no image in {image} could be answered: {len(bad)} could not be read{rows}{first}", file=sys.stderr)
+        raise VtcError(bad[:REASONS_SHOWN])
+    if bad:
+        rows = f" (each has a row with its `error` in {sink.path})" if sink.path else ""
+        lines = [f"answered {good} of {len(sink.records)} images; {len(bad)} could not be read{rows}:"]
+        for d in bad[:REASONS_SHOWN]:
+            where = d.span.location if d.span else str(image)
+            lines.append(f"  {d.code}: {d.message}" if where in d.message else f"  {d.code} {where}: {d.message}")
+        if len(bad) > REASONS_SHOWN:
+            lines.append(f"  ... and {len(bad) - REASONS_SHOWN} more")
+        helps = {d.help for d in bad if d.help}
+        lines.append(f"  = help: {helps.pop()}" if len(helps) == 1 else
+                     "  = help: replace each with a valid PNG or JPEG, or move it out of the folder")
+        print("\n".join(lines), file=sys.stderr)
+    if sink.path:
+        print(f"{good} answer{'s' * (good != 1)} written to {sink.path}"
+              + (f", and {len(bad)} row{'s' * (len(bad) != 1)} with an error" if bad else ""), file=sys.stderr)

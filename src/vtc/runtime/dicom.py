@@ -14,7 +14,16 @@ The steps, as a DICOM viewer does them (PS3.3 C.11.2, the VOI LUT "linear" funct
    else the image's own range (min..max) -- values below ``c - w/2`` become black, above ``c + w/2`` white;
 3. 8 bits: ``((v - (c - 0.5)) / (w - 1) + 0.5) * 255``, clipped to 0..255;
 4. MONOCHROME1 (0 = white, used by some X-ray systems) is inverted so that bone is white as in MONOCHROME2;
-5. colour (RGB / YBR) images come out as RGB; a multi-frame file gives its first frame.
+5. colour (RGB / YBR) images come out as RGB; PALETTE COLOR images through their palette (pydicom's
+   apply_color_lut: the stored values are indices into the file's red, green and blue tables, not grey levels);
+   a multi-frame file gives its first frame.
+
+Compressed pixel data (JPEG Lossless, JPEG-LS, JPEG 2000, HTJ2K, 12-bit JPEG) needs a decoder plugin that pydicom
+does not bring (pydicom 3 then raises RuntimeError, not ImportError): a file whose compression has no decoder here is
+VT440, naming the compression, its transfer syntax and the package to install -- `pip install 'vtc[dicom]'` adds
+python-gdcm (Apache-2.0), which decodes JPEG (baseline, extended 8-bit, lossless), JPEG-LS and JPEG 2000; HTJ2K needs
+pylibjpeg with pylibjpeg-openjpeg, 12-bit JPEG pylibjpeg with pylibjpeg-libjpeg (GPL-3.0). RLE and deflate need
+nothing. The file is fine: VT440 says so, rather than calling it broken.
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, error
 
-INSTALL_HELP = "install the DICOM extra: pip install 'vtc[dicom]' (it adds pydicom)"
+INSTALL_HELP = "install the DICOM extra: pip install 'vtc[dicom]' (it adds pydicom and the python-gdcm decoder)"
+EXTRA = "pip install 'vtc[dicom]' (it adds python-gdcm)"
+# pydicom's decoder plugins (pydicom.pixels.decoders) -> what pip installs for them.
+PLUGIN_PACKAGES = {"gdcm": "python-gdcm", "pylibjpeg": None, "pyjpegls": "pyjpegls", "pillow": "pillow"}
 
 
 def _pydicom():
@@ -49,12 +61,17 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
     if pydicom is None:
         raise VtcError(error("VT426", f"{path.name} is a DICOM file, and reading DICOM needs pydicom", where,
                              help=INSTALL_HELP))
+    ts = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom's warnings can quote header values
             ds = pydicom.dcmread(str(path), force=False)
             if "PixelData" not in ds:
                 raise ValueError("no pixel data")
+            ts = _transfer_syntax(ds)
+            missing = _no_decoder(ts, path.name)
+            if missing:
+                raise VtcError(error("VT440", missing[0], where, help=missing[1]))
             pixels = ds.pixel_array
             photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
             frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -63,12 +80,10 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
             file_window = (_first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")))
     except VtcError:
         raise
-    except ImportError:
-        # Compressed pixel data (JPEG 2000, JPEG-LS) needs a pixel-data handler such as pylibjpeg.
-        raise VtcError(error("VT411", f"cannot decode the pixel data of {path.name}: it is compressed in a way "
-                             "that needs an extra decoder", where,
-                             help="pip install pylibjpeg pylibjpeg-openjpeg, or export the images uncompressed"))
     except Exception as exc:  # pydicom raises many types; its text may quote the header, so only the type is shown
+        if ts is not None and getattr(ts, "is_compressed", False):
+            code, message, help_text = _decode_failed(ts, path.name, exc)
+            raise VtcError(error(code, message, where, help=help_text)) from None
         reason = "the file is empty (0 bytes)" if path.stat().st_size == 0 else \
             f"not a readable DICOM image ({type(exc).__name__})"
         raise VtcError(error("VT411", f"cannot read DICOM file {path.name}: {reason}", where,
@@ -79,6 +94,8 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
     if photometric.startswith(("RGB", "YBR")):
         # pydicom 3's pixel_array already converts YBR colour to RGB.
         return Image.fromarray(np.asarray(pixels, dtype=np.uint8)[..., :3], "RGB")
+    if photometric == "PALETTE COLOR":
+        return _palette(pixels, ds, path.name, where)
     values = pixels.astype(np.float64) * slope + intercept
     if window is not None:
         center, width = float(window["center"]), float(window["width"])
@@ -91,6 +108,113 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
     if photometric == "MONOCHROME1":
         eight = 255 - eight
     return Image.fromarray(eight, "L").convert("RGB")
+
+
+def _transfer_syntax(ds):
+    """The file's transfer syntax (a pydicom UID), or None when the file does not say."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    return ts if ts else None
+
+
+def _compression(ts) -> str:
+    """"JPEG-LS Lossless Image Compression (transfer syntax 1.2.840.10008.1.2.4.80)"."""
+    name = getattr(ts, "name", "") or ""
+    return f"{name} (transfer syntax {ts})" if name and name != str(ts) else f"transfer syntax {ts}"
+
+
+def _install(decoder, exclude: tuple = ()) -> str | None:
+    """The pip command that gives pydicom a decoder plugin for ``decoder``'s transfer syntax (vtc's extra first,
+    when its python-gdcm is one of them), or None when no missing plugin would help."""
+    options = {}
+    for line in decoder.missing_dependencies:  # "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1"
+        plugin, _, needs = line.partition(" - requires ")
+        if plugin in exclude or not needs:
+            continue
+        if plugin == "gdcm":
+            options[plugin] = EXTRA
+            continue
+        packages = [PLUGIN_PACKAGES.get(p, p) or p for p in
+                    (_bare(r) for r in needs.replace(" and ", ", ").split(", ")) if p != "numpy"]
+        options[plugin] = "pip install " + " ".join(dict.fromkeys(packages))
+    return options.get("gdcm") or next(iter(options.values()), None)
+
+
+def _bare(requirement: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~ ]", requirement.strip(), maxsplit=1)[0]
+
+
+def _no_decoder(ts, name: str) -> tuple[str, str] | None:
+    """(message, help) when ``ts`` is a compression that no installed plugin decodes; None when one does (or the
+    pixel data is not compressed)."""
+    if ts is None or not getattr(ts, "is_compressed", False):
+        return None
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return (f"cannot decode {name}: its pixel data is compressed as {_compression(ts)}, which pydicom cannot "
+                "decode at all", "export the images uncompressed (Explicit VR Little Endian) from the scanner or PACS "
+                "(the file itself may be fine)")
+    if decoder.is_available:
+        return None
+    install = _install(decoder) or EXTRA
+    return (f"cannot decode {name}: its pixel data is compressed as {_compression(ts)}, and no decoder for it is "
+            f"installed: {install}",
+            f"{install}, then check again; or export the images uncompressed (Explicit VR Little Endian) from the "
+            "scanner or PACS. The file itself is fine")
+
+
+def _decode_failed(ts, name: str, exc: Exception) -> tuple[str, str, str]:
+    """(code, message, help) for compressed pixel data that the installed decoders failed on: another decoder may
+    manage (VT440: pydicom's JPEG plugins in pillow and gdcm do not decode 12-bit JPEG), or the data is damaged
+    (VT411)."""
+    from pydicom.pixels import get_decoder
+
+    unsupported = "does not support" in str(exc) or "not supported" in str(exc)
+    try:
+        decoder = get_decoder(ts)
+        # "does not support": pillow's and gdcm's JPEG decoders refuse 12-bit samples; pylibjpeg's libjpeg decodes
+        # them, so it is the one to suggest then.
+        skip = tuple(decoder.available_plugins) + (("gdcm", "pillow") if unsupported else ())
+        other = _install(decoder, exclude=skip)
+    except Exception:
+        other = None
+    if other and unsupported:
+        return ("VT440", f"cannot decode {name}: its pixel data is compressed as {_compression(ts)} in a form the "
+                f"installed decoder does not handle; another decoder does: {other}",
+                f"{other}, then check again; or export the images uncompressed from the scanner or PACS")
+    return ("VT411", f"cannot decode {name}: its {_compression(ts)} pixel data did not decode "
+            f"({type(exc).__name__}); the file may be damaged" + (f", or need another decoder ({other})" if other
+                                                                    else ""),
+            "export the image again from the scanner or PACS, or remove the row")
+
+
+def _palette(pixels, ds, name: str, where):
+    """A PALETTE COLOR image through its red, green and blue lookup tables, as RGB (8 bits a channel)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pydicom.pixels import apply_color_lut
+
+            rgb = apply_color_lut(pixels, ds)
+    except Exception as exc:  # a palette missing or malformed; pydicom's text may quote the header
+        raise VtcError(error("VT411", f"cannot read DICOM file {name}: a PALETTE COLOR image whose palette cannot "
+                             f"be applied ({type(exc).__name__})", where,
+                             help="export the image again (as RGB) from the scanner or PACS, or remove the row")
+                       ) from None
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8:
+        # 16-bit table entries (the usual case): their high byte. Some writers put 8-bit values in 16-bit entries;
+        # those are kept as they are.
+        rgb = (rgb.astype(np.uint32) >> 8).astype(np.uint8) if rgb.max() > 255 else rgb.astype(np.uint8)
+    return Image.fromarray(rgb[..., :3], "RGB")
 
 
 def to_8bit(values, center: float, width: float):

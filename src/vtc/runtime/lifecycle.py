@@ -31,6 +31,8 @@ from vtc.runtime.progress import Reporter
 
 # The base model's answers, kept while a run works so that a resumed run does not evaluate the base model again.
 BASE_EVAL = "eval-base.json"
+# Everything the run printed (the screen may be gone: a closed pipe, a closed terminal); a resume appends to it.
+RUN_LOG = "run.log"
 
 
 @record
@@ -46,16 +48,35 @@ class Resume:
 
 # ---- before a run --------------------------------------------------------------------------------------------
 
-def check_saved_plan(plan: dict, target: str, allow_changed: bool, rep: Reporter) -> None:
-    """A saved plan runs exactly as saved: refuse it (VT530) when its recorded inputs changed since."""
-    from vtc.lockfile import input_changes
+def check_saved_plan(plan: dict, target: str, allow_changed: bool, rep: Reporter, recompile=None) -> None:
+    """A saved plan runs exactly as saved: refuse it (VT530) when its recorded inputs changed since.
+
+    The recipe counts as changed when what it means changed, not its bytes: when its text differs, ``recompile()``
+    (given by vtc.commands: the runtime never imports the compiler) returns the plan the recipe makes now, or None
+    when it no longer compiles, and a recipe whose plan is the saved one (comments, blank lines, layout, clause
+    order) is no change.
+    """
+    from vtc.lockfile import input_changes, recipe_fingerprint
 
     inputs = plan.get("inputs")  # optional: `vtc plan -o` adds it, `vtc plan --json` does not
     if inputs is None:
         rep.line(f"note: {target} records no fingerprints of its inputs (save plans with `vtc plan recipe.vt -o "
                  f"{Path(target).name}` to have them checked)")
         return
+    recipe_now = recipe_fingerprint(plan)
+    recorded = inputs.get("recipe") or {}
+    meaning: list[str] = []
+    if recompile is not None and recorded.get("sha256") != recipe_now["sha256"] and not recipe_now["missing"]:
+        now = recompile()
+        meaning = ["the recipe no longer compiles (`vtc check` says why)"] if now is None else \
+            plan_differences(plan, now)
+        if not meaning:  # the same plan: take the recipe's new text as the recorded one
+            inputs = {**inputs, "recipe": {**recorded, "sha256": recipe_now["sha256"]}}
+            rep.line(f"note: the text of {', '.join(recipe_now['files'])} changed since {target} was made, not what "
+                     "it means (the plan it compiles to is the same)")
     changes = input_changes(inputs, plan)
+    if meaning and changes:
+        changes.append("in the recipe now, " + "; ".join(meaning))
     if not changes:
         rep.line("inputs              recipe, data and model unchanged since the plan was made")
         return
@@ -67,6 +88,34 @@ def check_saved_plan(plan: dict, target: str, allow_changed: bool, rep: Reporter
         "VT530", f"{target} no longer matches its inputs: " + "; ".join(changes), Span(str(target)),
         help=f"make the plan again (`vtc plan {plan['recipe']['file']} -o {Path(target).name}`) and review it, or "
              f"run this one anyway with `vtc run {target} --allow-changed`"))
+
+
+# Plan keys that say where a value came from or how the plan was made, not what runs.
+NOT_MEANING = ("inputs", "provenance", "recipe", "vtc_version")
+
+
+def plan_differences(saved: dict, now: dict, shown: int = 3) -> list[str]:
+    """What differs between two plans in the values that decide a run (JSON pointer: the value now, was), the first
+    ``shown`` of them; [] when they would run the same."""
+    out: list[str] = []
+
+    def walk(a, b, pointer: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if pointer == "" and key in NOT_MEANING:
+                    continue
+                walk(a.get(key), b.get(key), f"{pointer}/{key}")
+        elif a != b:
+            out.append(f"{pointer or '/'} is {_value(b)} (the plan has {_value(a)})")
+
+    walk(saved, now, "")
+    out.sort(key=lambda text: text.startswith("/estimates/"))  # derived from the others: those say more
+    return out[:shown] + ([f"{len(out) - shown} more"] if len(out) > shown else [])
+
+
+def _value(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 def resumable(folder: Path, allow_changed: bool, rep: Reporter) -> Resume:
@@ -226,7 +275,9 @@ def finish(run_dir: Path, manifest: dict, be, rep: Reporter) -> Path:
     O.write_json(run_dir / "manifest.json", manifest)
     shutil.rmtree(run_dir / C.CHECKPOINTS, ignore_errors=True)
     (run_dir / BASE_EVAL).unlink(missing_ok=True)
-    return O.finish_run_dir(run_dir)
+    final = O.finish_run_dir(run_dir)
+    rep.log_to(final / RUN_LOG)  # the folder moved: its log with it
+    return final
 
 
 def interrupted(run_dir: Path, manifest: dict, name: str, rep: Reporter, plan: dict) -> C.RunInterrupted:
@@ -236,6 +287,7 @@ def interrupted(run_dir: Path, manifest: dict, name: str, rep: Reporter, plan: d
                     interrupted={"signal": name, "checkpoint_step": ckpt[0] if ckpt else None})
     _try_write_manifest(run_dir, manifest)
     folder = O.move_run_dir(run_dir, "interrupted")
+    rep.log_to(folder / RUN_LOG)
     command = C.resume_command(folder, shown(folder))
     rep.line()
     total = plan["training"]["steps"]
@@ -260,6 +312,8 @@ def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, pla
                     finished=now())
     _try_write_manifest(run_dir, manifest)
     folder = O.move_run_dir(run_dir, "failed")
+    rep.log_to(folder / RUN_LOG)
+    rep.log(f"error: {manifest['error']}")
     rep.line(f"run failed; its folder is {shown(folder)}")
     ckpt = C.latest_checkpoint(folder)
     resume = (f"; then continue from its checkpoint at step {ckpt[0]} with "

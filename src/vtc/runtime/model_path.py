@@ -1,7 +1,9 @@
 """Where the model is: what from_pretrained gets for the plan's model, checked before any weight loads.
 
     resolve_model_path(plan) -> str      the built tiny model's folder, a local folder, or a Hub id (cached or
-                                         downloadable); VtcError VT501/VT502/VT503/VT507 otherwise
+                                         downloadable); VtcError VT501/VT502/VT503/VT507 otherwise. A Hub id asks
+                                         the Hub once (vtc.runtime.hub): unreachable and not cached is VT503 within
+                                         seconds; unreachable and cached reads the cache only, with a note
     load_model(backend, plan, path)      backend.load, with a missing download or remote code as a diagnostic
 """
 
@@ -82,25 +84,54 @@ def resolve_model_path(plan: dict) -> str:
             p = Path(plan["base_dir"]) / p
         check_model_folder(p, mid, span, trust)
         return str(p)
-    # hub / registry: the local Hugging Face cache first, then the network.
-    from huggingface_hub import constants, snapshot_download
+    # hub / registry: the local Hugging Face cache first, then the network (asked once: vtc.runtime.hub).
+    from huggingface_hub import snapshot_download
+
+    from vtc.runtime import hub
 
     try:
         folder = snapshot_download(mid, local_files_only=True)
     except Exception:  # not cached (LocalEntryNotFoundError, or an invalid id)
         folder = None
-    if folder is not None and (Path(folder) / "config.json").is_file():
+    cached = folder is not None and (Path(folder) / "config.json").is_file()
+    if cached:
         check_model_folder(Path(folder), mid, span, trust)
-        return mid
-    if constants.HF_HUB_OFFLINE:
-        raise VtcError(no_network(mid, span))
-    return mid
+    problem = hub.unreachable()
+    # from_pretrained("org/name") reads a folder of that name in the working directory instead of the Hub, silently.
+    # The plan says Hub (the compiler found no such folder beside the recipe, or the recipe wrote hf://): when the
+    # working directory has one, from_pretrained gets the Hub snapshot's own folder instead of the id.
+    shadowed = Path(mid).exists()
+    if problem is None:
+        if shadowed:
+            return folder if cached else snapshot_download(mid)
+        return mid  # downloaded (with the Hub's progress bars) or checked for a newer version by from_pretrained
+    if cached:
+        if not hub.offline_by_user():
+            hub.go_offline()
+            hub.note_cached(problem, f"model {mid}")
+        return folder if shadowed else mid
+    raise VtcError(no_network(mid, span, problem))
 
 
-def no_network(mid: str, span: Span | None):
-    return error("VT503", f"model {mid} is not in the local Hugging Face cache and there is no network", span,
-                 help="connect to the internet once to download it (or unset HF_HUB_OFFLINE), or copy the model "
-                      "folder here and write `finetune ... on ./that-folder`")
+def no_network(mid: str, span: Span | None, problem: str | None = None, failure: str = ""):
+    """VT503: a Hub model that is not cached, and the Hub cannot be reached (``problem``: why, from hub.py), or
+    its download failed although the Hub answered (``failure``: the library's message)."""
+    from vtc.runtime import hub
+    from vtc.runtime.failures import redact
+
+    problem = problem or hub.unreachable()
+    offline = hub.offline_by_user()
+    if problem is None:
+        said = redact(failure.strip().splitlines()[0][:300]) if failure.strip() else "the download failed"
+        return error("VT503", f"model {mid} could not be downloaded from the Hugging Face Hub: {said}", span,
+                     help="run again (a download that broke off resumes where it stopped); or "
+                          + hub.what_to_do(mid, dataset=False))
+    if offline:
+        return error("VT503", f"model {mid} is not in the local Hugging Face cache and there is no network "
+                     f"({offline} is set)", span,
+                     help=f"unset {offline} to download it once; or " + hub.what_to_do(mid, dataset=False))
+    return error("VT503", f"model {mid} is not in the local Hugging Face cache and the Hugging Face Hub cannot be "
+                 f"reached: {problem}", span, help=hub.what_to_do(mid, dataset=False))
 
 
 def load_model(backend, plan: dict, model_path: str):
@@ -120,5 +151,5 @@ def load_model(backend, plan: dict, model_path: str):
                 raise VtcError(error("VT503", f"model {plan['model']['id']} was not found on the Hugging Face Hub",
                                      span, help="check the model name (and that you are logged in for gated "
                                                 "models)")) from None
-            raise VtcError(no_network(plan["model"]["id"], span)) from None
+            raise VtcError(no_network(plan["model"]["id"], span, failure=text)) from None
         raise

@@ -25,6 +25,7 @@ Contents of a finished run::
     eval.json           metrics before and after training
     predictions.jsonl   per evaluation row: image(s), question, expected, before, after
     loss.png            the training loss curve
+    run.log             everything the run printed (appended to by a resume)
     tensorboard/        TensorBoard event files (when tensorboard is installed)
 
 While it works (and after an interruption) the folder also holds ``checkpoints/`` (see checkpoints.py) and
@@ -223,11 +224,22 @@ def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def before_after_table(names: list[str], before: dict | None, after: dict, n: int, what: str) -> str:
-    """The metrics table: one row per metric, before and after training."""
+def before_meaning(plan: dict) -> str:
+    """What the "before" column shows, for the tables' headings: a tiny model starts from random weights, so its
+    answers before training are random text, not a baseline."""
+    if plan["model"]["source"] == "tiny":
+        return "the untrained tiny model, whose random weights give random text"
+    return f"the base model {plan['model']['id']}, not fine-tuned"
+
+
+def before_after_table(names: list[str], before: dict | None, after: dict, n: int, what: str,
+                       before_is: str | None = None) -> str:
+    """The metrics table: one row per metric, before and after training (``before_is``: what "before" means)."""
     from vtc.runtime.metrics import HIGHER_IS_BETTER
 
     lines = [f"{'metric':<16}{'before':>10}{'after':>10}   ({n} {what})"]
+    if before_is:
+        lines.insert(0, f"before = {before_is}; after = the fine-tuned model")
     for name in names:
         b = "-" if before is None else _pct(name, before[name])
         arrow = "higher is better" if HIGHER_IS_BETTER.get(name, True) else "lower is better"
@@ -239,13 +251,13 @@ def _pct(name: str, value: float) -> str:
     return f"{value:.3f}" if name == "bleu" else f"{100 * value:.1f}%"
 
 
-def examples_table(records: list[dict], k: int = 5) -> str:
-    """A few example predictions: image, expected, before, after."""
+def examples_table(records: list[dict], k: int = 5, before_is: str | None = None) -> str:
+    """A few example predictions: image, expected, before, after (``before_is``: what "before" means)."""
     rows = records[:k]
     if not rows:
         return ""
     head = f"  {'image':<22}{'expected':<18}{'before':<22}after"
-    out = [head]
+    out = [f"examples (before = {before_is})" if before_is else "examples", head]
     empty = '""'
     for r in rows:
         img = Path(r["images"][0]).name if r.get("images") else "-"

@@ -108,6 +108,9 @@ def _can_spawn() -> bool:
 
 
 _FIELDS = ("ok", "code", "problem", "size", "format", "frames")
+# Failures that depend on this machine, not on the file: pydicom (VT426) or a DICOM decoder (VT440) not installed.
+# They are neither cached nor remembered, so that installing the package is all it takes.
+_MACHINE_FAILURES = ("VT426", "VT440")
 
 
 def stat_signature(path: str) -> list[int]:
@@ -152,7 +155,7 @@ def lookup(path: str, frame: int, resize: dict, window: dict | None, cache,
 
 def remember(memo: dict | None, result: dict, resize: dict, window: dict | None) -> None:
     """Record a freshly prepared file in the stat index (its signature was taken before it was read)."""
-    if memo is None or not result.get("key") or not result.get("stat"):
+    if memo is None or not result.get("key") or not result.get("stat") or result.get("code") in _MACHINE_FAILURES:
         return
     from vtc.runtime.cache import settings_text
 
@@ -220,7 +223,7 @@ def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: 
         from vtc.runtime.images import standardise
 
         image = standardise(image, resize)
-    if cache is not None and store:
+    if cache is not None and store and out["code"] not in _MACHINE_FAILURES:
         cache.put(key, {k: out[k] for k in ("ok", "code", "problem", "size", "format", "frames")}, image)
     return out
 
@@ -240,7 +243,9 @@ def _decode(path: Path, data: bytes, frame: int, window: dict | None):
             image = read_dicom(path, window=window)
         except VtcError as exc:
             d = exc.diagnostics[0]
-            meta.update(code=d.code, problem=d.message.split(": ", 1)[-1])
+            # The problem names the remedy when there is one (VT440: the decoder to install), since the row
+            # diagnostic is made from it; "help" carries the DICOM reader's help as well.
+            meta.update(code=d.code, problem=d.message.split(": ", 1)[-1], help=d.help)
             return None, meta
         meta.update(ok=True, size=list(image.size), format="DICOM")
         return image, meta

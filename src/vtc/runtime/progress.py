@@ -33,7 +33,13 @@ class Stage:
 
 
 class Reporter:
-    """Prints the stages of a run and keeps their timings (seconds, by stage name) for the manifest."""
+    """Prints the stages of a run and keeps their timings (seconds, by stage name) for the manifest.
+
+    Every line also goes to the run's log (``log_to``: <run>/run.log; the lines before the folder exists are kept
+    and written first). A run never depends on its output staying open: when the stream is closed under it
+    (`vtc run ... | head`), the reporter says so once on stderr, stops writing to the stream, and the run goes on
+    with its lines in the log.
+    """
 
     NAME_WIDTH = 20
 
@@ -42,13 +48,68 @@ class Reporter:
         self.timings: dict[str, float] = {}
         # The stage in progress (left set when a stage fails, so that the error can say where it happened).
         self.current: str | None = None
+        self.closed = False  # the stream was closed under the run (a broken pipe)
+        self.log_path: Path | None = None
+        self._pending: list[str] = []  # lines printed before the log file exists
 
     @property
     def tty(self) -> bool:
-        return bool(getattr(self.stream, "isatty", lambda: False)())
+        return not self.closed and bool(getattr(self.stream, "isatty", lambda: False)())
 
     def line(self, text: str = "") -> None:
-        print(text, file=self.stream, flush=True)
+        self.log(text)
+        self.write(text + "\n")
+
+    def write(self, text: str) -> None:
+        """Write to the stream (no newline added), unless it was closed under the run."""
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (BrokenPipeError, ConnectionResetError, ValueError):  # ValueError: "I/O operation on closed file"
+            self._stream_closed()
+
+    def log_to(self, path: str | Path) -> None:
+        """From now on, append every line to ``path`` too (with the lines printed so far, when it is new)."""
+        self.log_path = Path(path)
+        pending, self._pending = self._pending, []
+        self._append(pending)
+
+    def log(self, text: str) -> None:
+        """Add a line to the log only (what the screen shows in place, such as the progress bar, every tenth)."""
+        if self.log_path is None:
+            self._pending.append(text)
+        else:
+            self._append([text])
+
+    def _append(self, lines: list[str]) -> None:
+        if not lines or self.log_path is None:
+            return
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write("".join(line + "\n" for line in lines))
+        except OSError:  # a full disk is reported where the run writes its results, not here
+            pass
+
+    def _stream_closed(self) -> None:
+        import os
+
+        self.closed = True
+        # Point the closed descriptor at /dev/null, so that other writers (a library's print, the interpreter's
+        # final flush) do not fail on it either.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+        where = f"its log, {self.log_path}" if self.log_path else "run.log in the run folder"
+        try:
+            print(f"vtc: the output was closed (a pipe such as `| head` ended); the run goes on, and the rest of what "
+                  f"it prints goes to {where}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
 
     @contextmanager
     def stage(self, name: str, *, announce: bool = False):
@@ -62,7 +123,7 @@ class Reporter:
         if announce:
             self.line(f"{name} ...")
         elif self.tty:
-            print(f"{name} ...", end="\r", file=self.stream, flush=True)
+            self.write(f"{name} ...\r")
         start = time.perf_counter()
         yield st
         self.current = None
@@ -76,7 +137,7 @@ class Reporter:
 def quiet_libraries():
     """Hide the training libraries' deprecation chatter and weight-loading bars (set VTC_DEBUG=1 to see them).
 
-    vtc's own messages and the libraries' real errors still show.
+    vtc's own messages, the libraries' real errors and huggingface_hub's download bars still show.
     """
     import os
     import warnings
@@ -87,6 +148,9 @@ def quiet_libraries():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # PEFT, saving an adapter of a Hub model with the network off (HF_HUB_OFFLINE, or the Hub unreachable:
+        # vtc.runtime.hub), cannot ask the Hub for the base config and says so; vtc never resizes the vocabulary.
+        warnings.filterwarnings("ignore", message="Could not find a config file in", category=UserWarning)
         try:
             from transformers.utils import logging as hf_logging
         except ImportError:
@@ -94,14 +158,30 @@ def quiet_libraries():
             return
         level = hf_logging.get_verbosity()
         bars = hf_logging.is_progress_bar_enabled()
+        hub_bars = _hub_bars_on()
         hf_logging.set_verbosity_error()
+        # transformers' switch turns huggingface_hub's bars off with its own (weight loading, "Loading checkpoint
+        # shards"); the Hub's are the download bars, which a first download of many GB needs: switch them back on.
         hf_logging.disable_progress_bar()
+        if hub_bars:
+            from huggingface_hub.utils import enable_progress_bars
+
+            enable_progress_bars()
         try:
             yield
         finally:
             hf_logging.set_verbosity(level)
             if bars:
                 hf_logging.enable_progress_bar()
+
+
+def _hub_bars_on() -> bool:
+    """huggingface_hub's progress bars (the download bars) are on (HF_HUB_DISABLE_PROGRESS_BARS unset or 0)."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled
+    except ImportError:
+        return False
+    return not are_progress_bars_disabled()
 
 
 def training_callback(metrics_path: str | Path, reporter: Reporter, history: list[dict] | None = None):
@@ -159,14 +239,18 @@ def training_callback(metrics_path: str | Path, reporter: Reporter, history: lis
             self.show(step)
 
         def show(self, step: int) -> None:
+            text = self.render(step)
+            tenth = step % self.every == 0 or step == self.total
             if reporter.tty:
-                print("\r" + self.render(step), end="", file=reporter.stream, flush=True)
-            elif step % self.every == 0 or step == self.total:
-                reporter.line(self.render(step))
+                reporter.write("\r" + text)
+                if tenth:
+                    reporter.log(text)
+            elif tenth:
+                reporter.line(text)
 
         def on_train_end(self, args, state, control, **kw):
             if reporter.tty:
-                print(file=reporter.stream, flush=True)
+                reporter.write("\n")
             if self._file:
                 self._file.close()
                 self._file = None

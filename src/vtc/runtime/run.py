@@ -90,21 +90,18 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
                                  help="check the folder after `from`: it needs images and their answers"))
         st.detail = f"{len(train_rows)} train, {len(eval_rows)} eval ({train_rows.description})"
 
+    notes = Notes(be, rep)
     with rep.stage("load model") as st:
         model_path = resolve_model_path(plan)
         model, processor = load_model(be, plan, model_path)
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        what = "LoRA" if plan["method"] != "full" else "full fine-tuning"
-        st.detail = (f"{plan['model']['id']}, {what}: {trainable:,} of {total:,} parameters trainable "
-                     f"({100 * trainable / max(total, 1):.1f}%)")
-    for note in be.notes:
-        rep.line(f"note: {note}")
+        st.detail = f"{plan['model']['id']}, {parameter_counts(plan, model)}"
+    notes.show()
 
     with rep.stage("collator") as st:
         collator = be.collator(plan, model, processor)
         st.detail = ("loss on answers only" if plan["training"]["responses_only"] else "loss on the whole text") + \
             f", max {plan['training']['max_length']} tokens"
+    notes.show()
 
     with rep.stage("length check") as st:
         st.detail = check_lengths(plan, processor, collator, train_rows, eval_rows)
@@ -115,12 +112,14 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
         checkpoint = None
     else:
         run_dir, manifest, history, checkpoint = L.reopen(resume, be, reason)
+    rep.log_to(run_dir / L.RUN_LOG)
+    notes.keep_in(run_dir, manifest)
     rep.line(f"run folder: {L.shown(run_dir)}")
 
     with C.StopSignals(rep.stream) as stop:
         try:
             return _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows, run_dir, rep,
-                                   manifest, stop=stop, history=history, checkpoint=checkpoint)
+                                   manifest, stop=stop, history=history, checkpoint=checkpoint, notes=notes)
         except KeyboardInterrupt:
             name = stop.received or "SIGINT"
             raise L.interrupted(run_dir, manifest, name, rep, plan) from None
@@ -130,7 +129,7 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
 
 def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows, run_dir: Path, rep: Reporter,
                     manifest: dict, *, stop: C.StopSignals | None = None, history: list[dict] | None = None,
-                    checkpoint: str | None = None) -> Path:
+                    checkpoint: str | None = None, notes: Notes | None = None) -> Path:
     from vtc.runtime import evaluate as E
 
     names = list(plan["evaluation"]["metrics"])
@@ -155,7 +154,7 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
         if checkpoint:
             rep.line(f"  resuming from {checkpoint}")
         history = train(be, plan, model, processor, train_rows, collator, run_dir, rep, stop=stop,
-                        history=history, resume_from=checkpoint)
+                        history=history, resume_from=checkpoint, on_notes=notes.show if notes else None)
         if stop is not None and stop.received:
             raise KeyboardInterrupt(stop.received)  # the step finished and its checkpoint is saved
         last = history[-1]["loss"] if history else float("nan")
@@ -195,14 +194,68 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
 
     final = L.finish(run_dir, manifest, be, rep)
     if n_eval:
+        before_is = O.before_meaning(plan)
         rep.line()
-        rep.line(O.before_after_table(names, before, after, n_eval, "evaluation rows"))
+        rep.line(O.before_after_table(names, before, after, n_eval, "evaluation rows", before_is=before_is))
         rep.line()
-        rep.line(O.examples_table(records[:EXAMPLES_SHOWN]))
+        rep.line(O.examples_table(records[:EXAMPLES_SHOWN], before_is=before_is))
     rep.line()
     rep.line(f"finished: {L.shown(final)}")
     rep.line(f"  try it: vtc ask {L.shown(final)} <image>")
     return final
+
+
+class Notes:
+    """What the backend changed to run on this machine (an optimizer, a precision): each note printed once, when it
+    is made (loading the model, making the collator, making the trainer), and kept in the manifest."""
+
+    def __init__(self, be, rep: Reporter) -> None:
+        self.be, self.rep = be, rep
+        self.shown: set[str] = set()
+        self.run_dir: Path | None = None
+        self.manifest: dict | None = None
+
+    def keep_in(self, run_dir: Path, manifest: dict) -> None:
+        """From now on, a new note is also written into the run's manifest at once (an interrupted or failed run
+        keeps it too)."""
+        self.run_dir, self.manifest = run_dir, manifest
+        self.show()
+
+    def show(self) -> None:
+        new = [note for note in self.be.notes if note not in self.shown]
+        for note in new:
+            self.shown.add(note)
+            self.rep.line(f"note: {note}")
+        if self.manifest is not None and self.manifest.get("notes") != list(self.be.notes):
+            self.manifest["notes"] = list(self.be.notes)
+            O.write_json(self.run_dir / "manifest.json", self.manifest)
+
+
+def parameter_counts(plan: dict, model) -> str:
+    """What trains, counted as `vtc plan` counts it: the model's own parameters (without the LoRA adapter that was
+    added to it, so the total is the plan's `total_parameters`) and the trainable ones (the adapter's, for LoRA)."""
+    trainable = own = 0
+    for name, p in model.named_parameters():
+        n = _numel(p)
+        if "lora_" not in name:  # the adapter's own parameters are not the model's
+            own += n
+        if p.requires_grad:
+            trainable += n
+    pct = f"{100 * trainable / max(own, 1):.2f}%"
+    if plan["method"] == "full":
+        return f"full fine-tuning: {trainable:,} of {own:,} parameters trainable ({pct})"
+    return f"LoRA adapter: {trainable:,} trainable parameters, {pct} of the model's {own:,}"
+
+
+def _numel(p) -> int:
+    """Elements of a parameter; a 4-bit (bitsandbytes) weight is packed two to a byte, its quant_state knows its
+    real shape."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    if shape is not None:
+        import math
+
+        return math.prod(shape)
+    return p.numel()
 
 
 def _prediction_records(plan, rows, expected, before, after, names) -> list[dict]:

@@ -7,7 +7,7 @@ loads offline with ``AutoModelForImageTextToText.from_pretrained`` and ``AutoPro
 training code treats it exactly like a Hub model. The sizes (architecture and image geometry) are the registry's
 entry for the model (src/vtc/registry/models.json), the one place they are written, so that the compiler's
 parameter counts and token estimates describe exactly what is built; they come from sizes measured on 2-core CPUs
-(shared/reference/cpu-stack.md): the models train in seconds and still learn the shapes demo.
+(the smallest that still learn): the models train in seconds and still learn the shapes demo.
 
 The build is deterministic: the same version gives the same bytes. It is cached in the user's cache folder
 (vtc.paths.tiny_model_dir: ``$VTC_CACHE``, else ``$XDG_CACHE_HOME/vtc``, else ``~/.cache/vtc``, then
@@ -32,7 +32,7 @@ TINY_MODELS = ("tiny-qwen2.5-vl", "tiny-llama-3.2-vision")
 # Anything below that changes what gets built must bump vtc.paths.TINY_BUILD_VERSION.
 SEED = 1234
 # LoRA leaves lm_head frozen; with the default std 0.02 the frozen head caps the logits of a random tiny model and
-# the loss stalls near 3.8 at chance accuracy. std 0.1 lets LoRA learn (measured, cpu-stack.md).
+# the loss stalls near 3.8 at chance accuracy. std 0.1 lets LoRA learn (measured when the tiny models were built).
 LM_HEAD_STD = 0.1
 # Vocabulary of the byte-level BPE before the special tokens are appended: 256 byte symbols + ~120 merges.
 BPE_VOCAB = 384

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Callable
 
 from vtc.runtime import checkpoints as C
 from vtc.runtime.backends.base import chat_markers
@@ -16,11 +17,13 @@ from vtc.runtime.progress import Reporter
 
 def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: Reporter, *,
           stop: C.StopSignals | None = None, history: list[dict] | None = None,
-          resume_from: str | None = None) -> list[dict]:
+          resume_from: str | None = None, on_notes: Callable[[], None] | None = None) -> list[dict]:
     """Train with the backend's trainer; metrics.jsonl, TensorBoard logs and checkpoints go into the run folder.
 
     ``resume_from``: the name of a checkpoint folder in <run>/checkpoints to continue from (its optimizer,
-    scheduler, RNG and step); ``history``: the metrics already logged before it.
+    scheduler, RNG and step); ``history``: the metrics already logged before it. ``on_notes`` is called once the
+    trainer is made: the backend notes there what it changed to run on this machine (the optimizer, the precision),
+    and those notes must show before the first step, not after the run.
     """
     from vtc.runtime.progress import training_callback
 
@@ -38,6 +41,8 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
     ckpt_dir.mkdir(exist_ok=True)
     # vtc's own TensorBoard callback above is the one tracker; the trainer reports to nothing else.
     trainer = be.trainer(plan, model, processor, train_rows, collator, str(ckpt_dir), callbacks, report_to=["none"])
+    if on_notes is not None:
+        on_notes()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress line replaces the per-step dict printing

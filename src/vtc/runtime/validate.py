@@ -20,7 +20,13 @@ What is reported, each with its data file and row or line (codes in docs/diagnos
                         the decompression-bomb limit (refused before decoding, with its size), VT426 DICOM without
                         pydicom
     warnings            VT420 images present but never listed, VT422 duplicate rows (same images and answer),
-                        VT423 images far outside the usual 300-1000 px (longest side under 100 or over 10,000 px)
+                        VT423 images far outside the usual 300-1000 px (longest side under 100 or over 10,000 px),
+                        VT435 an evaluation set too small to score a model (under MIN_EVAL_ROWS rows), VT436
+                        long free-text answers scored by exact_match alone (a near-0% score that says nothing)
+    and                 VT418 a hold-out that cannot be drawn (fewer than 2 good rows)
+
+The evaluation rows are the ones a run would use: the evaluation source's good rows, or the hold-out drawn from
+the training source's good rows (bad rows, and under `bad rows skip` later copies of duplicates, leave first).
 
 With `bad rows stop` (the default) any error stops the run before the model loads. With `bad rows skip` the rows
 with errors -- and the later copies of duplicate rows -- are left out and listed in the run folder
@@ -46,6 +52,15 @@ SMALL_SIDE, LARGE_SIDE = 100, 10_000
 # Diagnostics of one code shown in text before "and N more" (the summary table counts them all; the JSON output and
 # skipped_rows.jsonl list them all).
 SHOWN_PER_CODE = 10
+# An evaluation set under this many rows cannot score a model (VT435): one answer moves a score by 100/n points
+# (over 5 points below 20 rows), and the 95% margin of a share measured on n rows is about +-1/sqrt(n) -- +-22
+# points at 20 rows, +-50 at 4 -- wider than the before/after difference a fine-tune usually makes. 20 is where the
+# score starts to mean something, not where it is precise (a few hundred rows are).
+MIN_EVAL_ROWS = 20
+# Free text (VT436): exact_match counts an answer right only when all of it matches. Labels and short fields (a
+# class, a name, a date, a total) are a few words; when the typical (median) expected answer is longer than this --
+# a sentence: a caption, a report, a transcription -- exact_match is near 0% whatever the model learnt.
+LONG_ANSWER_WORDS, LONG_ANSWER_CHARS = 6, 50
 
 def label(code: str) -> str:
     """How the summary table names a code's problem: the registry's title (vtc.codes), "(warning)" after a warning's."""
@@ -65,7 +80,8 @@ class DataReport:
     rows: int = 0
     text_only_rows: int = 0
     images: int = 0
-    cached: int = 0
+    cached: int = 0  # images whose prepared form was in the cache before this check began
+    same_content: int = 0  # images with the content of another image of this check (prepared once, not cached)
     seconds: float = 0.0
     sources: list = field(default_factory=list)
 
@@ -90,9 +106,10 @@ class DataReport:
     def table(self, policy: str = "stop") -> str:
         """The summary table printed after the diagnostics."""
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        same = (f", {self.same_content:,} the same as another image, prepared once" if self.same_content else "")
         lines = [f"data check: {self.rows:,} row{'s' * (self.rows != 1)} in {len(self.sources)} "
                  f"source{'s' * (len(self.sources) != 1)}, {self.images:,} image{'s' * (self.images != 1)} "
-                 f"({self.cached:,} from the cache), {self.seconds:.1f} s ({rate:,.0f} images/s)"]
+                 f"({self.cached:,} from the cache{same}), {self.seconds:.1f} s ({rate:,.0f} images/s)"]
         if self.text_only_rows:
             lines.append(f"  {self.text_only_rows:,} text-only row{'s' * (self.text_only_rows != 1)} (no image)")
         counts = Counter(d.code for d in self.diagnostics if d.code != "VT400")
@@ -144,9 +161,11 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
     return _scan(plan, cache, workers, use_cache)[0]
 
 
-def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[DataReport, dict]:
+def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[DataReport, dict, object]:
     """scan_data, also handing back what each source gave: {"train" | "eval": Rows, or the VtcError that stopped its
-    reading}, the rows whole (no hold-out taken out) and without the rows that have problems of their own."""
+    reading}, the rows whole (no hold-out taken out) and without the rows that have problems of their own; and the
+    rows a run would use (_split): (train, eval), or the VtcError of a hold-out that cannot be drawn, or None when
+    the training source could not be read."""
     from vtc.runtime.cache import ImageCache
     from vtc.runtime.sources import source_rows
 
@@ -162,6 +181,7 @@ def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[Data
     read: dict = {}
     found: list[Diagnostic] = []
     seen_images: dict[tuple, dict] = {}  # (path, page) -> preparation result
+    keys: dict = {"fresh": set(), "hits": []}  # cache keys prepared by this check; keys it found in the cache
     for which in targets:
         listing: list[Diagnostic] = []
         try:
@@ -178,16 +198,103 @@ def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[Data
             found.append(d)
             report.bad.setdefault((d.span, ()), []).append(d)
         found.extend(_unlisted(rows, complete=not listing))
-        found.extend(_scan_rows(rows, plan, cache, workers, seen_images, report))
+        found.extend(_scan_rows(rows, plan, cache, workers, seen_images, report, keys))
+    # A duplicate image finds in the cache what this check put there a moment before: not a cache hit.
+    report.cached = sum(1 for key in keys["hits"] if key not in keys["fresh"])
+    report.same_content += len(keys["hits"]) - report.cached
+    split = _split(plan, report, read, found)
     report.diagnostics = _dedupe(found)
     report.seconds = time.perf_counter() - started
-    if cache is not None and use_cache and report.images > report.cached:
+    if cache is not None and use_cache and keys["fresh"]:
         cache.trim()  # only when this scan added entries (listing a large cache costs seconds)
-    return report, read
+    return report, read, split
 
 
-def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport) -> list[Diagnostic]:
-    """Prepare every image of ``rows`` (in parallel, streaming) and turn the results into row diagnostics."""
+def _split(plan: dict, report: DataReport, read: dict, found: list[Diagnostic]):
+    """The rows a run trains and evaluates on: bad rows (and, under `bad rows skip`, later copies of duplicates)
+    left out of each source, then the hold-out drawn from the training rows that are left (so that `holdout 20%`
+    holds out 20% of the rows the run can use). Appends the evaluation set's warnings (VT435, VT436) or the hold-out's
+    error (VT418) to ``found``. (train, eval); a VtcError when the hold-out cannot be drawn; None when the training
+    source could not be read."""
+    from vtc.runtime.sources import run_rows
+
+    train, evaluation = read.get("train"), read.get("eval")
+    if not hasattr(train, "subset"):
+        return None
+    drop = dict(report.bad)
+    if plan["data"]["bad_rows"] == "skip":
+        for key, d in report.duplicates.items():
+            drop.setdefault(key, [d])
+
+    def good(rows):
+        if not hasattr(rows, "subset"):
+            return None  # no evaluation source read, or one that failed (reported already)
+        keep = [i for i in range(len(rows)) if rows.key(i) not in drop]
+        return rows if len(keep) == len(rows) else rows.subset(
+            keep, f"{rows.description}, {len(rows) - len(keep)} bad left out")
+
+    train, evaluation = good(train), good(evaluation)
+    if len(train) == 0:
+        return train, evaluation  # nothing to split: the run stops (VT402)
+    try:
+        train, evaluation = run_rows(plan, train, evaluation)
+    except VtcError as exc:
+        found.extend(exc.diagnostics)
+        return exc
+    if evaluation is not None:
+        found.extend(_evaluation_warnings(plan, evaluation, len(train)))
+    return train, evaluation
+
+
+def _evaluation_warnings(plan: dict, rows, train_rows: int) -> list[Diagnostic]:
+    """VT435: an evaluation set too small to mean anything; VT436: long free-text answers scored by exact_match
+    alone. Nothing when there is no evaluation data at all (explain and the run say so)."""
+    info = rows.source
+    if info is None:
+        return []
+    where = Span(str(info.metadata or info.path or info.hub_id))
+    data = plan["data"]
+    held = bool(data["holdout"]) and not data["eval"]
+    out = []
+    n = len(rows)
+    if n < MIN_EVAL_ROWS:
+        if held:
+            total = n + train_rows
+            what = f"{float(data['holdout']):.0%} of the {total:,} usable training rows, held out"
+            want = -(-MIN_EVAL_ROWS * 100 // total) if total else None
+            fix = (f"a larger hold-out (`holdout {want}%` holds out {MIN_EVAL_ROWS} or more), " if want and want < 50
+                   else "")
+        else:
+            what = rows.description.split(" (")[0]
+            fix = ""
+        if n == 0:
+            message = f"the evaluation set has no rows left ({what}): the run cannot score the model"
+        else:
+            message = (f"the evaluation set has {n} row{'s' * (n != 1)} ({what}): too few to score a model, one "
+                       f"answer moves the score by {100 / n:.0f} points")
+        out.append(warning("VT435", message, where, help=(
+            f"evaluate on {MIN_EVAL_ROWS} rows or more: {fix}more rows, or a larger set named with `evaluate on`; "
+            f"below {MIN_EVAL_ROWS} a before/after difference cannot be told from chance")))
+    metrics = plan["evaluation"]["metrics"]
+    answers = sorted((rows.answer(i) or "" for i in range(n)), key=len)
+    if n and set(metrics) == {"exact_match"}:
+        median = answers[n // 2]
+        words = len(median.split())
+        if words > LONG_ANSWER_WORDS or len(median) > LONG_ANSWER_CHARS:
+            origin = plan["provenance"].get("/evaluation/metrics", "default")
+            said = "the default metric" if origin == "default" else f"`metric exact_match` ({origin})"
+            out.append(warning(
+                "VT436", f"the expected answers are free text (a typical one has {words} word{'s' * (words != 1)}, "
+                         f"{len(median)} characters), and {said} counts an answer right only when all of it matches: "
+                         "the score will be near 0% whatever the model learnt", where,
+                help="write `metric cer` (characters wrong, for transcriptions and OCR) or `metric wer` (words wrong, "
+                     "for reports and captions); `metric exact_match, cer` keeps both"))
+    return out
+
+
+def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport, keys: dict) -> list[Diagnostic]:
+    """Prepare every image of ``rows`` (in parallel, streaming) and turn the results into row diagnostics.
+    ``keys``: the cache keys this check prepared ("fresh") and those it found in the cache ("hits")."""
     from vtc.runtime.prepare import prepare_images, remember
 
     resize = plan["images"]["resize"]
@@ -214,8 +321,11 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport)
             remember(memo, result, resize, window)
         seen[(result["path"], result["frame"])] = result
         report.images += 1
-        report.cached += bool(result["cached"])
-    if memo is not None and (len(memo) != before or report.images > report.cached):
+        if result["cached"]:
+            keys["hits"].append(result["key"])
+        elif result.get("key"):
+            keys["fresh"].add(result["key"])
+    if memo is not None and (len(memo) != before or keys["fresh"]):
         cache.write_index(name, memo)
     first_copy: dict[tuple, Span] = {}
     for i in file_rows:
@@ -248,10 +358,12 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport)
     for i in range(len(rows)):
         if not rows.images(i) and rows.in_dataset(i):
             try:
-                rows[i]
+                row = rows[i]
             except VtcError as exc:
                 out.extend(exc.diagnostics)
                 report.bad.setdefault(rows.key(i), []).extend(exc.diagnostics)
+                continue
+            report.images += sum(1 for m in row["messages"] for part in m["content"] if part.get("type") == "image")
     return out
 
 
@@ -273,7 +385,7 @@ def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diag
         return [error("VT426", f"{where} is a DICOM file, and reading DICOM needs pydicom", span, help=INSTALL_HELP)]
     if code:
         return [error(code, f"cannot read image {where}: {problem}", span,
-                      help=f"replace {path} with a valid image, or remove the row")]
+                      help=r.get("help") or f"replace {path} with a valid image, or remove the row")]
     size = r.get("size")
     if not size:
         return []
@@ -362,15 +474,15 @@ def validate_for_run(plan: dict, run_dir: str | Path | None = None, *, cache=Non
     and, with ``run_dir``, skipped_rows.jsonl is written there. The returned rows read images from the cache.
     Raises VtcError VT402 when no training row is left.
 
-    The data is read once: the rows handed over are the ones the scan read and checked, split by the hold-out
-    (sources.run_rows) as load_rows splits them.
+    The data is read once: the rows handed over are the ones the scan read and checked, the bad ones left out and
+    then split by the hold-out (sources.run_rows, the seeded split load_rows makes), so that the hold-out is a share
+    of the rows the run can use.
     """
     from vtc.runtime.cache import ImageCache
-    from vtc.runtime.sources import run_rows
 
     cache = cache if cache is not None else ImageCache()
     policy = plan["data"]["bad_rows"]
-    report, read = _scan(plan, cache, workers, True)
+    report, read, split = _scan(plan, cache, workers, True)
     if report.errors and policy != "skip":
         if not report.bad:  # a problem of a whole source (a missing folder, a wrong column): no row to leave out
             raise VtcError(report.shown())
@@ -379,21 +491,19 @@ def validate_for_run(plan: dict, run_dir: str | Path | None = None, *, cache=Non
                            "(`bad rows stop`, the default)", help="fix them, or write `bad rows skip` to leave them "
                            "out (they are then listed in the run folder)\n" + report.table(policy)),
         ])
-    for failed in read.values():
+    for failed in [*read.values(), split]:
         if isinstance(failed, VtcError):  # `bad rows skip` leaves out rows, not a source that cannot be read
             raise failed
     drop = dict(report.bad)
     if policy == "skip":
         for key, d in report.duplicates.items():
             drop.setdefault(key, [d])
-    rows = {}
-    for which, loaded in zip(("train", "eval"), run_rows(plan, read["train"], read.get("eval"))):
-        keep = [i for i in range(len(loaded)) if loaded.key(i) not in drop]
-        rows[which] = loaded if len(keep) == len(loaded) else loaded.subset(
-            keep, f"{loaded.description}, {len(loaded) - len(keep)} bad left out")
-        rows[which].cache = cache
+    train, evaluation = split
+    for rows in (train, evaluation):
+        if rows is not None:
+            rows.cache = cache
     skipped = [_skipped_entry(key, ds) for key, ds in sorted(drop.items(), key=lambda kv: _sort_key(kv[0]))]
-    check = DataCheck(rows["train"], rows["eval"], report, skipped)
+    check = DataCheck(train, evaluation, report, skipped)
     if len(check.train) == 0:
         raise VtcError(error("VT402", "no training rows are left after leaving out the bad ones",
                              help="fix the rows listed above (`vtc check --data` lists them all)"))

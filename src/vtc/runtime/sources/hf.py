@@ -9,10 +9,11 @@ datasets (a `messages` or `conversations` column) bring their own prompts.
 from __future__ import annotations
 
 import io
-import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, did_you_mean, error
+from vtc.runtime.failures import redact
 from vtc.runtime.images import open_image
 from vtc.runtime.sources.columns import answer_text, pick_column
 from vtc.runtime.sources.detect import SourceInfo, split_name
@@ -30,28 +31,65 @@ def read(info: SourceInfo, request: Request) -> Rows:
 
 
 def _load_hub(name: str, split: str | None):
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """A Hub dataset: downloaded (huggingface_hub's download bars show), or read from the cache. The Hub is asked once
+    (vtc.runtime.hub) before `datasets` tries: unreachable, the cache is read without a request, so there are no
+    retry loops, and a dataset that is not cached is one VT416 within seconds."""
     try:
         import datasets
     except ImportError:
         raise VtcError(error("VT417", "reading a Hugging Face dataset needs the `datasets` package",
                              Span(name), help="pip install 'vtc[train]'")) from None
+    from vtc.runtime import hub
+
+    user_offline = hub.offline_by_user(datasets=True)
+    problem = hub.unreachable(datasets=True)
+    went_offline = problem is not None and not user_offline
+    if went_offline:
+        hub.go_offline()
     try:
-        return datasets.load_dataset(name, split=split_name(split))
+        with _datasets_warnings(off=went_offline):  # our note says what its "Using the latest cached version" does
+            ds = datasets.load_dataset(name, split=split_name(split))
     except Exception as exc:  # datasets raises many types for "offline" and "not found"
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or \
-            os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes")
         text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         if "split" in str(exc).lower() and "unknown split" in str(exc).lower():
             raise VtcError(error("VT404", f"dataset {name} has no split `{split}`", Span(name),
                                  help=f"check the split name ({text})")) from None
-        reason = "the network is off (HF_HUB_OFFLINE is set) and it is not in the local cache" if offline else \
-            "no network, a wrong name, or a private dataset without a login"
-        raise VtcError(error(
-            "VT416", f"cannot download dataset {name}: {reason}", Span(name),
-            help="connect to the network once (the dataset is then cached), download it and point `from` at the "
-                 f"folder, or check the name ({text})",
-        )) from None
+        if user_offline:
+            raise VtcError(error(
+                "VT416", f"cannot download dataset {name}: the network is off ({user_offline} is set) and it is not "
+                "in the local cache", Span(name),
+                help=f"unset {user_offline} to download it once; or " + hub.what_to_do(name, dataset=True))) from None
+        if problem is not None:
+            raise VtcError(error(
+                "VT416", f"cannot download dataset {name}: it is not in the local cache and the Hugging Face Hub "
+                f"cannot be reached: {problem}", Span(name), help=hub.what_to_do(name, dataset=True))) from None
+        if type(exc).__name__ in ("DatasetNotFoundError", "RepositoryNotFoundError", "GatedRepoError"):
+            raise VtcError(error(
+                "VT416", f"cannot download dataset {name}: the Hugging Face Hub has no such dataset, or it is private "
+                "or gated and this machine is not logged in", Span(name),
+                help=f"check the name on the Hub (and `hf auth login` for a private or gated one) ({text})")) from None
+        raise VtcError(error("VT416", f"cannot download dataset {name}: {redact(text)}", Span(name),
+                             help="check the name on the Hub and run again; or " + hub.what_to_do(name, dataset=True)
+                             )) from None
+    if went_offline:
+        hub.note_cached(problem, f"dataset {name}")
+    return ds
+
+
+@contextmanager
+def _datasets_warnings(*, off: bool):
+    """`datasets`' warnings off (errors still show) while ``off``."""
+    if not off:
+        yield
+        return
+    from datasets.utils import logging as ds_logging
+
+    level = ds_logging.get_verbosity()
+    ds_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(level)
 
 
 def _load_local(info: SourceInfo, split: str | None):
@@ -143,8 +181,17 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
 
     def image_getter(i: int) -> list:
         """Row i's images, RGB with EXIF applied."""
-        value = image_ds[i][image_col]
         span = Span(where.file, i + 1)
+        try:  # `datasets` decodes an Image feature itself: a path that is gone, or bytes that are not an image
+            value = image_ds[i][image_col]
+        except FileNotFoundError as exc:
+            raise VtcError(error("VT410", f"the image of row {i + 1} of {desc} is not found: "
+                                 f"{exc.filename or exc}", span,
+                                 help="put the image back where the dataset says, or remove the row")) from None
+        except Exception as exc:
+            raise VtcError(error("VT411", f"cannot read the image of row {i + 1} of {desc}: "
+                                 f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                                 span, help="fix or remove the row")) from None
         if value is None:
             raise VtcError(error("VT410", f"row {i + 1} of {desc} has no image", span,
                                  help="remove the row or add its image"))

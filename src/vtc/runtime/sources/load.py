@@ -14,6 +14,7 @@ the training folder's `test/` (or `validation/`) split folder, else none (an emp
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, error
@@ -26,6 +27,9 @@ from vtc.runtime.sources.rows import Rows
 # The reader of each source kind: every module has read(info: SourceInfo, request: Request) -> Rows.
 READERS = {"imagefolder": imagefolder, "captions": captions, "classes": classes, "conversations": conversations,
            "table": table, "saved": hf, "parquet": hf, "hub": hf}
+
+# How `datasets` is told "the Hub, never a local folder" (datasets.load.dataset_module_factory, remote_only).
+HUB_URL = "hf://datasets/"
 
 # `answer from captions|folders` names the source kind it needs.
 ANSWER_KINDS = {"captions": ("captions", "a .txt file beside each image"),
@@ -108,7 +112,10 @@ def describe_sources(plan: dict) -> list[tuple[str, str]]:
         if not src:
             continue
         if src["kind"] == "hub":
-            out.append((label, f"Hugging Face Hub dataset {src['source']} (split {split_name(src['split'])}), "
+            folder = resolve(Path(plan["base_dir"]), src["source"])
+            why = (f"the recipe says hf://, so the folder {src['source']} beside the recipe is not read"
+                   if folder.exists() else f"no folder {src['source']} beside the recipe: read as a Hub dataset")
+            out.append((label, f"Hugging Face Hub dataset {src['source']} (split {split_name(src['split'])}; {why}), "
                                "downloaded or read from the Hugging Face cache when the run starts"))
             continue
         try:
@@ -129,6 +136,11 @@ def _read(plan: dict, src: dict, split: str | None, problems: list | None) -> Ro
     request = Request.of(plan, split, problems)
     if src["kind"] == "hub":
         info = hub_source(src["source"], split)  # `answer from` is not checked here: the dataset's columns decide
+        if Path(src["source"]).exists():
+            # `datasets.load_dataset("org/name")` reads a folder of that name in the working directory instead of
+            # the Hub, silently. The plan says Hub (the compiler found no such folder beside the recipe, or the
+            # recipe wrote hf://): `hf://datasets/org/name` makes `datasets` go to the Hub (remote only).
+            info = replace(info, hub_id=HUB_URL + src["source"])
     else:
         path = resolve(Path(plan["base_dir"]), src["source"])
         info = detect_source(path, split)
