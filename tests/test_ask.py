@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     train = make_shapes(root / "train", n=24, seed=1)
     val = make_shapes(root / "val", n=6, seed=2)
     plan = make_plan(train, eval_dir=val, steps=30, outputs_dir=root / "runs")
-    run = run_target(str(write_plan(plan, root / "plan.json")))
+    run = run_target(str(write_plan(plan, root / "plan.json")), allow_changed=True)  # a plan made here: no inputs
     preds = [json.loads(line) for line in (run / "predictions.jsonl").open()]
     return root, run, val, preds
 

@@ -62,7 +62,7 @@ def test_out_of_gpu_memory_while_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TransformersBackend, "trainer", trainer)
     target, runs = plan_file(tmp_path, steps=2)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     refused(result, text, "VT520", "out of GPU memory while training", "16 image tokens (112x112)",
             "batch 4", "`resize", "`batch 2` and `accumulate 2`", "`using qlora`")
     failed_folder(runs)
@@ -91,7 +91,7 @@ def test_disk_full_while_saving_then_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TransformersBackend, "save_adapter", save_adapter)
     target, runs = plan_file(tmp_path, steps=2)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     refused(result, text, "VT522", "the disk is full", "while saving the results", "GiB free",
             "vtc run --resume", "checkpoint at step 2")
     folder = failed_folder(runs)
@@ -131,7 +131,7 @@ def remote_code_model(tmp_path) -> Path:
 def test_a_model_that_needs_its_own_code(tmp_path):
     folder = remote_code_model(tmp_path)
     target, runs = plan_file(tmp_path, model=str(folder), responses_only=False)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     refused(result, text, "VT507", "needs to run its own Python code", "with trust_remote_code")
     assert not runs.exists()  # found before any run folder exists
 
@@ -166,7 +166,7 @@ def test_a_hub_model_not_cached_while_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     target, runs = plan_file(tmp_path, model="someone/not-downloaded-vlm", responses_only=False)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     refused(result, text, "VT503", "someone/not-downloaded-vlm", "not in the local Hugging Face cache")
     assert not runs.exists()
 
@@ -183,6 +183,6 @@ def test_a_crash_mid_save_leaves_no_adapter_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(TransformersBackend, "save_adapter", save_adapter)
     target, runs = plan_file(tmp_path, steps=1)
     with pytest.raises(RuntimeError, match="killed mid-save"):
-        run_target(str(target))
+        run_target(str(target), allow_changed=True)
     folder = failed_folder(runs)
     assert sorted(p.name for p in folder.iterdir() if "adapter" in p.name) == []

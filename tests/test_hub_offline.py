@@ -357,3 +357,16 @@ def test_download_bars_stay_on_and_training_bars_go_off(monkeypatch):
         assert not bar.disable
         bar.close()
     assert hf_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+
+
+def test_the_download_command_in_the_advice_is_quoted_for_a_shell():
+    """A dataset name from a stranger's recipe: the `hf download` command printed for pasting runs no substitution."""
+    import re
+    import shlex
+
+    from vtc.runtime.hub import what_to_do
+
+    advice = what_to_do("a/$(touch PWNED)", dataset=True)
+    command = re.search(r"`(hf download [^`]*)`", advice).group(1)
+    assert shlex.split(command) == ["hf", "download", "a/$(touch PWNED)", "--repo-type", "dataset", "--local-dir",
+                                    "$(touch PWNED)"]

@@ -170,3 +170,23 @@ def test_lock_warns_when_a_hub_input_is_not_pinned(tmp_path, monkeypatch):
     assert result.exit_code == 0 and "VT533" not in text, text
     lock = json.loads((tmp_path / "r.vt.lock").read_text())
     assert lock["model"]["revision"] == "e" * 40 and lock["data"]["train"]["revision"] == "e" * 40
+
+
+def test_the_data_fingerprint_reads_no_fifo_device_or_proc_file(tmp_path):
+    """A stranger's data folder with a FIFO and links into /proc and /dev: the fingerprint skips them (reading a
+    FIFO blocks for ever, /dev/zero never ends) and counts the regular file only."""
+    import os
+    import threading
+
+    from vtc.lockfile import folder_fingerprint
+
+    (tmp_path / "a.txt").write_text("x")
+    os.mkfifo(tmp_path / "pipe")
+    os.symlink("/dev/zero", tmp_path / "zero")
+    os.symlink("/proc/self/environ", tmp_path / "env.txt")
+    result = {}
+    worker = threading.Thread(target=lambda: result.update(folder_fingerprint(tmp_path, content=True)), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the fingerprint blocked on a FIFO or a device"
+    assert result["files"] == 1 and result["bytes"] == 1

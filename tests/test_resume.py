@@ -58,13 +58,13 @@ def test_interrupt_then_resume_continues_the_loss_curve(tmp_path, monkeypatch, c
     from vtc.runtime.run import resume_run
 
     target, runs = small_plan(tmp_path)
-    reference = run_target(str(target))  # never interrupted: the curve to match
+    reference = run_target(str(target), allow_changed=True)  # never interrupted: the curve to match
     ref = metrics(reference)
     assert [r["step"] for r in ref] == [1, 2, 3, 4, 5, 6]
 
     signal_at_step(monkeypatch, 3)
     with pytest.raises(RunInterrupted) as info:
-        run_target(str(target))
+        run_target(str(target), allow_changed=True)
     out = capsys.readouterr().out
     stopped = runs / "run-002.interrupted"
     assert info.value.exit_code == 130 and info.value.run_dir == stopped and info.value.step == 3
@@ -103,8 +103,8 @@ def test_sigterm_from_outside_then_resume_from_the_printed_command(tmp_path):
     target, runs = small_plan(tmp_path, steps=16, every=50)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     vtc = str(Path(sys.executable).with_name("vtc"))
-    proc = subprocess.Popen([vtc, "run", str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=tmp_path)
+    proc = subprocess.Popen([vtc, "run", str(target), "--allow-changed"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     deadline = time.time() + 120
     sent = False
     while time.time() < deadline and proc.poll() is None:

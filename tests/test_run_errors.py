@@ -41,7 +41,7 @@ def plan_file(tmp_path, data, **kw):
 
 def test_missing_data_folder(tmp_path):
     target, runs = plan_file(tmp_path, tmp_path / "no-such-folder")
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT4", "no-such-folder", runs=runs)
     assert not runs.exists()
 
@@ -51,14 +51,14 @@ def test_empty_dataset(tmp_path):
     empty.mkdir()
     (empty / "metadata.jsonl").write_text("", encoding="utf-8")
     target, runs = plan_file(tmp_path, empty)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT4", "metadata.jsonl", runs=runs)
 
 
 def test_unreadable_image(tmp_path, shapes):
     (shapes / "img-002.png").write_bytes(b"this is not a png")
     target, runs = plan_file(tmp_path, shapes)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT4", "img-002.png", runs=runs)
 
 
@@ -69,7 +69,7 @@ def test_row_without_an_answer(tmp_path, shapes):
     lines[3] = json.dumps(row)
     (shapes / "metadata.jsonl").write_text("\n".join(lines) + "\n")
     target, runs = plan_file(tmp_path, shapes)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT4", "metadata.jsonl:4", runs=runs)
 
 
@@ -78,13 +78,13 @@ def test_text_only_model_folder(tmp_path, shapes):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}))
     target, runs = plan_file(tmp_path, shapes, model=str(folder), responses_only=False)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT502", "not a vision-language model", "llama", runs=runs)
 
 
 def test_missing_model_folder(tmp_path, shapes):
     target, runs = plan_file(tmp_path, shapes, model="./no-model-here", responses_only=False)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT501", "no-model-here", runs=runs)
 
 
@@ -94,7 +94,7 @@ def test_hub_model_offline_and_not_cached(tmp_path, shapes, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     target, runs = plan_file(tmp_path, shapes, model="vtc-test/not-a-cached-model", responses_only=False)
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT503", "not in the local Hugging Face cache and there is no network", runs=runs)
 
 
@@ -104,7 +104,7 @@ def test_qlora_without_a_gpu(tmp_path, shapes):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: qlora is allowed")
     target, runs = plan_file(tmp_path, shapes, method="qlora")
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert_refused(result, text, "VT504", "CUDA GPU", "using lora", runs=runs)
 
 
@@ -149,7 +149,7 @@ def test_a_failure_while_training_leaves_a_failed_folder(tmp_path, shapes, monke
     monkeypatch.setattr(TransformersBackend, "trainer", broken)
     target, runs = plan_file(tmp_path, shapes, holdout=0.34)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_target(str(target))
+        run_target(str(target), allow_changed=True)
     assert [p.name for p in runs.iterdir()] == ["run-001.failed"]
     manifest = json.loads((runs / "run-001.failed" / "manifest.json").read_text())
     assert manifest["state"] == "failed" and "simulated crash" in manifest["error"]
@@ -161,7 +161,7 @@ def test_bad_rows_skip_trains_on_the_rest_and_lists_what_it_left_out(tmp_path, s
     plan = make_plan(shapes, outputs_dir=tmp_path / "runs", steps=2)
     plan["data"]["bad_rows"] = "skip"
     target = write_plan(plan, tmp_path / "plan.json")
-    result, text = run_cli("run", str(target))
+    result, text = run_cli("run", str(target), "--allow-changed")
     assert result.exit_code == 0, text
     assert "Traceback" not in text and "1 bad rows left out" in text
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]

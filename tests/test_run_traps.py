@@ -33,7 +33,7 @@ def test_notes_show_when_made_and_the_before_column_says_what_it_is(tmp_path, ca
     val = make_shapes(tmp_path / "val", n=4, seed=2)
     plan = make_plan(train, eval_dir=val, steps=3, outputs_dir=tmp_path / "runs")
     assert plan["training"]["optimizer"] == "adamw_8bit"  # the default: bitsandbytes, CUDA only
-    run = run_target(str(write_plan(plan, tmp_path / "plan.json")))
+    run = run_target(str(write_plan(plan, tmp_path / "plan.json")), allow_changed=True)  # no inputs: made here
     out = capsys.readouterr().out
     lines = out.splitlines()
 
@@ -136,7 +136,8 @@ def test_vtc_run_into_a_pipe_closed_early_finishes(tmp_path):
     target = write_plan(plan, tmp_path / "plan.json")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     vtc = str(Path(sys.executable).with_name("vtc"))
-    proc = subprocess.Popen([vtc, "run", str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([vtc, "run", str(target), "--allow-changed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
     first = proc.stdout.readline()
     proc.stdout.close()  # like `head -1` exiting
     err = proc.stderr.read().decode()

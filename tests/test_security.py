@@ -140,3 +140,22 @@ def test_error_messages_in_manifests_are_redacted(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     text = _redact(f"401 for https://huggingface.co/x?token={TOKEN} and hf_abcdefghijklmnopqrstuvwxyz123456")
     assert TOKEN not in text and "hf_abcdefghijklmnop" not in text and "<redacted>" in text
+
+
+def test_data_readers_open_files_only_through_the_confinement_rule():
+    """One rule for every data source (vtc.runtime.sources.files, on vtc.confine): no reader of sources/ opens a file
+    itself, so none can follow a link out of the data folder or block on a FIFO (tests/test_hostile_data.py tries
+    each kind of source)."""
+    pattern = (r"\.read_text\(|\.read_bytes\(|(?<![\w.])open\(|\bos\.open\(|pq\.read_table\((?!pa\.BufferReader)|"
+               r"Image\.open\((?!io\.BytesIO)")
+    # files.py is the rule's reader: first_json_row opens with O_NONBLOCK, then fstat refuses anything but a file.
+    # hf.py hands files to `datasets` only after _confined_files checked every one of them.
+    allowed = {"files.py": {"os.open(", "open("}}
+    hits = []
+    for path in sorted((SRC / "runtime" / "sources").glob("*.py")):
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            for match in re.finditer(pattern, code):
+                if match.group() not in allowed.get(path.name, set()):
+                    hits.append(f"sources/{path.name}:{n}: {line.strip()}")
+    assert not hits, "files opened outside vtc.runtime.sources.files:\n" + "\n".join(hits)

@@ -142,10 +142,17 @@ def test_paths_outside_the_folder_are_never_opened(broken, monkeypatch):
         opened.append(str(getattr(fp, "name", fp)))
         return real_open(fp, *a, **k)
 
+    real_os_open = os.open
+
+    def spy_os_open(path, *a, **k):  # preparation and the data files' readers open files with os.open
+        opened.append(str(path))
+        return real_os_open(path, *a, **k)
+
     monkeypatch.setattr(Path, "read_bytes", spy_read)
     monkeypatch.setattr(Image, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
     scan_data(plan_for(broken.parent, "data"), use_cache=False, workers=1)
-    assert opened and not any("secret" in p for p in opened)
+    assert any(p.endswith("good1.png") for p in opened) and not any("secret" in p for p in opened)
 
 
 def test_a_symlink_out_of_the_folder_is_refused(tmp_path):
@@ -276,14 +283,15 @@ def test_a_run_reads_each_data_file_once_and_hands_over_what_load_rows_gives(tmp
     clauses, files = read_once_sources(tmp_path, case)
     plan = recipe_plan(tmp_path, *clauses, "resize 64")
     reads = Counter()
-    for method in ("read_bytes", "read_text"):
-        real = getattr(Path, method)
+    import vtc.runtime.sources.files as files_mod
 
-        def spy(self, *a, _real=real, **k):
-            reads[self] += 1
-            return _real(self, *a, **k)
+    real = files_mod.read_confined  # every data file is read whole through the confinement rule
 
-        monkeypatch.setattr(Path, method, spy)
+    def spy(path, *a, **k):
+        reads[Path(path)] += 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(files_mod, "read_confined", spy)
     check = validate_for_run(plan, workers=1)
     assert {f: reads[f] for f in files} == {f: 1 for f in files}
     reads.clear()

@@ -101,6 +101,7 @@ def plan(file, as_json, output, fmt):
     """
     from vtc.compiler.pipeline import compile_file
     from vtc.compiler.plan import summarize_plan
+    from vtc.diagnostics import printable
     from vtc.plans import plan_to_json
 
     result = compile_file(file)
@@ -115,7 +116,7 @@ def plan(file, as_json, output, fmt):
 
         with open(output, "w", encoding="utf-8") as f:
             f.write(plan_to_json({**result.plan, "inputs": plan_inputs(result.plan)}))
-        click.echo(f"plan written to {output}", err=True)
+        click.echo(f"plan written to {printable(output)}", err=True)
     if as_json:
         click.echo(text, nl=False)
     elif not output:
@@ -124,8 +125,8 @@ def plan(file, as_json, output, fmt):
         from vtc.runtime.sources import describe_sources
 
         click.echo("data sources (detected now)")
-        for label, sentence in describe_sources(result.plan):
-            click.echo(f"  {label:<24} {sentence}")
+        for label, sentence in describe_sources(result.plan):  # names of files on disk: control characters escaped
+            click.echo(printable(f"  {label:<24} {sentence}"))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -182,6 +183,7 @@ def fmt(files, check_only, fmt):
         vtc fmt --check recipes/*.vt     # in CI or a pre-commit hook
     """
     from vtc.compiler.fmt import format_file
+    from vtc.diagnostics import printable
 
     failed = False
     for path in files:
@@ -194,12 +196,12 @@ def fmt(files, check_only, fmt):
         if formatted == original:
             continue
         if check_only:
-            click.echo(f"would reformat {path}", err=True)
+            click.echo(f"would reformat {printable(path)}", err=True)
             failed = True
         else:
             with open(path, "w", encoding="utf-8", newline="\n") as f:
                 f.write(formatted)
-            click.echo(f"reformatted {path}", err=True)
+            click.echo(f"reformatted {printable(path)}", err=True)
     sys.exit(1 if failed else 0)
 
 
@@ -273,9 +275,13 @@ def _bytes(n: int) -> str:
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
               help="Continue an interrupted or failed run folder from its last checkpoint.")
 @click.option("--allow-changed", is_flag=True,
-              help="Run a saved plan (or resume a run) even though its recipe, data or model changed since.")
+              help="Run a saved plan (or resume a run) even though its recipe, data or model changed since (or it "
+                   "records no fingerprints to compare).")
+@click.option("--trust-remote-code", is_flag=True,
+              help="A saved plan (or a resumed run's plan) says trust_remote_code: let the model's own Python code "
+                   "run. A recipe's `with trust_remote_code` needs no flag; a plan file does.")
 @FORMAT_OPTION
-def run(target, backend, runs_dir, resume_dir, allow_changed, fmt):
+def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code, fmt):
     """Train, evaluate and save: a recipe (.vt) or a saved plan (.json), end to end.
 
     Each run gets a new folder (adapter, plan.json, manifest.json, metrics.jsonl, eval.json, loss.png,
@@ -298,11 +304,12 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, fmt):
         if resume_dir is not None:
             from vtc.runtime.run import resume_run
 
-            resume_run(resume_dir, backend=backend, allow_changed=allow_changed)
+            resume_run(resume_dir, backend=backend, allow_changed=allow_changed, trust_remote_code=trust_remote_code)
         else:
             from vtc.commands import run_target
 
-            run_target(target, backend=backend, runs_dir=runs_dir, allow_changed=allow_changed)
+            run_target(target, backend=backend, runs_dir=runs_dir, allow_changed=allow_changed,
+                       trust_remote_code=trust_remote_code)
     except VtcError as exc:
         _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
         sys.exit(1)
@@ -335,8 +342,16 @@ def lock(file, output, fmt):
     path = output or str(lock_path(result.plan))
     lock_data = build_lock(result.plan)
     _emit(list(result.diagnostics) + unpinned(lock_data, result.plan), result.sources, fmt)  # VT533: not pinned
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(lock_text(lock_data))
+    try:
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write(lock_text(lock_data))
+    except OSError as exc:
+        from vtc.diagnostics import Span, error
+
+        _emit([error("VT538", f"cannot write the lock file {path}: {exc.strerror or exc}", Span(str(path)),
+                     help="give a file in a folder that exists and that you can write to (`-o xray.vt.lock`)")],
+              {}, fmt)
+        sys.exit(1)
     model = lock_data["model"]
     what = model.get("revision") or model.get("sha256") or "?"
     click.echo(f"lock written to {path}: model {model.get('id') or model.get('path')} ({what}), "
@@ -350,8 +365,10 @@ def lock(file, output, fmt):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="For a folder of images: write answers here (.jsonl or .csv).")
 @click.option("--backend", type=click.Choice(["auto", "transformers", "unsloth"]), default="auto", show_default=True)
+@click.option("--trust-remote-code", is_flag=True,
+              help="The run's plan says trust_remote_code: let the model's own Python code run.")
 @FORMAT_OPTION
-def ask(run_dir, image, question, output, backend, fmt):
+def ask(run_dir, image, question, output, backend, trust_remote_code, fmt):
     """Ask a trained model about an image (or every image in a folder).
 
     The question defaults to the recipe's instruction. A folder's answers are written as they are made; an image
@@ -369,7 +386,7 @@ def ask(run_dir, image, question, output, backend, fmt):
     try:
         from vtc.runtime.ask import ask_command
 
-        ask_command(run_dir, image, question, output=output, backend=backend)
+        ask_command(run_dir, image, question, output=output, backend=backend, trust_remote_code=trust_remote_code)
     except VtcError as exc:
         _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
         sys.exit(1)

@@ -86,7 +86,9 @@ CODES: dict[str, Code] = _entries(
     _situation(
         "VT002", "error", "not UTF-8 text",
         "The file is not valid UTF-8 text; vtc reports the line and column of the first bad byte. Save the recipe "
-        "as UTF-8 (most editors offer it in their 'Save as' dialog). A UTF-8 byte-order mark is accepted.",
+        "as UTF-8 (most editors offer it in their 'Save as' dialog). A UTF-8 byte-order mark is accepted. Text "
+        "given to the compiler through its Python API that holds a lone surrogate (U+D800-U+DFFF: not valid "
+        "Unicode, so no file could hold it) is reported the same way.",
         "a recipe saved as Latin-1 with `é` on line 3",
         "error[VT002]: this file is not valid UTF-8 text (byte e9 at line 3, column 7)\n"
         " --> xray.vt:3:7\n"
@@ -257,14 +259,15 @@ CODES: dict[str, Code] = _entries(
     _recipe(
         "VT103", "error", "not a number",
         "A number too large to be one: the grammar reads `1e400` as a number, but it is infinite as a float. "
-        "A word where a number goes is already a syntax error (VT012).",
+        "The help gives the clause's range. A word where a number goes is already a syntax error (VT012); a "
+        "number of more than 40 digits is VT115.",
         _XRAYS + "learning rate 1e400\n",
         "error[VT103]: `learning rate` needs a number, not `1e400`\n"
         " --> xray.vt:3:15\n"
         "  |\n"
         "3 | learning rate 1e400\n"
         "  |               ^^^^^\n"
-        "  = help: for example `learning rate 2e-4`"),
+        "  = help: for example `learning rate 2e-4` (it takes values from 0 to 1)"),
     _recipe(
         "VT104", "error", "out of range",
         "A number outside its range: `batch 0`, `learning rate 3`, `lora dropout 1.5`, `holdout 120%`. The help "
@@ -325,6 +328,19 @@ CODES: dict[str, Code] = _entries(
         " --> site-base.vt\n"
         "  = help: a recipe that includes it is checked in full; to run it, add `finetune <parts> on <model>` and "
         "`from <data>`"),
+    _recipe(
+        "VT115", "error", "number with too many digits",
+        "A number with more than 40 digits (`seed 1111...` pasted 5,000 times). No clause takes a value that long "
+        "(the largest, `seed`, has 10 digits), so vtc reports it before converting it, with the range the clause "
+        "takes; the clause is left out and the rest of the recipe is still checked.",
+        _XRAYS + "seed " + "1" * 45 + "\n",
+        "error[VT115]: the number `11111111...11111111` after `seed` has 45 digits; vtc reads numbers of at most 40 "
+        "digits\n"
+        " --> xray.vt:3:6\n"
+        "  |\n"
+        "3 | seed " + "1" * 45 + "\n"
+        "  |      " + "^" * 45 + "\n"
+        "  = help: `seed` takes values from 0 to 4294967295"),
     # --- VT2xx: semantic checks ---------------------------------------------------------------------------------
     _recipe(
         "VT201", "error", "unknown model",
@@ -629,6 +645,22 @@ CODES: dict[str, Code] = _entries(
         "4 | warmup 10 steps\n"
         "  | ^^^^^^^^^^^^^^^\n"
         "  = help: use a few steps of warmup, e.g. `warmup 5 steps`"),
+    _recipe(
+        "VT265", "error", "save to a place unfit for runs",
+        "`save to` (or its default, `runs/<recipe name>`) names a place where run folders must not go: the file "
+        "system's root, a system folder (/etc, /boot, /dev, /proc, /sys, /bin, /lib, /usr/bin, /usr/share, "
+        "/var/log, /run, C:/Windows, C:/Program Files, ...) or a folder below one, /usr, /var, /var/lib or a folder "
+        "that holds everyone's folders (/home, /tmp, /opt, C:/Users) itself, your home folder itself, a file, or "
+        "an existing folder that holds other files and no run folder (a runs folder is empty, new, or holds "
+        "run-NNN folders). Links are followed first. `vtc run` checks again, and `--runs-dir` too (VT537).",
+        _XRAYS + "save to /etc\n",
+        "error[VT265]: `save to /etc` cannot hold run folders: it is a system folder (/etc)\n"
+        " --> xray.vt:3:9\n"
+        "  |\n"
+        "3 | save to /etc\n"
+        "  |         ^^^^\n"
+        "  = help: save runs in a folder of their own, e.g. `save to ./runs/xray` (an empty or new folder, or one "
+        "that already holds run-NNN folders)"),
     _situation(
         "VT270", "note", "folder beside the recipe, not the Hub",
         "A `from`, `evaluate on` or `finetune ... on` name shaped like a Hugging Face id (`data/xrays`, "
@@ -666,8 +698,10 @@ CODES: dict[str, Code] = _entries(
         "  = help: a recipe cannot include itself, directly or through other files; remove one of these includes"),
     _situation(
         "VT303", "error", "file cannot be read",
-        "A recipe or included file exists but cannot be read: it is a folder, or there is no permission. Files "
-        "that are not UTF-8 or are binary are reported by the parser (VT002, VT003).",
+        "A recipe or included file exists but cannot be read: it is a folder, there is no permission, or it is not "
+        "a regular file (a named pipe, which would make `vtc check` wait for ever; a device such as /dev/zero, "
+        "which never ends; a file of /proc or /sys). Files that are not UTF-8 or are binary are reported by the "
+        "parser (VT002, VT003).",
         "`include \"shared.vt\"` where `shared.vt` is a folder",
         "error[VT303]: shared.vt is a folder, not a recipe\n"
         " --> shared.vt\n"
@@ -704,6 +738,42 @@ CODES: dict[str, Code] = _entries(
         "  | ^^^^^^^^^^^^^^^^^\n"
         "  = help: clauses apply in order, so the included file's value wins; to keep line 3's value, move the "
         "`include` above line 3 (includes first, then what this recipe changes)"),
+    _situation(
+        "VT306", "error", "include refused",
+        "An `include` that vtc does not open: the file is not a `.vt` recipe file (by its name, or after following "
+        "a link), or it lies outside the main recipe's repository (its git repository's top folder, or, outside a "
+        "repository, its own folder) once every link is followed: `../../secrets.vt`, `/etc/...`, `~/...`, a "
+        "link to a file elsewhere. Recipes run in pre-commit hooks and CI, so an include of a stranger's recipe "
+        "must not read (and print) a token file or a password file: the file is refused before it is read, and "
+        "its content never appears in a message. Copy what you need into a .vt file inside the repository.",
+        "`include \"../../.cache/huggingface/token\"` in /home/me/study/xray.vt, a git repository's top folder",
+        "error[VT306]: `include ../../.cache/huggingface/token`: vtc includes only .vt recipe files\n"
+        " --> xray.vt:3:9\n"
+        "  |\n"
+        '3 | include "../../.cache/huggingface/token"\n'
+        "  |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: an include must be a .vt recipe file inside /home/me/study (the main recipe's git repository, "
+        "or its folder outside one); copy what you need into a .vt file there"),
+    _situation(
+        "VT307", "error", "recipe files too large",
+        "A recipe or an included file is larger than 128 KB, or the recipe and its includes together would read "
+        "more than 64 files or 256 KB. Recipes are a few KB; a larger file is almost always a data file given by "
+        "mistake. The limits keep `vtc check` (a pre-commit hook) fast whatever it is given: the file is refused "
+        "before it is parsed.",
+        "`vtc check data.vt` on a 50 MB file",
+        "error[VT307]: data.vt is larger than 128 KB: too large for a recipe\n"
+        " --> data.vt\n"
+        "  = help: a recipe is a short text file of clauses; is this a data file?"),
+    _situation(
+        "VT308", "note", "more problems not shown",
+        "A file has more than 50 problems: vtc shows 50 (errors first) and this note counts the rest, so that one "
+        "line of a clause repeated thousands of times does not print thousands of messages. JSON output is capped "
+        "the same way. Fix the problems shown (often one mistake repeated) and check again.",
+        "`batch 2` written 2,000 times",
+        "note[VT308]: 1,950 more problems in this file are not shown (1,950 errors)\n"
+        " --> xray.vt\n"
+        "  = help: vtc shows 50 a file; fix these (a repeated clause is often one mistake repeated), then run "
+        "`vtc check` again"),
     # --- VT4xx: data --------------------------------------------------------------------------------------------
     _situation(
         "VT400", ("warning", "error"), "more not shown",
@@ -837,8 +907,14 @@ CODES: dict[str, Code] = _entries(
         "\"content\": [{\"type\": \"text\", \"text\": \"...\"}]}]}"),
     _situation(
         "VT415", "error", "path outside the dataset folder",
-        "A row's path leads outside the dataset folder (`..`, an absolute path elsewhere, a symlink out). It is "
-        "refused and never opened: recipes and data come from shared repositories.",
+        "A file or folder of the data leads outside the data folder: a row's path (`..`, an absolute path "
+        "elsewhere), or a link whose real path is elsewhere -- a caption, an image, a class folder, a split folder, "
+        "the metadata file, a parquet or saved-dataset file (or one its state.json names), an image path stored in a "
+        "dataset, or a data file named by `from` that is a link to a file in another folder. It is refused and never opened, so its content "
+        "reaches no message and no row: recipes and data come from shared repositories (a caption linked to "
+        "~/.cache/huggingface/token or /proc/self/environ would otherwise become a training answer). Copy the file "
+        "into the data folder instead of linking to it. A data folder that is itself a link (data on another disk) "
+        "is fine: the rule compares real paths. docs/security.md says the rule and its limits.",
         "row 5 of metadata.jsonl is `{\"file_name\": \"../secret.png\", ...}`",
         "error[VT415]: row 5 of metadata.jsonl points outside the dataset folder: ../secret.png\n"
         " --> xrays/metadata.jsonl:5\n"
@@ -1019,6 +1095,37 @@ CODES: dict[str, Code] = _entries(
         "  = help: write `metric cer` (characters wrong, for transcriptions and OCR) or `metric wer` (words wrong, "
         "for reports and captions); `metric exact_match, cer` keeps both"),
     _situation(
+        "VT437", "error", "not a regular file",
+        "A data file that is not a regular file: a named pipe (FIFO), a device, a socket, a folder where a file "
+        "belongs, or a file of the system's virtual file systems (/proc, /sys, /dev). vtc never opens one: a FIFO "
+        "blocks the reader for ever (a pre-commit hook that never ends), /dev/zero reads until the memory runs out, "
+        "/proc/self/environ holds the environment with its tokens. Reported for images, captions, metadata and "
+        "table files, and a data source named by `from`; replace it with a regular file or remove it.",
+        "a captions folder where b.txt is a named pipe (made with mkfifo)",
+        "error[VT437]: cannot read b.txt: it is a named pipe (FIFO), not a regular file\n"
+        " --> xrays/b.txt\n"
+        "  = help: replace it with a regular file, or remove it (vtc never opens pipes, devices or system files: a "
+        "pipe would block for ever, a device or /proc file could fill the memory or hold secrets)"),
+    _situation(
+        "VT438", "error", "data text file too large",
+        "A text file that vtc reads whole is over its size limit, checked before it is read: a caption over 1 MB "
+        "(a caption is one answer; the longest report is a few KB), a metadata, table or conversation file over "
+        "512 MB (held in memory as rows it would need some 5 GB). Shorten the caption; split a large table, or "
+        "store it as parquet, which `datasets` reads without holding it in memory.",
+        "a captions folder where c.txt is 2 MB",
+        "error[VT438]: cannot read c.txt: it is larger than 1 MB, the limit for this kind of file\n"
+        " --> xrays/c.txt\n"
+        "  = help: a caption is one answer: shorten it (or remove the image and its caption)"),
+    _situation(
+        "VT439", "error", "data folder cannot be read",
+        "A folder of the data cannot be listed (its permissions do not let the user running vtc read it), or a "
+        "folder or file of the data is gone while vtc reads it (deleted or moved by something else). Check the "
+        "permissions, or that nothing changes the data folder during the check or the run.",
+        "a class folder `dog/` that the user running vtc may not list",
+        "error[VT439]: cannot read the data folder animals/dog: it cannot be listed (Permission denied)\n"
+        " --> animals/dog\n"
+        "  = help: check the folder's permissions (it must be readable by the user running vtc)"),
+    _situation(
         "VT440", "error", "DICOM compression needs a decoder",
         "A DICOM file whose pixel data is compressed (JPEG Lossless, JPEG-LS, JPEG 2000, HTJ2K, 12-bit JPEG) in a "
         "way that no decoder installed here can read. The file is fine: pydicom reads such pixel data only through "
@@ -1103,9 +1210,37 @@ CODES: dict[str, Code] = _entries(
         "  = help: only if you trust the model's authors: add `with trust_remote_code` to the recipe (vtc check and "
         "vtc explain will then warn about it); otherwise choose a model that transformers supports natively"),
     _situation(
+        "VT508", "error", "plan file allows remote code",
+        "A plan read from a file (a saved plan, a run's plan.json for `--resume` or `vtc ask`) lets the model run "
+        "its own Python code (trust_remote_code). A plan file is easy to edit, and that code runs with your rights "
+        "and your tokens, so the command line must allow it too: add `--trust-remote-code`, only if you trust the "
+        "model's authors and whoever wrote the plan. A recipe's `with trust_remote_code` needs no flag (VT263 warns "
+        "about it). When allowed, the run's first lines name where the code comes from.",
+        "`vtc run plan.json` where the plan says \"trust_remote_code\": true",
+        "error[VT508]: plan.json lets the model run its own Python code (trust_remote_code), from the folder "
+        "/home/me/models/custom; a plan file alone cannot allow that\n"
+        " --> plan.json\n"
+        "  = help: only if you trust the model's authors and whoever wrote this plan: add `--trust-remote-code` "
+        "(`vtc run plan.json --trust-remote-code`); otherwise make the plan again from a recipe without "
+        "`with trust_remote_code`"),
+    _situation(
+        "VT509", "error", "the model's own code failed",
+        "With `with trust_remote_code`, the model's own Python code (shipped with the model, not with vtc) raised "
+        "an error while loading, preparing batches or training. Check that the model's files are complete and "
+        "written for the installed transformers, ask its authors, or choose a model that transformers supports "
+        "natively. VTC_DEBUG=1 prints the traceback.",
+        "a local model folder whose modeling_custom.py raises ImportError on import",
+        "error[VT509]: the model's own Python code (trust_remote_code, from the folder /home/me/models/custom) "
+        "failed while loading the model: ImportError: cannot import name 'FlashAttn' from 'flash_attn'\n"
+        " --> xray.vt\n"
+        "  = help: this code comes with the model, not with vtc: check that the model's files are complete and "
+        "written for the installed transformers (5.17.0), ask the model's authors, or choose a model that "
+        "transformers supports natively (then remove `with trust_remote_code`); VTC_DEBUG=1 shows the traceback"),
+    _situation(
         "VT510", "error", "not a plan of this version",
-        "A plan file that is missing, cannot be read as JSON, is not a vtc plan, is of another plan_version, or "
-        "lacks fields. Make it again with `vtc plan recipe.vt -o plan.json`.",
+        "A plan file that is missing, not a regular file (a FIFO, a device), larger than 16 MB, cannot be read as "
+        "JSON (or holds a number out of range: NaN, Infinity, a whole number of more than 18 digits), is not a vtc "
+        "plan, is of another plan_version, or lacks fields. Make it again with `vtc plan recipe.vt -o plan.json`.",
         "`vtc run notes.json` on a JSON file that is not a plan",
         "error[VT510]: notes.json is not a vtc plan (it has no plan_version)\n"
         " --> notes.json\n"
@@ -1164,7 +1299,8 @@ CODES: dict[str, Code] = _entries(
     _situation(
         "VT530", "error", "saved plan out of date",
         "A plan saved with `vtc plan -o` whose recipe, data or model changed since it was made: it would no longer "
-        "run what was reviewed. Make the plan again, or run it anyway with `--allow-changed`.",
+        "run what was reviewed. Also a plan with no `inputs` section (saved with `--json >`, or the section "
+        "removed): nothing can be compared. Make the plan again, or run it anyway with `--allow-changed`.",
         "`vtc run plan.json` after editing the recipe it was made from",
         "error[VT530]: plan.json no longer matches its inputs: the recipe changed (xray.vt)\n"
         " --> plan.json\n"
@@ -1200,6 +1336,42 @@ CODES: dict[str, Code] = _entries(
         " --> xray.vt:1\n"
         "  = help: download it first (`vtc run` does, or `hf download unsloth/Qwen2.5-VL-7B-Instruct`), then run "
         "`vtc lock` again"),
+    _situation(
+        "VT537", "error", "runs folder refused",
+        "`vtc run`: the folder that run folders go into (the plan's `save to`, or `--runs-dir`) is the file "
+        "system's root, a system folder or below one, your home folder itself, a file, or a folder that holds "
+        "other files and no run folder: the rule of VT265, checked again when the run starts, because a plan file "
+        "or `--runs-dir` never went through `vtc check`. Give a folder of their own.",
+        "`vtc run xray.vt --runs-dir /etc`",
+        "error[VT537]: run folders cannot go into /etc (--runs-dir /etc): it is a system folder (/etc)\n"
+        " --> /etc\n"
+        "  = help: give a folder of their own: `--runs-dir ./runs/xray` (an empty or new folder, or one that "
+        "already holds run-NNN folders)"),
+    _situation(
+        "VT538", "error", "run folder cannot be written",
+        "The file system refuses a write into the runs folder or the run folder (read-only, not allowed, or a "
+        "folder on the way is a file or was removed): checked before the model loads, and reported with the file "
+        "and the reason if it happens later. The run folder, if there is one, is marked failed. Also `vtc lock -o` "
+        "to a file that cannot be written.",
+        "the runs folder's disk is remounted read-only while the model loads",
+        "error[VT538]: cannot write /data/runs/xray while creating the run folder: Read-only file system\n"
+        " --> /data/runs/xray\n"
+        "  = help: make the folder writable again (or put runs elsewhere with `--runs-dir`); then run the recipe "
+        "again"),
+    _situation(
+        "VT539", "error", "checkpoint cannot be read",
+        "`vtc run --resume`: the checkpoint the run continues from cannot be read back (a file cut short, damaged "
+        "or replaced: torch refuses anything but tensors, so a planted pickle is refused here too). Delete that "
+        "checkpoint's folder and resume again: vtc keeps the checkpoint before it, and trains from the start "
+        "without one. The run folder is marked failed again.",
+        "`vtc run --resume runs/xray/run-003.interrupted` whose checkpoint-40/optimizer.pt was cut short",
+        "error[VT539]: the checkpoint runs/xray/run-003.failed/checkpoints/checkpoint-40 cannot be read back: "
+        "UnpicklingError: invalid load key, 'x'.\n"
+        " --> runs/xray/run-003.failed/checkpoints/checkpoint-40\n"
+        "  = help: it is damaged (a disk error, a copy cut short, an edit): delete the folder "
+        "runs/xray/run-003.failed/checkpoints/checkpoint-40, then resume again with `vtc run --resume "
+        "runs/xray/run-003.failed` (from the checkpoint before it, which vtc keeps for this, or from the start when "
+        "there is none)"),
     _situation(
         "VT536", "error", "answers file cannot be written",
         "`vtc ask -o FILE`: the answers file cannot be created (its folder does not exist, or is not writable). "

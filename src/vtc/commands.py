@@ -1,7 +1,7 @@
 """Where the compiler and the runtime meet: `vtc run recipe.vt` is compile, then run the plan; `vtc run plan.json`
 is read (and check) the plan, then run it. The runtime never imports the compiler; this module imports both.
 
-    run_target(target, backend=..., runs_dir=..., allow_changed=...) -> the finished run folder
+    run_target(target, backend=..., runs_dir=..., allow_changed=..., trust_remote_code=...) -> the finished run folder
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from vtc.diagnostics import VtcError, render_all
 
 
 def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = None,
-               allow_changed: bool = False) -> Path:
+               allow_changed: bool = False, trust_remote_code: bool = False) -> Path:
     """Run a recipe (.vt) or a saved plan (.json) end to end and return the finished run folder.
 
     A saved plan is checked against the plan schema (VT510/VT514), and refused (VT530) when its recipe (what it
-    means: the plan it compiles to, not its bytes), data or model changed since `vtc plan -o` made it, unless
-    ``allow_changed``. Raises VtcError for problems (with
+    means: the plan it compiles to, not its bytes), data or model changed since `vtc plan -o` made it, or when it
+    records no fingerprints to compare, unless ``allow_changed``; and (VT508) when it lets the model run its own
+    code (trust_remote_code) without ``trust_remote_code`` here too (--trust-remote-code: a plan file is easy to
+    edit; a recipe's `with trust_remote_code` is enough for a recipe). Raises VtcError for problems (with
     ``.sources`` for rendering), checkpoints.RunInterrupted after Ctrl-C or SIGTERM.
     """
     from vtc.runtime.progress import Reporter
@@ -34,7 +36,8 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
         from vtc.runtime.lifecycle import check_saved_plan
 
         check_saved_plan(plan, target, allow_changed, rep, recompile=lambda: _recompile(plan))
-    return run_plan(plan, target, rep=rep, started=started, sources=sources, backend=backend, runs_dir=runs_dir)
+    return run_plan(plan, target, rep=rep, started=started, sources=sources, backend=backend, runs_dir=runs_dir,
+                    plan_file=target if saved_plan else None, trust_remote_code=trust_remote_code)
 
 
 def _read_plan(target: str) -> tuple[dict, dict]:

@@ -17,6 +17,7 @@ VT3xx includes and files, VT4xx data, VT5xx model and runtime.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -113,7 +114,9 @@ class Diagnostic:
 # Characters a terminal acts on instead of showing: C0 controls but tab and newline, DEL, C1 controls (ESC's 8-bit
 # forms: a file name holding "\x1b[2K\x1b[1A" erases a line and could print a fake "ok"), and the bidirectional
 # overrides and isolates that reorder what is shown (the "Trojan Source" characters).
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Lone surrogates (a file name that is not UTF-8 arrives as U+DC80-U+DCFF) are escaped too: a terminal cannot
+# show them, and writing one to a strict UTF-8 stream would fail.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def printable(text: str, newlines: bool = True) -> str:
@@ -146,10 +149,17 @@ def note(code: str, message: str, span: Span | None = None, help: str | None = N
 _MAX_SHOWN = 120
 
 
+@functools.lru_cache(maxsize=16)
+def _lines(source: str) -> list[str]:
+    """A source split into lines once, however many diagnostics point into it (a 1 MB file with 50 diagnostics
+    was split 50 times). Cached by the text itself: the same string object is looked up by identity first."""
+    return source.splitlines()
+
+
 def _excerpt(span: Span, source: str | None) -> list[str]:
     if not source or span.line <= 0:
         return []
-    lines = source.splitlines()
+    lines = _lines(source)
     if span.line > len(lines):
         return []
     raw = lines[span.line - 1].replace("\t", " ")
@@ -206,13 +216,52 @@ def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     return sorted(diagnostics, key=key)
 
 
+# The most diagnostics kept for one file (errors first): a file of 10,000 repeated clauses gives 50 and a note.
+MAX_PER_FILE = 50
+# The note that says how many were left out (codes.py, VT308).
+CAPPED = "VT308"
+
+
+def cap_per_file(diagnostics: Sequence[Diagnostic], limit: int = MAX_PER_FILE) -> list[Diagnostic]:
+    """At most ``limit`` diagnostics a file (errors kept before warnings, warnings before notes, then the first
+    in the file), in their order, and for each file that had more, one final note (VT308) that counts the rest
+    (a file with just one more than ``limit`` keeps it: the note would take its place and say less).
+    Applying it twice changes nothing; a file never loses its last error to the cap, so the exit code stays."""
+    rank = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.NOTE: 2}
+    by_file: dict[str, list[int]] = {}
+    for i, d in enumerate(diagnostics):
+        if d.code != CAPPED:
+            by_file.setdefault(d.span.file if d.span else "", []).append(i)
+    dropped: set[int] = set()
+    notes: list[Diagnostic] = []
+    for file, indexes in by_file.items():
+        if len(indexes) <= limit + 1:  # a note in place of the one left out would say no less
+            continue
+        ordered = sorted(indexes, key=lambda i: (rank[diagnostics[i].severity], i))
+        left_out = ordered[limit:]
+        dropped.update(left_out)
+        errors = sum(diagnostics[i].is_error for i in left_out)
+        warnings = sum(diagnostics[i].severity is Severity.WARNING for i in left_out)
+        kinds = ", ".join(f"{n:,} {word}{'s' * (n != 1)}" for n, word in
+                          ((errors, "error"), (warnings, "warning"), (len(left_out) - errors - warnings, "note")) if n)
+        notes.append(note(CAPPED, f"{len(left_out):,} more problems in this file are not shown ({kinds})",
+                          Span(file) if file else None,
+                          help=f"vtc shows {limit} a file; fix these (a repeated clause is often one mistake "
+                               "repeated), then run `vtc check` again"))
+    kept = [d for i, d in enumerate(diagnostics) if i not in dropped]
+    # The notes last (one sorted in among the others by a later sort_diagnostics goes back to the end here).
+    return [d for d in kept if d.code != CAPPED] + [d for d in kept if d.code == CAPPED] + notes
+
+
 def render_all(diagnostics: Sequence[Diagnostic], sources: Mapping[str, str] | None = None) -> str:
     """All diagnostics, then a one-line summary."""
     parts = [d.render(sources) for d in diagnostics]
     errors = sum(d.is_error for d in diagnostics)
     warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
     if errors or warnings:
-        parts.append(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}")
+        capped = any(d.code == CAPPED for d in diagnostics)
+        parts.append(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+                     + (" shown; the notes above count the rest" if capped else ""))
     return "\n\n".join(parts)
 
 

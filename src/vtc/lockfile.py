@@ -26,9 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from vtc.confine import confine
 
 LOCK_VERSION = 1
 # The libraries whose version decides what a run does; `vtc run` warns when one differs from the lock.
@@ -49,12 +52,15 @@ def _files(root: Path) -> list[tuple[str, Path]]:
     """(relative name, path) of every file under ``root`` (or the file itself), sorted, hidden files included
     except the HF cache's own bookkeeping folders."""
     if root.is_file():
-        return [(root.name, root)]
+        return [(root.name, root)] if confine(root, None) is None else []
     if not root.is_dir():
         return []
     out = []
     for p in root.rglob("*"):
-        if p.is_file():
+        # Only regular files: a FIFO or a link into /proc, /sys or /dev (from a stranger's data folder) would block
+        # or never end when read (vtc.confine). Links to other regular files count: a Hugging Face snapshot's
+        # files are links to its blobs.
+        if p.is_file() and confine(p, None) is None:
             rel = p.relative_to(root).as_posix()
             if rel.startswith((".cache/", ".git/")):
                 continue
@@ -306,7 +312,8 @@ def unpinned(lock: dict, plan: dict) -> list:
             "VT533", f"the lock pins no revision of model {mid}: it is not in the local Hugging Face cache, so the "
             "lock says \"revision\": \"unresolved\" and a later run cannot tell whether the Hub changed it",
             _provenance_span(plan, "/model/id", "/model/name"),
-            help=f"download it first (`vtc run` does, or `hf download {mid}`), then run `vtc lock` again"))
+            help=f"download it first (`vtc run` does, or `hf download {shlex.quote(mid)}`), then run `vtc lock` "
+                 "again"))
     for key, src in data_sources(plan):
         locked = (lock.get("data") or {}).get(key) or {}
         if src["kind"] == "hub" and locked.get("revision") == UNRESOLVED:
@@ -315,7 +322,8 @@ def unpinned(lock: dict, plan: dict) -> list:
                 "VT533", f"the lock pins no revision of the {key} dataset {name}: it is not in the local Hugging Face "
                 "cache, so the lock says \"revision\": \"unresolved\" and a later run cannot tell whether the Hub "
                 "changed it", _provenance_span(plan, f"/data/{key}/source"),
-                help=f"download it first (`vtc check --data` does, or `hf download {name} --repo-type dataset`), then "
+                help=f"download it first (`vtc check --data` does, or "
+                     f"`hf download {shlex.quote(name)} --repo-type dataset`), then "
                      "run `vtc lock` again"))
     return out
 

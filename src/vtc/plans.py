@@ -6,6 +6,9 @@
                                       fields together (full fine-tuning has no LoRA, one training length, ...)
     read_plan(path) -> dict           a plan file, checked; VtcError (VT510, VT514) for anything else
     plan_schema_text() -> str         what `vtc schema --plan` prints
+    runs_folder_problem(folder) -> str | None      why run folders may not go into ``folder`` (the file system's
+                                      root, a system folder, the home folder itself, a folder of other files), or
+                                      None; the compiler's `save to` check (VT265) and the runtime (VT537) share it
 
 The compiler writes plans (vtc.compiler.plan) and checks each one before it leaves (vtc.compiler.pipeline); the
 runtime reads them and never the recipe. Both import this module, which imports neither of them, nor torch.
@@ -14,6 +17,9 @@ runtime reads them and never the recipe. Both import this module, which imports 
 from __future__ import annotations
 
 import json
+import ntpath
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -130,24 +136,56 @@ def _rules(plan: dict) -> list[tuple[str, str]]:
 # --- reading a plan file ---------------------------------------------------------------------------------------------
 
 
+# A plan is a few kilobytes; a file many times that is not one (and is never read whole into memory).
+PLAN_LIMIT = 16 * 2**20
+# Whole numbers in a plan file: counts and sizes, far below this. A longer run of digits is refused before Python
+# converts it (beyond 4,300 digits int() itself refuses, with a traceback).
+_MAX_DIGITS = 18
+
+
+def _plan_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise ValueError(f"the number {text[:12]}... has {len(text.lstrip('-')):,} digits; a plan's whole numbers "
+                         f"have at most {_MAX_DIGITS}")
+    return int(text)
+
+
+def _plan_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:20]} is too large to be a number of a plan")
+    return value
+
+
+def _plan_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows (a plan holds finite numbers only)")
+
+
 def read_plan(path: str | Path) -> dict:
     """A plan file, checked against the schema and the rules; raises VtcError with every problem otherwise:
-    VT510 (no such file, not JSON, not a plan, another plan_version), VT514 (a value, each with its JSON pointer)."""
+    VT510 (no such file, not a regular file, larger than PLAN_LIMIT, not JSON, a number out of range, not a plan,
+    another plan_version), VT514 (a value, each with its JSON pointer). The file is read under the confinement rule
+    (vtc.confine): a regular file only (never a FIFO, a device or a file of /proc), at most PLAN_LIMIT bytes."""
+    from vtc.confine import Refused, read_confined
+
     path = Path(path)
     where = Span(str(path))
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise VtcError(error("VT510", f"plan file not found: {path}", where, help="give a recipe (.vt) or a plan "
-                             "saved with `vtc plan recipe.vt -o plan.json`")) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VtcError(error("VT510", f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", where,
+        text = read_confined(path, None, PLAN_LIMIT).decode("utf-8")
+    except Refused as exc:
+        if exc.kind == "missing":
+            raise VtcError(error("VT510", f"plan file not found: {path}", where, help="give a recipe (.vt) or a "
+                                 "plan saved with `vtc plan recipe.vt -o plan.json`")) from None
+        raise VtcError(error("VT510", f"cannot read {path}: {exc.reason}", where, help=_REMAKE)) from None
+    except UnicodeDecodeError as exc:
+        raise VtcError(error("VT510", f"cannot read {path}: it is not UTF-8 text ({exc.reason})", where,
                              help=_REMAKE)) from None
     try:
-        plan = json.loads(text)
-    except ValueError as exc:
+        plan = json.loads(text, parse_int=_plan_int, parse_float=_plan_float, parse_constant=_plan_constant)
+    except (ValueError, RecursionError) as exc:
         line, column = getattr(exc, "lineno", 0), getattr(exc, "colno", 0)
-        raise VtcError(error("VT510", f"cannot read {path.name} as JSON: {getattr(exc, 'msg', exc)}",
+        why = "it nests too deeply" if isinstance(exc, RecursionError) else getattr(exc, "msg", exc)
+        raise VtcError(error("VT510", f"cannot read {path.name} as JSON: {why}",
                              Span(str(path), line, column), help=_REMAKE)) from None
     if not isinstance(plan, dict) or "plan_version" not in plan:
         raise VtcError(error("VT510", f"{path} is not a vtc plan (it has no plan_version)", where,
@@ -182,3 +220,94 @@ def _line_of(text: str, pointer: str) -> int:
             break
         position, found = at + len(key), text.count("\n", 0, at) + 1
     return found
+
+
+# --- where run folders may go ----------------------------------------------------------------------------------------
+
+# A run folder's name in any state: run-NNN, run-NNN.partial, .failed, .interrupted (vtc.runtime.outputs).
+RUN_NAME = re.compile(r"^run-(\d+)(\.partial|\.failed|\.interrupted)?$")
+
+# Folders of the operating system: no run folder goes into them or anywhere below them.
+SYSTEM_TREES = ("/etc", "/boot", "/dev", "/proc", "/sys", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/include",
+                "/usr/share", "/usr/local/bin", "/usr/local/sbin", "/usr/local/lib", "/usr/local/etc",
+                "/usr/local/share", "/var/log", "/var/spool", "/var/mail", "/var/cache", "/var/run", "/var/lock",
+                "/var/db", "/var/empty", "/run", "/private/etc", "/System")
+# ... except these, below a system tree, which hold users' files.
+USER_TREES = ("/run/user", "/run/media")
+# System folders and folders that hold other people's folders: refused themselves (a new folder below them is fine:
+# /var/lib/jenkins/workspace/x/runs, /usr/src/app/runs, /home/me/runs).
+SYSTEM_FOLDERS = ("/usr", "/usr/local", "/var", "/var/lib", "/private/var", "/home", "/Users", "/opt", "/srv",
+                  "/mnt", "/media", "/tmp", "/private/tmp", "/var/tmp", "/root", "/Volumes", "/Library",
+                  "/Applications")
+# The same on Windows, whatever system compiles the recipe (compared without case, with / separators).
+WINDOWS_TREES = ("C:/Windows", "C:/Program Files", "C:/Program Files (x86)", "C:/ProgramData",
+                 "C:/$Recycle.Bin", "C:/System Volume Information")
+WINDOWS_FOLDERS = ("C:/Users",)
+# Files that any folder may hold without being "other files": version control's placeholders, a desktop's notes.
+_IGNORED = {".gitkeep", ".gitignore", ".keep", ".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def _inside(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def runs_folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why run folders may not be created in ``folder`` (a sentence completing "... because "), or None.
+
+    Refused: the file system's root (or a Windows drive's); a system folder (/etc, /boot, /dev, /proc, /sys, /bin,
+    /lib, /usr/bin, /usr/share, /var/log, /run, C:/Windows, C:/Program Files, ...) or any folder below one; /usr,
+    /var, /var/lib and the folders that hold other people's folders (/home, /tmp, /opt, C:/Users, ...) themselves;
+    the user's home folder itself; a file; and an existing folder that is neither empty nor a vtc runs folder. A
+    runs folder is one that holds a run folder (run-NNN in any state): the first run makes it one. Links are
+    followed first, so a link to /etc is /etc. Only os.path calls: the compiler uses this too."""
+    text = os.fspath(folder)
+    try:
+        windows = _windows_problem(text)
+        if windows:
+            return windows
+        real = os.path.realpath(os.path.expanduser(text))
+        if os.name == "nt":  # pragma: no cover - the text was checked above; here the resolved path
+            windows = _windows_problem(real)
+            if windows or re.fullmatch(r"[A-Za-z]:[\\/]?", real):
+                return windows or "it is the root of a drive"
+        posix = real.replace(os.sep, "/")
+        if posix == "/":
+            return "it is the file system's root"
+        home = os.path.realpath(os.path.expanduser("~"))
+        if real == home and home != os.path.realpath(os.sep):
+            return "it is your home folder itself, which holds your own files"
+        for top in SYSTEM_TREES:
+            if _inside(posix, top) and not any(_inside(posix, user) for user in USER_TREES):
+                return (f"it is a system folder ({top})" if posix == top else
+                        f"it is inside a system folder ({top}), which belongs to the operating system")
+        if posix in SYSTEM_FOLDERS:
+            return f"it is {posix}, a folder of the system that holds other folders, not a runs folder"
+        if os.path.lexists(real) and not os.path.isdir(real):
+            return "it is a file, not a folder"
+        if os.path.isdir(real):
+            entries = [name for name in os.listdir(real) if name not in _IGNORED]
+            if entries and not any(RUN_NAME.match(name) for name in entries):
+                shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+                return (f"it already holds other files ({shown}) and no run folder, so it is not a vtc runs "
+                        "folder")
+    except (OSError, ValueError) as exc:  # a name the file system cannot hold (a NUL, a surrogate, too long)
+        return f"it cannot be used as a folder name ({getattr(exc, 'strerror', None) or exc})"
+    return None
+
+
+def _windows_problem(text: str) -> str | None:
+    """The rule for a Windows path (C:\\Windows, c:/program files/x), on any system."""
+    if not re.match(r"^[A-Za-z]:([\\/]|$)", text):
+        return None
+    norm = ntpath.normpath(text).replace("\\", "/").rstrip("/")
+    if re.fullmatch(r"[A-Za-z]:", norm):
+        return "it is the root of a Windows drive"
+    key = "c:" + norm[2:].lower()
+    for top in WINDOWS_TREES:
+        if _inside(key, top.lower()):
+            return (f"it is a system folder of Windows ({top})" if key == top.lower() else
+                    f"it is inside a system folder of Windows ({top})")
+    if key in (f.lower() for f in WINDOWS_FOLDERS) or re.fullmatch(r"c:/users/[^/]+", key):
+        return "it is the Windows folder of users, or a user's home folder itself"
+    return None

@@ -9,6 +9,8 @@ so a check points at the clause that causes the problem, or at the model when th
 
 from __future__ import annotations
 
+import re
+
 from vtc.compiler.resolve import Resolved
 from vtc.diagnostics import Diagnostic, error, note, warning
 
@@ -166,6 +168,9 @@ def check(r: Resolved) -> list[Diagnostic]:
                            r.flags["trust_remote_code"].span,
                            "only use it for a model whose code you have read or whose publisher you trust"))
 
+    # VT265: where run folders go (the runtime checks again, and `--runs-dir` too: VT537).
+    out.extend(_save_to_problems(r))
+
     # VT264: warmup as long as the training.
     steps, warmup = r.training.steps.value, r.training.warmup_steps.value
     if steps is not None and warmup is not None and "/warmup" in written and warmup >= steps > 0:
@@ -173,6 +178,27 @@ def check(r: Resolved) -> list[Diagnostic]:
                            "learning rate never reaches its peak", written["/warmup"].span,
                            "use a few steps of warmup, e.g. `warmup 5 steps`"))
     return out
+
+
+def _save_to_problems(r: Resolved) -> list[Diagnostic]:
+    """VT265: `save to` (or its default) names the file system's root, a system folder, the home folder itself, a
+    file, or a folder that holds other files and no run folder (vtc.plans.runs_folder_problem: plain os.path calls on
+    the folder as it is now)."""
+    import os
+
+    from vtc.plans import runs_folder_problem
+
+    written = r.outputs.dir
+    folder = str(written.value)
+    if not os.path.isabs(os.path.expanduser(folder)) and not re.match(r"^[A-Za-z]:[\\/]", folder):
+        folder = os.path.join(r.base_dir, folder)
+    why = runs_folder_problem(folder)
+    if why is None:
+        return []
+    what = f"`save to {written.value}`" if written.span is not None else f"the default `save to {written.value}`"
+    return [error("VT265", f"{what} cannot hold run folders: {why}", written.span or r.model.name.span,
+                  "save runs in a folder of their own, e.g. `save to ./runs/xray` (an empty or new folder, or one "
+                  "that already holds run-NNN folders)")]
 
 
 def _round_up(n: int) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 from vtc.compiler.clauses import ONE_LINE_EXAMPLE
 from vtc.diagnostics import Diagnostic, Span, error
 
-__all__ = ["decode_source", "binary_diagnostic"]
+__all__ = ["decode_source", "binary_diagnostic", "surrogate_diagnostic"]
 
 
 def decode_source(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]:
@@ -30,6 +32,25 @@ def decode_source(data: bytes, file: str) -> tuple[str | None, list[Diagnostic]]
             help="save the recipe as UTF-8 text (most editors offer 'UTF-8' in their 'Save as' dialog)",
         )]
     return text.replace("\r\n", "\n").replace("\r", "\n"), []
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def surrogate_diagnostic(text: str, file: str) -> Diagnostic | None:
+    """VT002 at the first lone surrogate of a text, or None. A file read from disk cannot hold one (its bytes are
+    not UTF-8, VT002 above); text handed to the compiler through the API can, and no file name or value may."""
+    found = _SURROGATE_RE.search(text)
+    if found is None:
+        return None
+    line, column = _position(text, found.start())
+    return error(
+        "VT002",
+        f"this text is not valid Unicode: it holds a lone surrogate U+{ord(found.group()):04X} at line {line}, "
+        f"column {column}",
+        Span(file, line, column, line, column + 1),
+        help="pass the recipe as proper text (decode its bytes as UTF-8 with errors reported, not 'surrogateescape')",
+    )
 
 
 def binary_diagnostic(text: str, file: str) -> Diagnostic:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from vtc.diagnostics import printable
+
 _PARTS = {
     ("vision", "attention"): "how the image encoder relates parts of the picture (its attention layers)",
     ("vision", "mlp"): "how the image encoder transforms what it sees (its feed-forward layers)",
@@ -130,7 +132,9 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
                  "(`vtc run --resume`).")
     if m["trust_remote_code"]:
         s.append("Warning: it runs Python code that comes with the model (trust_remote_code).")
-    return " ".join(s)
+    # Recipe values (a path, a column name, the model's name) are shown with control characters escaped: the
+    # paragraph goes to a terminal (vtc.diagnostics.printable).
+    return printable(" ".join(s))
 
 
 # --- steps and time, once the data is scanned -------------------------------------------------------------------------

@@ -17,6 +17,7 @@ A file with syntax errors is not formatted: (None, diagnostics).
 
 from __future__ import annotations
 
+import os
 import re
 
 from vtc.compiler import ast
@@ -192,15 +193,24 @@ def format_file(path: str) -> tuple[str | None, list[Diagnostic], dict[str, str]
     A missing file is VT301, an unreadable one VT303; nothing raises. The original text is the file decoded as
     UTF-8 (without a byte-order mark), line endings as they were, so that a CRLF file counts as not formatted.
     """
+    from vtc.compiler.pipeline import RECIPE_LIMIT
+    from vtc.confine import Refused, read_confined
+
+    # As `vtc check` reads a recipe: a regular file (a FIFO would block, a device never end), of RECIPE_LIMIT bytes
+    # at most.
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None, [error("VT301", f"the file `{path}` does not exist", Span(path),
-                            help="check the name and the folder you run vtc from")], {}
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        return None, [error("VT303", f"cannot read the file `{path}` ({reason.lower()})", Span(path),
+        if os.path.isdir(path):
+            raise Refused("it is a folder")
+        data = read_confined(path, None, RECIPE_LIMIT)
+    except Refused as exc:
+        if exc.kind == "missing":
+            return None, [error("VT301", f"the file `{path}` does not exist", Span(path),
+                                help="check the name and the folder you run vtc from")], {}
+        if exc.kind == "too_large":
+            return None, [error("VT307", f"the file `{path}` is larger than {RECIPE_LIMIT // 1024} KB: too large "
+                                         "for a recipe", Span(path),
+                                help="a recipe is a short text file of clauses; is this a data file?")], {}
+        return None, [error("VT303", f"cannot read the file `{path}`: {exc.reason}", Span(path),
                             help="give the path of a recipe file (a .vt text file) that you may read")], {}
     text, diagnostics = decode_source(data, path)
     if text is None:

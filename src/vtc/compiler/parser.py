@@ -22,7 +22,7 @@ import dataclasses
 from vtc.compiler import ast, lalr
 from vtc.compiler.build import build, tokens
 from vtc.compiler.clauses import BY_TERMINAL, CLAUSE_KEYWORDS, ONE_LINE_EXAMPLE
-from vtc.compiler.decode import binary_diagnostic, decode_source
+from vtc.compiler.decode import binary_diagnostic, decode_source, surrogate_diagnostic
 from vtc.compiler.lalr import GRAMMAR_PATH, grammar_sha256
 from vtc.compiler.lines import Line, scan_line
 from vtc.compiler.syntax_errors import explain, next_clause_start
@@ -58,6 +58,9 @@ def _parse_source(text: str, file: str, partial: bool) -> tuple[ast.Recipe | Non
         text = " " + text[1:]
     if "\x00" in text:
         return None, [binary_diagnostic(text, file)]
+    surrogate = surrogate_diagnostic(text, file)
+    if surrogate is not None:  # only through the API: a file's bytes with one are not UTF-8 (VT002 when decoded)
+        return None, [surrogate]
     statements: list = []
     comments: list[ast.Comment] = []
     diagnostics: list[Diagnostic] = []

@@ -18,6 +18,7 @@ from typing import Any
 
 from vtc import __version__
 from vtc.compiler.resolve import PLAN_SECTIONS, Resolved, Sourced
+from vtc.diagnostics import printable
 from vtc.plans import PLAN_VERSION
 from vtc.records import fields
 
@@ -207,7 +208,9 @@ def summarize_plan(plan: dict) -> str:
     if e["gpu_memory_gib"] is not None:
         lines.append(f"  {'GPU memory':<24} about {e['gpu_memory_gib']} GiB")
     lines.append(f"  {'effective batch':<24} {e['effective_batch']}")
-    return "\n".join(lines)
+    # For a terminal: control characters of recipe values and file names shown escaped (`vtc plan --json` keeps
+    # them exact).
+    return printable("\n".join(lines))
 
 
 def _get(plan: dict, pointer: str):

@@ -234,9 +234,11 @@ PLAN_SECTIONS = ("model", "method", "precision", "parts", "lora", "trainable_reg
 
 
 def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir: str,
-            local_config: str | None = None) -> tuple[Resolved, list[Diagnostic]]:
+            local_config: str | None = None, *, files=()) -> tuple[Resolved, list[Diagnostic]]:
     """Resolve a schema-valid recipe document (see the module docstring). The diagnostics are what resolving the
-    model name found (VT201-VT203), at the model's span."""
+    model name found (VT201-VT203), at the model's span. ``files``: every recipe file the compile read (lowering's
+    list), so that the plan's `recipe.files` holds an included file even when every value of it was overridden (a
+    later edit to it must still change the recipe's fingerprint)."""
     main_file = spans[""].file if "" in spans else "recipe.vt"
 
     def display(file: str) -> str:
@@ -368,7 +370,7 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         effective_batch=derived(training.batch.value * training.accumulate.value * hardware.gpus.value),
         gpu_memory_gib=derived(memory["total"] if memory else None), gpu_memory_breakdown_gib=derived(memory))
 
-    files = [main_file] + [s.file for s in spans.values()]
+    files = [main_file, *files] + [s.file for s in spans.values()]
     recipe = RecipeFiles(display(main_file), tuple(dict.fromkeys(display(f) for f in files)))
     resolved = Resolved(
         recipe=recipe, base_dir=base_dir, model=model, method=method, precision=get("/precision",
@@ -441,11 +443,19 @@ def beside_recipe(name: str, base_dir: str) -> str | None:
     return folder if os.path.isdir(folder) else None
 
 
+# A model folder's config.json: a few KB (the largest vision-language configs are tens of KB).
+CONFIG_LIMIT = 1024 * 1024
+
+
 def read_config(folder: str) -> str | None:
+    """The text of ``folder``/config.json under the confinement rule (vtc.confine: inside the folder after following
+    links, a regular file, never a FIFO or a device, at most CONFIG_LIMIT bytes), or None when it is missing,
+    refused or not UTF-8 (the model's family is then unknown, VT203)."""
+    from vtc.confine import Refused, read_confined
+
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
+        return read_confined(os.path.join(folder, "config.json"), folder, CONFIG_LIMIT).decode("utf-8")
+    except (Refused, UnicodeDecodeError, ValueError):
         return None
 
 

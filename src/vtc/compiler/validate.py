@@ -36,6 +36,30 @@ def raw_errors(document: dict, engine: str = "fast") -> list[tuple]:
     return schema_engine.raw_errors(document, schema(), engine)
 
 
+def value_range(pointer: str) -> tuple[object, object]:
+    """(lowest, highest) value the schema allows at a document pointer (`/batch`, `/lora/rank`, `/resize/width`),
+    inclusive or not; (None, None) when it gives no range there."""
+    node = schema()
+    for token in [t for t in pointer.strip("/").split("/") if t]:
+        node = _child(node, token)
+        if node is None:
+            return None, None
+    for branch in [node] + list(node.get("oneOf", [])):
+        low = branch.get("minimum", branch.get("exclusiveMinimum"))
+        high = branch.get("maximum", branch.get("exclusiveMaximum"))
+        if low is not None or high is not None:
+            return low, high
+    return None, None
+
+
+def _child(node: dict, token: str) -> dict | None:
+    for branch in [node] + list(node.get("oneOf", [])):
+        found = branch.get("properties", {}).get(token)
+        if found is not None:
+            return found
+    return None
+
+
 # --- errors -> diagnostics ------------------------------------------------------------------------------------------
 
 
@@ -110,8 +134,11 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
         elif keyword == "type":
             expected = _KIND.get(node["type"], node["type"])
             example = _EXAMPLE.get(title)
+            low, high = node.get("minimum", node.get("exclusiveMinimum")), node.get(
+                "maximum", node.get("exclusiveMaximum"))
+            within = f" (it takes values from {low} to {high})" if low is not None and high is not None else ""
             out.append(error("VT103", f"`{title}` needs {expected}, not `{_shown(instance)}`", span,
-                             f"for example `{example}`" if example else None))
+                             f"for example `{example}`{within}" if example else None))
         elif keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             bound = node[keyword]
             phrase = {"minimum": f"at least {bound}", "maximum": f"at most {bound}",

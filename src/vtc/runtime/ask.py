@@ -9,6 +9,11 @@ A folder is answered a batch at a time and every answer is written (and flushed)
 interruption keeps what was answered. An image of the folder that cannot be read (missing, truncated, not an
 image) does not stop the others: it gets a row whose ``error`` says the code and the problem, and a summary at the
 end counts the answered and the failed images. `vtc ask` exits 1 only when no image could be answered.
+
+What it prints may come from files (an answer, an image's name): control characters are shown escaped
+(vtc.diagnostics.printable), and JSON lines on the screen escape the C1 controls and the bidirectional characters
+too (valid JSON, the same text once parsed); the answers files keep the exact text. The run's plan is a file: a
+plan that lets the model run its own code needs --trust-remote-code as well (VT508).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from vtc.diagnostics import Diagnostic, Span, VtcError, error
+from vtc.diagnostics import Diagnostic, Span, VtcError, error, printable
 from vtc.plans import read_plan
 
 _RUN = re.compile(r"^run-(\d+)$")
@@ -50,7 +55,7 @@ def find_run(run_dir: str | Path) -> Path:
     finished = [p for n, p, s in runs if s == "finished" and (p / "plan.json").is_file()]
     if finished:
         chosen = finished[-1]
-        print(f"using the newest finished run: {chosen}", file=sys.stderr)
+        print(printable(f"using the newest finished run: {chosen}"), file=sys.stderr)
         return chosen
     if runs:  # runs, but none finished: say what the newest one is and how to finish it
         newest = runs[-1]
@@ -88,14 +93,14 @@ def _not_found(path: Path) -> Diagnostic:
             folder, state = same[0]
             if state == "finished":
                 return error("VT511", f"run folder not found: {path}; the run finished, and its folder is now "
-                             f"{_shown(folder)}", where, help=f"ask the finished run: `vtc ask {_shown(folder)} "
-                                                             "<image>`")
+                             f"{_shown(folder)}", where,
+                             help=f"ask the finished run: `{_command('vtc', 'ask', _shown(folder))} <image>`")
             d = _unfinished(folder, state)
             return replace(d, message=f"run folder not found: {path}; {d.message}")
     if runs:
         listed = ", ".join(p.name for _n, p, _s in runs[-5:])
         finished = [p for _n, p, s in runs if s == "finished"]
-        hint = (f"e.g. `vtc ask {_shown(finished[-1])} <image>`" if finished else
+        hint = (f"e.g. `{_command('vtc', 'ask', _shown(finished[-1]))} <image>`" if finished else
                 "none of them has finished yet")
         return error("VT511", f"run folder not found: {path}", where,
                      help=f"the runs in {_shown(path.parent)} are {listed}; {hint}")
@@ -114,11 +119,9 @@ def _unfinished(folder: Path, state: str) -> Diagnostic:
         return error("VT511", f"the run {name} was interrupted before it finished, so it has no final model", where,
                      help=f"continue it with `{resume}`; when it finishes, ask the run-NNN folder it prints")
     if state == "failed":
-        why = ""
-        try:
-            why = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("error") or ""
-        except (OSError, ValueError, AttributeError):
-            pass
+        from vtc.runtime.lifecycle import read_manifest
+
+        why = str((read_manifest(folder) or {}).get("error") or "")
         checkpoint = latest_checkpoint(folder)
         return error("VT511", f"the run {name} failed{f' ({why})' if why else ''}, so it has no final model",
                      where, help=(f"fix the cause, then continue it from its checkpoint with `{resume}`"
@@ -132,6 +135,22 @@ def _shown(path: Path) -> str:
     from vtc.runtime.lifecycle import shown
 
     return shown(path)
+
+
+def _command(*words: str) -> str:
+    from vtc.runtime.outputs import command
+
+    return command(*words)
+
+
+# Characters that json.dumps leaves as they are but a terminal acts on: C1 controls, the bidirectional overrides.
+_TERMINAL = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def json_line(record: dict) -> str:
+    """A record as one JSON line for the screen: exact once parsed, nothing in it that a terminal acts on (json.dumps
+    escapes the C0 controls; these are escaped as \\uXXXX too, which only occur inside strings)."""
+    return _TERMINAL.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(record, ensure_ascii=False))
 
 
 # ---- the images ------------------------------------------------------------------------------------------------
@@ -208,9 +227,9 @@ class _Answers:
         elif self._file is not None:
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.folder:
-            print(json.dumps(record, ensure_ascii=False), flush=True)
+            print(json_line(record), flush=True)
         elif record["answer"] is not None:
-            print(record["answer"], flush=True)
+            print(printable(record["answer"]), flush=True)
         if self._file is not None:
             self._file.flush()
 
@@ -220,9 +239,12 @@ class _Answers:
             self._file = None
 
 
-def ask_command(run_dir, image, question=None, *, output=None, backend: str = "auto") -> list[dict]:
+def ask_command(run_dir, image, question=None, *, output=None, backend: str = "auto",
+                trust_remote_code: bool = False) -> list[dict]:
     """Answer questions about one image (printed) or a folder of images (JSONL or CSV, or JSON lines on the
-    screen). Returns the records ``{"image", "question", "answer", "error"}`` (``error`` None when answered)."""
+    screen). Returns the records ``{"image", "question", "answer", "error"}`` (``error`` None when answered).
+    ``trust_remote_code`` (--trust-remote-code): the run's plan lets the model run its own code, and the command
+    line allows it too (VT508 otherwise)."""
     from vtc.runtime.backends.base import choose_backend
 
     run = find_run(run_dir)
@@ -232,6 +254,12 @@ def ask_command(run_dir, image, question=None, *, output=None, backend: str = "a
         raise VtcError(error("VT513", f"cannot write answers to {output}: the file must end in .jsonl or .csv",
                              help="e.g. `-o answers.csv` or `-o answers.jsonl`"))
     plan = read_plan(run / "plan.json")
+    from vtc.runtime.lifecycle import allow_remote_code
+    from vtc.runtime.progress import Reporter
+
+    allow_remote_code(plan, Reporter(sys.stderr), plan_file=str(run / "plan.json"), flag=trust_remote_code,
+                      again=_command("vtc", "ask", _shown(run), str(image), *([question] if question else []),
+                                     "--trust-remote-code"))
     model_dir = run / ("model" if plan["method"] == "full" else "adapter")
     if not model_dir.is_dir():
         raise VtcError(error("VT511", f"{run} has no {model_dir.name}/ folder, so there is no model to ask",
@@ -256,7 +284,7 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
     """Load the run's model and answer for every image, a batch at a time (images opened per batch), writing each
     batch's records, in the images' order, as soon as it is answered."""
     from vtc.runtime.evaluate import eval_batch_size, generate
-    from vtc.runtime.model_path import resolve_model_path
+    from vtc.runtime.model_path import load_model, resolve_model_path
 
     resize = plan["images"]["resize"]
     system = plan["data"]["system"]
@@ -281,7 +309,7 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
         return
 
     model_path = resolve_model_path(plan)
-    model, processor = be.load_trained(plan, model_path, str(model_dir))
+    model, processor = load_model(be, plan, model_path, trained=str(model_dir))
     be.for_inference(model)
     batch = eval_batch_size(plan)
     done = False
@@ -324,7 +352,8 @@ def _summary(sink: _Answers, image: Path) -> None:
     if bad and not good:
         rows = f" ({sink.path} has a row for each, with its `error`)" if sink.path else ""
         first = f"; the first {REASONS_SHOWN}:" if len(bad) > REASONS_SHOWN else ":"
-        print(f"no image in {image} could be answered: {len(bad)} could not be read{rows}{first}", file=sys.stderr)
+        print(printable(f"no image in {image} could be answered: {len(bad)} could not be read{rows}{first}"),
+              file=sys.stderr)
         raise VtcError(bad[:REASONS_SHOWN])
     if bad:
         rows = f" (each has a row with its `error` in {sink.path})" if sink.path else ""
@@ -337,7 +366,8 @@ def _summary(sink: _Answers, image: Path) -> None:
         helps = {d.help for d in bad if d.help}
         lines.append(f"  = help: {helps.pop()}" if len(helps) == 1 else
                      "  = help: replace each with a valid PNG or JPEG, or move it out of the folder")
-        print("\n".join(lines), file=sys.stderr)
+        print(printable("\n".join(lines)), file=sys.stderr)
     if sink.path:
-        print(f"{good} answer{'s' * (good != 1)} written to {sink.path}"
-              + (f", and {len(bad)} row{'s' * (len(bad) != 1)} with an error" if bad else ""), file=sys.stderr)
+        print(printable(f"{good} answer{'s' * (good != 1)} written to {sink.path}"
+                        + (f", and {len(bad)} row{'s' * (len(bad) != 1)} with an error" if bad else "")),
+              file=sys.stderr)

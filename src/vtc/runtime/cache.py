@@ -22,9 +22,11 @@ half-written entry behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 import shutil
 import tempfile
 import time
@@ -71,8 +73,12 @@ def max_bytes() -> int:
 def digest_file(path: str | Path) -> str:
     """Hex BLAKE2b-128 of the file's bytes (the content part of a cache key)."""
     h = hashlib.blake2b(digest_size=16)
-    fd = os.open(path, os.O_RDONLY)  # raw reads: a third of the cost of open() for the small files of a dataset
+    # Raw reads: a third of the cost of open() for the small files of a dataset. O_NONBLOCK: a FIFO does not block the
+    # open, and fstat refuses it (only regular files are read: a FIFO would block, a device never end).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         while True:
             block = os.read(fd, _BLOCK)
             if not block:

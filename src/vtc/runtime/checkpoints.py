@@ -166,31 +166,34 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
 
 def trim_metrics(path: Path, step: int) -> list[dict]:
     """Drop the metrics.jsonl records after ``step`` (steps that will be trained again); return what is kept."""
-    if not path.is_file():
-        return []
+    from vtc.confine import Refused, read_confined
+
+    try:  # a regular file of bounded size (a run folder may come from elsewhere); anything else counts as empty
+        text = read_confined(path, None, 1 << 30).decode("utf-8", errors="replace")
+    except Refused as exc:
+        if exc.kind == "missing":
+            return []
+        text = ""  # replaced below by a regular file
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             record = json.loads(line)
-        except ValueError:  # a line cut short by a killed process
+            if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                kept.append(record)
+        except (ValueError, TypeError, RecursionError):  # a line cut short by a killed process, or not a record
             continue
-        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
-            kept.append(record)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
     os.replace(tmp, path)
     return kept
 
 
-def resume_command(run_dir: Path, shown: str) -> str:
-    """The exact command that resumes a run folder (as the user should type it)."""
-    return f"vtc run --resume {_quote(shown)}"
+def resume_command(run_dir: Path, shown: str, *extra: str) -> str:
+    """The exact command that resumes a run folder (as the user should type it, shell-quoted), with ``extra``
+    options (``--allow-changed``, ``--trust-remote-code``)."""
+    from vtc.runtime.outputs import command
 
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
+    return command("vtc", "run", "--resume", shown, *extra)
 
 
 def process_alive(pid: int) -> bool:

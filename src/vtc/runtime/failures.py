@@ -1,5 +1,10 @@
-"""Failures a user can act on, as diagnostics: out of GPU memory (VT520) and a full disk (VT522); and the redaction
-that keeps Hugging Face tokens out of every message a run folder keeps."""
+"""Failures a user can act on, as diagnostics: out of GPU memory (VT520), a full disk (VT522), a run folder that
+cannot be written (VT538), a checkpoint that cannot be read back (VT539); and the redaction that keeps Hugging Face
+tokens out of every message a run folder keeps.
+
+    is_oom / is_disk_full / refused_write / checkpoint_unreadable (exc)   what an exception from a run means
+    frames(exc) -> [(file, function)]                                     where it came from, the chain included
+"""
 
 from __future__ import annotations
 
@@ -39,7 +44,10 @@ def oom_error(plan: dict, stage: str, span: Span | None, resume: str = ""):
 
 def disk_full_error(folder: Path, shown: str, stage: str, resume: str = ""):
     """VT522: the disk is full, with the space left there now and what to do."""
-    free = shutil.disk_usage(folder).free if folder.exists() else None
+    try:
+        free = shutil.disk_usage(folder).free if folder.exists() else None
+    except OSError:
+        free = None
     left = f" ({free / 2**30:.1f} GiB free there now)" if free is not None else ""
     return error("VT522", f"the disk is full: could not write to {shown} while {stage}{left}", Span(str(folder)),
                  help="free some space (or put runs on a bigger disk with `--runs-dir`)" + (
@@ -50,14 +58,93 @@ def is_oom(exc: BaseException) -> bool:
     return any(type(e).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(e) for e in _chain(exc))
 
 
+# torch.save's own words when a write fails: no errno reaches Python. Writing a checkpoint to a full disk raises
+# RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") (torch 2.14, from its
+# PyTorchStreamWriter), its context RuntimeError("basic_ios::clear: iostream error"); older versions say "file write
+# failed".
+TORCH_WRITE_FAILED = ("file write failed", "unexpected pos", "basic_ios::clear: iostream error")
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """ENOSPC / EDQUOT anywhere in the exception chain (torch.save reports it as "file write failed")."""
+    """ENOSPC / EDQUOT anywhere in the exception chain, or torch.save's failed write (TORCH_WRITE_FAILED)."""
     for e in _chain(exc):
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             return True
-        if "No space left on device" in str(e) or "file write failed" in str(e):
+        text = str(e)
+        if "No space left on device" in text or any(words in text for words in TORCH_WRITE_FAILED):
             return True
     return False
+
+
+# Errors of a write that the file system refuses (not for lack of space): read-only, not allowed, a path whose
+# folder became a file or disappeared.
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENOENT, errno.EISDIR)
+
+
+def refused_write(exc: BaseException, folders) -> OSError | None:
+    """The OSError in the chain of a write refused in one of ``folders`` (the run folder, the runs folder), or None.
+    A read-only file system counts wherever it is; others only with a file name inside those folders (a data file
+    that cannot be read is not the run folder's problem)."""
+    roots = [os.path.realpath(str(f)) for f in folders]
+    for e in _chain(exc):
+        if not isinstance(e, OSError) or e.errno not in _REFUSED:
+            continue
+        if e.errno == errno.EROFS:
+            return e
+        for name in (e.filename, getattr(e, "filename2", None)):
+            if name is None:
+                continue
+            real = os.path.realpath(os.fsdecode(name))
+            if any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+                return e
+    return None
+
+
+def write_error(folder: Path, shown: str, stage: str, exc: OSError, resume: str = ""):
+    """VT538: a write into the run folder (or the runs folder) refused by the file system, with the file and why."""
+    name = os.fsdecode(exc.filename) if exc.filename is not None else str(folder)
+    return error("VT538", f"cannot write {name} while {stage}: {exc.strerror or exc}", Span(str(folder)),
+                 help="make the folder writable again (or put runs elsewhere with `--runs-dir`)" + (
+                     resume or "; then run the recipe again"))
+
+
+# The trainer's functions that read a checkpoint back (transformers 5: Trainer._load_*, TrainerState.load_from_json).
+CHECKPOINT_READERS = frozenset({"_load_from_checkpoint", "_load_optimizer_and_scheduler", "_load_rng_state",
+                                "_load_scaler", "load_from_json", "load_adapter"})
+
+
+def checkpoint_unreadable(exc: BaseException) -> bool:
+    """The exception came from reading a checkpoint back (resume): a file that is not what it should be (an
+    UnpicklingError from torch.load(weights_only=True), a broken zip or safetensors file, bad JSON)."""
+    if any(type(e).__name__ == "UnpicklingError" for e in _chain(exc)):
+        return True
+    return any(function in CHECKPOINT_READERS for _file, function in frames(exc))
+
+
+def checkpoint_error(checkpoint: Path, shown: str, exc: BaseException, resume: str):
+    """VT539: the checkpoint a run resumed from cannot be read; remove it, and resume from the one before."""
+    return error("VT539", f"the checkpoint {shown} cannot be read back: {_first_line(exc)}", Span(str(checkpoint)),
+                 help=f"it is damaged (a disk error, a copy cut short, an edit): delete the folder {shown}, then "
+                      f"resume again with `{resume}` (from the checkpoint before it, which vtc keeps for this, or "
+                      "from the start when there is none)")
+
+
+def frames(exc: BaseException) -> list[tuple[str, str]]:
+    """(file name, function name) of every frame the exception and its causes went through."""
+    out = []
+    for e in _chain(exc):
+        tb = e.__traceback__
+        while tb is not None:
+            out.append((tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name))
+            tb = tb.tb_next
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    line = line if len(line) <= 300 else line[:299] + "…"
+    return redact(f"{type(exc).__name__}: {line}" if line else type(exc).__name__)
 
 
 def _chain(exc: BaseException):

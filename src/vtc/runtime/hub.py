@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 
 # Seconds the probe waits for a connection and an answer. The Hub answers a HEAD of its front page in well under a
 # second from anywhere it can be reached at all; a name that does not resolve or a refused connection fail at once.
 PROBE_TIMEOUT = 5.0
 
-WHAT_TO_DO = ("on a machine with a network, download it (`hf download {name}{repo_type} --local-dir {folder}`), copy "
-              "the folder here and write `{clause} ./{folder}`; or point HF_HOME at a Hugging Face cache that holds "
-              "it; behind a proxy, set HTTPS_PROXY")
+WHAT_TO_DO = ("on a machine with a network, download it (`hf download {name}{repo_type} --local-dir {shell_folder}`), "
+              "copy the folder here and write `{clause} ./{folder}`; or point HF_HOME at a Hugging Face cache that "
+              "holds it; behind a proxy, set HTTPS_PROXY")
 
 _probed: dict[str, str | None] = {}  # endpoint -> the problem (None: reachable); one probe a process
 _went_offline = False  # go_offline() switched the libraries off the network (the user had not)
@@ -153,5 +154,7 @@ def note_cached(why: str, what: str) -> None:
 
 def what_to_do(name: str, *, dataset: bool) -> str:
     folder = name.rstrip("/").rsplit("/", 1)[-1] or "model"
-    return WHAT_TO_DO.format(name=name, repo_type=" --repo-type dataset" if dataset else "", folder=folder,
+    # Quoted for a shell: the name comes from a recipe, and the command is printed for the user to paste.
+    name, shell_folder = shlex.quote(name), shlex.quote(folder)
+    return WHAT_TO_DO.format(name=name, shell_folder=shell_folder, repo_type=" --repo-type dataset" if dataset else "", folder=folder,
                              clause="from" if dataset else "finetune ... on")

@@ -13,7 +13,7 @@ Resampling is Lanczos for shrinking and bicubic for enlarging (pillow's best fil
 
 DICOM files (``.dcm``) are read by ``vtc.runtime.dicom`` (pixel data only, never header text); a multi-page TIFF
 gives its page ``frame`` (0 = the first). Images over pillow's decompression-bomb limit are refused before their
-pixels are decoded (VT425, with the size).
+pixels are decoded (VT425, with the size), and only regular files are opened (a FIFO, a device, a /proc file: VT437).
 """
 
 from __future__ import annotations
@@ -49,10 +49,24 @@ def unsupported_reason(path: str | Path) -> str | None:
     return f"`{suffix or Path(path).name}` is not an image format vtc reads"
 
 
+def not_regular(path: str | Path) -> str | None:
+    """Why ``path`` is not opened as an image file when it exists but is not a regular file (a FIFO, a device, a
+    socket, a folder, a file of /proc, /sys, /dev: vtc.confine's rule), else None (a regular file, or nothing)."""
+    import os
+
+    from vtc.confine import confine
+
+    if not os.path.exists(path):
+        return None
+    return confine(path, None)
+
+
 def frame_count(path: str | Path) -> int:
     """Pages of a (multi-page) TIFF, 1 for any other image; 0 when the file cannot be read."""
     from PIL import Image
 
+    if not_regular(path):
+        return 0
     try:
         with Image.open(path) as im:
             return int(getattr(im, "n_frames", 1) or 1)
@@ -83,6 +97,10 @@ def open_image(path: str | Path, span: Span | None = None, *, frame: int = 0, wi
 
     path = Path(path)
     where = span or Span(str(path))
+    special = not_regular(path)
+    if special:  # a FIFO would block for ever, a device fill the memory: never opened
+        raise VtcError(error("VT437", f"cannot read image {path}: {special}", where,
+                             help="replace it with a regular image file, or remove the row that lists it"))
     if not path.is_file():
         raise VtcError(error("VT410", f"image file not found: {path}", where,
                              help="check the file name, or remove the row that lists it"))

@@ -1,7 +1,11 @@
 """A run folder's life, apart from the training in it: created with its plan and manifest, checked against a saved
 plan's inputs and the lock file, found again to resume, and marked interrupted, failed or finished.
 
-    check_saved_plan(plan, target, allow_changed, rep)     VT530: a saved plan whose inputs changed
+    check_saved_plan(plan, target, allow_changed, rep)     VT530: a saved plan whose inputs changed, or that records
+                                                           none (an "inputs" section removed)
+    allow_remote_code(plan, rep, ...)                      VT508: a plan file's trust_remote_code needs the
+                                                           command line's --trust-remote-code too; the warning line
+    check_runs_folder(plan, runs_dir)                      VT537/VT538: where run folders go, before any work
     resumable(folder) -> Resume                            VT531/VT532: a folder `vtc run --resume` can continue
     start(plan, target, ...) -> (run_dir, manifest)         run-NNN.partial with plan.json, manifest.json, ...
     reopen(resume, backend, reason) -> (run_dir, manifest, history, checkpoint)
@@ -26,7 +30,7 @@ from vtc.records import record
 from vtc.runtime import checkpoints as C
 from vtc.runtime import failures as F
 from vtc.runtime import outputs as O
-from vtc.runtime.model_path import recipe_span
+from vtc.runtime.model_path import recipe_span, remote_code_source
 from vtc.runtime.progress import Reporter
 
 # The base model's answers, kept while a run works so that a resumed run does not evaluate the base model again.
@@ -58,11 +62,20 @@ def check_saved_plan(plan: dict, target: str, allow_changed: bool, rep: Reporter
     """
     from vtc.lockfile import input_changes, recipe_fingerprint
 
-    inputs = plan.get("inputs")  # optional: `vtc plan -o` adds it, `vtc plan --json` does not
+    inputs = plan.get("inputs")  # `vtc plan -o` adds it, `vtc plan --json` does not
     if inputs is None:
-        rep.line(f"note: {target} records no fingerprints of its inputs (save plans with `vtc plan recipe.vt -o "
-                 f"{Path(target).name}` to have them checked)")
-        return
+        # Without fingerprints nothing can be compared: a plan edited (its inputs removed) would run unchecked.
+        why = (f"{target} records no fingerprints of its inputs (no \"inputs\" section: it was not saved with "
+               "`vtc plan -o`, or the section was removed), so vtc cannot tell whether its recipe, data or model "
+               "changed since it was made")
+        if allow_changed:
+            rep.line(f"warning: {why} (running anyway: --allow-changed)")
+            return
+        save = O.command("vtc", "plan", plan["recipe"]["file"], "-o", Path(target).name)
+        raise VtcError(error(
+            "VT530", why, Span(str(target)),
+            help=f"save the plan with its fingerprints (`{save}`) and review it, or run this one anyway with "
+                 f"`{O.command('vtc', 'run', target, '--allow-changed')}`"))
     recipe_now = recipe_fingerprint(plan)
     recorded = inputs.get("recipe") or {}
     meaning: list[str] = []
@@ -86,8 +99,78 @@ def check_saved_plan(plan: dict, target: str, allow_changed: bool, rep: Reporter
         return
     raise VtcError(error(
         "VT530", f"{target} no longer matches its inputs: " + "; ".join(changes), Span(str(target)),
-        help=f"make the plan again (`vtc plan {plan['recipe']['file']} -o {Path(target).name}`) and review it, or "
-             f"run this one anyway with `vtc run {target} --allow-changed`"))
+        help=f"make the plan again (`{O.command('vtc', 'plan', plan['recipe']['file'], '-o', Path(target).name)}`) "
+             f"and review it, or run this one anyway with `{O.command('vtc', 'run', target, '--allow-changed')}`"))
+
+
+def allow_remote_code(plan: dict, rep: Reporter, *, plan_file: str | None = None, flag: bool = False,
+                      again: str = "") -> None:
+    """Code that comes with the model runs only when the recipe said `with trust_remote_code` (the plan's
+    model.trust_remote_code) and, for a plan read from a file (``plan_file``: a saved plan, a run's plan.json for
+    --resume or `vtc ask`), when the command line says --trust-remote-code as well (``flag``): a plan file is easy to
+    edit, and the code of a model folder runs with the user's rights and tokens. Refused: VT508. Allowed: a warning
+    line, among the run's first, naming where the code comes from. ``again``: the command to give in the help."""
+    if not plan["model"]["trust_remote_code"]:
+        return
+    source = remote_code_source(plan)
+    if plan_file is not None and not flag:
+        raise VtcError(error(
+            "VT508", f"{plan_file} lets the model run its own Python code (trust_remote_code), from {source}; a "
+            "plan file alone cannot allow that", Span(str(plan_file)),
+            help="only if you trust the model's authors and whoever wrote this plan: add `--trust-remote-code`"
+                 + (f" (`{again}`)" if again else "") + "; otherwise make the plan again from a recipe without "
+                 "`with trust_remote_code`"))
+    why = "--trust-remote-code" if plan_file is not None else "the recipe's `with trust_remote_code`"
+    rep.line(f"warning: the model's own Python code will run on this machine (trust_remote_code, allowed by {why}): "
+             f"{source}")
+
+
+def check_runs_folder(plan: dict, runs_dir: str | None, plan_file: str | None = None) -> Path:
+    """The folder the run folder goes into (``runs_dir`` from --runs-dir, else the plan's outputs.dir), checked
+    before any work: not a dangerous place (VT537: vtc.plans.runs_folder_problem, the rule of the compiler's VT265)
+    and writable (VT538: the nearest folder that exists is a folder this process can write into)."""
+    from vtc.plans import runs_folder_problem
+    from vtc.runtime.backends.base import plan_span
+
+    folder = Path(os.path.expanduser(runs_dir)) if runs_dir else outputs_dir(plan)
+    why = runs_folder_problem(str(folder))
+    if why is not None:
+        given = f"--runs-dir {runs_dir}" if runs_dir else f"the plan's outputs.dir, {plan['outputs']['dir']}"
+        where = Span(str(folder)) if runs_dir else Span(plan_file) if plan_file else plan_span(plan, "/outputs/dir")
+        raise VtcError(error(
+            "VT537", f"run folders cannot go into {folder} ({given}): {why}", where,
+            help="give a folder of their own: " + ("`--runs-dir ./runs/xray`" if runs_dir else
+                                                   "`save to ./runs/xray` in the recipe, or `--runs-dir ./runs/xray`")
+                 + " (an empty or new folder, or one that already holds run-NNN folders)"))
+    unwritable = _unwritable(folder)
+    if unwritable:
+        raise VtcError(error("VT538", f"cannot create run folders in {folder}: {unwritable}", Span(str(folder)),
+                             help="make it writable, or put runs elsewhere with `--runs-dir`"))
+    return folder
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why this process cannot create or change entries in ``folder`` (or, while it does not exist yet, in the
+    nearest folder above it that does), or None. A read-only file system counts for root too."""
+    here = Path(os.path.abspath(folder))
+    while not os.path.lexists(here) and here.parent != here:
+        here = here.parent
+    if not here.is_dir():
+        return f"{here} is a file, not a folder"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return f"{here} is read-only for this process"
+    return None
+
+
+def read_manifest(folder: Path) -> dict | None:
+    """A run folder's manifest.json (a regular file of at most 16 MB holding a JSON object), or None."""
+    from vtc.confine import Refused, read_confined
+
+    try:
+        manifest = json.loads(read_confined(folder / "manifest.json", None, 16 * 2**20).decode("utf-8"))
+    except (Refused, ValueError, RecursionError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 # Plan keys that say where a value came from or how the plan was made, not what runs.
@@ -134,13 +217,18 @@ def resumable(folder: Path, allow_changed: bool, rep: Reporter) -> Resume:
                                  "manifest.json)", where, help="give the folder that the interrupted run printed"))
         if state == "finished":
             raise VtcError(error("VT531", f"{folder.name} finished already; there is nothing to resume", where,
-                                 help=f"use it (`vtc ask {shown(folder)} <image>`), or start a new run with `vtc run`"))
+                                 help=f"use it (`{O.command('vtc', 'ask', shown(folder))} <image>`), or start a new "
+                                      "run with `vtc run`"))
         plan = read_plan(folder / "plan.json")
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise VtcError(error("VT531", f"cannot read {folder / 'manifest.json'}: {exc}", where,
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise VtcError(error("VT531", f"cannot read {folder / 'manifest.json'}: it is not a run's manifest "
+                                 "(a JSON object of at most 16 MB)", where,
                                  help="the folder is damaged; start a new run")) from None
+        unwritable = _unwritable(folder)
+        if unwritable:
+            raise VtcError(error("VT538", f"cannot resume {folder.name}: {unwritable}", where,
+                                 help="make the folder writable again, then resume"))
         if state == "running":
             pid, host = manifest.get("pid"), manifest.get("host")
             if host == platform.node() and isinstance(pid, int) and pid != os.getpid() and C.process_alive(pid):
@@ -165,7 +253,7 @@ def resumable(folder: Path, allow_changed: bool, rep: Reporter) -> Resume:
             raise VtcError(error(
                 "VT532", f"cannot resume {folder.name}: " + "; ".join(changes), where,
                 help="resuming with other inputs would mix two trainings; start a new run, or resume anyway with "
-                     f"`vtc run --resume {shown(folder)} --allow-changed`"))
+                     f"`{C.resume_command(folder, shown(folder), '--allow-changed')}`"))
         for change in changes:
             rep.line(f"warning: {change} (resuming anyway: --allow-changed)")
         st.detail = "data and model as when the run started" if not changes else "changed (allowed)"
@@ -181,8 +269,8 @@ def check_lock(plan: dict, data_fp: dict, rep: Reporter) -> dict | None:
         return None
     lock = read_lock(path)
     if lock is None:
-        rep.line(f"warning: cannot read the lock file {path.name}; make it again with `vtc lock "
-                 f"{plan['recipe']['file']}`")
+        rep.line(f"warning: cannot read the lock file {path.name}; make it again with "
+                 f"`{O.command('vtc', 'lock', plan['recipe']['file'])}`")
         return {"file": path.name, "differences": ["unreadable"]}
     diffs = lock_differences(lock, plan, data_fp["sources"])
     for d in diffs:
@@ -201,7 +289,15 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
 
     data_fp = O.data_fingerprint(plan)
     lock = check_lock(plan, data_fp, rep)
-    run_dir = O.next_run_dir(Path(runs_dir) if runs_dir else outputs_dir(plan))
+    parent = Path(os.path.expanduser(runs_dir)) if runs_dir else outputs_dir(plan)
+    try:
+        run_dir = O.next_run_dir(parent)
+    except OSError as exc:  # checked writable before the model loaded (check_runs_folder); no longer so
+        doing = "creating the run folder"
+        if F.is_disk_full(exc):
+            raise VtcError(F.disk_full_error(parent, shown(parent), doing)) from None
+        exc.filename = exc.filename if exc.filename is not None else str(parent)
+        raise VtcError(F.write_error(parent, shown(parent), doing, exc)) from None
     train_rows, eval_rows = data_check.train, data_check.eval
     manifest = {
         "vtc_version": __version__,
@@ -223,17 +319,25 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
         "timings": dict(rep.timings),
         "lock": lock,
     }
-    O.write_json(run_dir / "plan.json", plan)
-    O.write_json(run_dir / "manifest.json", manifest)
-    data_check.write_skipped(run_dir)
-    (run_dir / "metrics.jsonl").touch()
+    try:
+        O.write_json(run_dir / "plan.json", plan)
+        O.write_json(run_dir / "manifest.json", manifest)
+        data_check.write_skipped(run_dir)
+        (run_dir / "metrics.jsonl").touch()
+    except OSError as exc:
+        rep.current = "start"
+        raise failed(run_dir, manifest, exc, rep, plan) from None
     return run_dir, manifest
 
 
 def reopen(resume: Resume, be, reason: str) -> tuple[Path, dict, list[dict], str | None]:
     """An interrupted or failed run's folder, running again: (run_dir, manifest, the metrics logged up to its
     checkpoint, the checkpoint's folder name or None)."""
-    run_dir = O.move_run_dir(resume.folder, "running")
+    try:
+        run_dir = O.move_run_dir(resume.folder, "running")
+    except OSError as exc:
+        raise VtcError(error("VT538", f"cannot resume {resume.folder.name}: renaming it failed ({exc.strerror or exc})",
+                             Span(str(resume.folder)), help="make the folder writable again, then resume")) from None
     manifest = resume.manifest
     step = resume.checkpoint[0] if resume.checkpoint else 0
     checkpoint = resume.checkpoint[1].name if resume.checkpoint else None
@@ -254,9 +358,13 @@ def outputs_dir(plan: dict) -> Path:
 
 def read_base_eval(run_dir: Path, n: int):
     """(answers, scores) of the base model saved by an interrupted run, or None."""
-    try:
-        saved = json.loads((run_dir / BASE_EVAL).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    from vtc.confine import Refused, read_confined
+
+    try:  # a regular file of bounded size: a run folder may come from elsewhere
+        saved = json.loads(read_confined(run_dir / BASE_EVAL, None, 256 * 2**20).decode("utf-8"))
+    except (Refused, ValueError, RecursionError):
+        return None
+    if not isinstance(saved, dict):
         return None
     answers, scores = saved.get("answers"), saved.get("scores")
     if not isinstance(answers, list) or len(answers) != n or not isinstance(scores, dict):
@@ -286,7 +394,7 @@ def interrupted(run_dir: Path, manifest: dict, name: str, rep: Reporter, plan: d
     manifest.update(state="interrupted", finished=now(), timings=rep.timings,
                     interrupted={"signal": name, "checkpoint_step": ckpt[0] if ckpt else None})
     _try_write_manifest(run_dir, manifest)
-    folder = O.move_run_dir(run_dir, "interrupted")
+    folder = _try_move(run_dir, "interrupted")
     rep.log_to(folder / RUN_LOG)
     command = C.resume_command(folder, shown(folder))
     rep.line()
@@ -303,35 +411,72 @@ def interrupted(run_dir: Path, manifest: dict, name: str, rep: Reporter, plan: d
 
 # What the run was doing in each stage, for failure messages.
 _DOING = {"train": "training", "evaluate base": "evaluating the base model",
-          "evaluate fine-tuned": "evaluating the fine-tuned model", "save": "saving the results"}
+          "evaluate fine-tuned": "evaluating the fine-tuned model", "save": "saving the results",
+          "start": "writing the run folder's first files"}
 
 
-def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, plan: dict) -> BaseException:
-    """Mark the folder failed; a failure the user can act on becomes a diagnostic (the exception to raise)."""
+def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, plan: dict,
+           resumed_from: str | None = None) -> BaseException:
+    """Mark the folder failed (its manifest, its name) and return the exception to raise: a diagnostic for every
+    failure the user can act on -- out of GPU memory (VT520), a full disk (VT522), a write the file system refuses
+    (VT538), a checkpoint that cannot be read back (VT539, ``resumed_from``: the checkpoint's folder name), the
+    model's own code (VT509) -- else ``exc`` itself (a bug in vtc or a library)."""
+    disk_full = F.is_disk_full(exc)
+    if disk_full:
+        # What filled the disk is usually the checkpoint being written: without it there is room for the manifest.
+        C.prune(run_dir / C.CHECKPOINTS)
     manifest.update(state="failed", error=F.redact(f"{type(exc).__name__}: {exc}"), timings=rep.timings,
                     finished=now())
     _try_write_manifest(run_dir, manifest)
-    folder = O.move_run_dir(run_dir, "failed")
+    folder = _try_move(run_dir, "failed")
     rep.log_to(folder / RUN_LOG)
     rep.log(f"error: {manifest['error']}")
     rep.line(f"run failed; its folder is {shown(folder)}")
     ckpt = C.latest_checkpoint(folder)
-    resume = (f"; then continue from its checkpoint at step {ckpt[0]} with "
-              f"`{C.resume_command(folder, shown(folder))}`") if ckpt else ""
+    again = C.resume_command(folder, shown(folder), *(["--trust-remote-code"] if plan["model"]["trust_remote_code"]
+                                                      else []))
+    resume = f"; then continue from its checkpoint at step {ckpt[0]} with `{again}`" if ckpt else ""
     doing = _DOING.get(rep.current or "", rep.current or "training")
     if F.is_oom(exc):
         F.free_gpu_memory()
         return VtcError(F.oom_error(plan, doing, recipe_span(plan), resume))
-    if F.is_disk_full(exc):
+    if disk_full:
         return VtcError(F.disk_full_error(folder, shown(folder), doing, resume))
+    if resumed_from is not None and F.checkpoint_unreadable(exc):
+        checkpoint = folder / C.CHECKPOINTS / resumed_from
+        return VtcError(F.checkpoint_error(checkpoint, shown(checkpoint), exc, again))
+    from vtc.runtime.model_path import model_code_error
+
+    code = model_code_error(plan, exc, doing, manifest.get("model", {}).get("path"))
+    if code is not None:
+        return VtcError(code)
+    refused = F.refused_write(exc, [run_dir, folder, run_dir.parent])
+    if refused is not None:
+        return VtcError(F.write_error(folder, shown(folder), doing, refused, resume))
     return exc
 
 
 def _try_write_manifest(run_dir: Path, manifest: dict) -> None:
+    """The manifest, written atomically; on a full disk (no room for a second copy) in place, which reuses the old
+    file's space: a manifest that says "running" in a failed run's folder would be wrong."""
+    path = run_dir / "manifest.json"
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
     try:
-        O.write_json(run_dir / "manifest.json", manifest)
-    except OSError:  # the disk may be the problem
-        pass
+        O.write_text(path, text)
+    except OSError:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError:  # nothing more to try: the folder's name still says the state
+            pass
+
+
+def _try_move(run_dir: Path, state: str) -> Path:
+    """The folder renamed for ``state``, or left where it is when the file system refuses (read-only)."""
+    try:
+        return O.move_run_dir(run_dir, state)
+    except OSError:
+        return run_dir
 
 
 def shown(path: Path) -> str:

@@ -38,17 +38,25 @@ import hashlib
 import json
 import os
 import platform
-import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
-_RUN_NAME = re.compile(r"^run-(\d+)(\.partial|\.failed|\.interrupted)?$")
+from vtc.plans import RUN_NAME as _RUN_NAME  # one pattern, shared with the `save to` rule (runs_folder_problem)
+
 STATE_SUFFIX = {"running": ".partial", "interrupted": ".interrupted", "failed": ".failed", "finished": ""}
 
 LIBRARIES = ("torch", "torchvision", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers",
              "pillow", "bitsandbytes", "unsloth", "unsloth_zoo", "tensorboard", "matplotlib")
+
+
+def command(*words: str) -> str:
+    """A command for the user to paste, each word quoted for a POSIX shell where it needs it (shlex.quote): a folder
+    named `runs-$(id)` is printed as 'runs-$(id)', never run by the shell it is pasted into."""
+    import shlex
+
+    return " ".join(shlex.quote(str(word)) for word in words)
 
 
 def next_run_dir(parent: str | Path) -> Path:

@@ -180,7 +180,7 @@ def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: 
                 store: bool = True) -> dict:
     """Check and standardise one image (page ``frame``); the result dict described in the module docstring."""
     from vtc.runtime.cache import ImageCache, entry_key
-    from vtc.runtime.images import unsupported_reason
+    from vtc.runtime.images import not_regular, unsupported_reason
 
     out = {"path": path, "frame": frame, "key": None, "digest": None, "ok": False, "code": None, "problem": None,
            "size": None, "format": None, "frames": None, "cached": False}
@@ -192,6 +192,10 @@ def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: 
     except OSError:
         out.update(code="VT410", problem="the file does not exist")
         return out
+    special = not_regular(path)
+    if special:  # the readers refuse these; a file swapped for a FIFO since is refused here (never opened)
+        out.update(code="VT437", problem=special)
+        return out
     unsupported = unsupported_reason(p)
     if unsupported:
         out.update(code="VT421", problem=unsupported)
@@ -200,7 +204,7 @@ def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: 
         out.update(code="VT411", problem="the file is empty (0 bytes)")
         return out
     try:
-        data = p.read_bytes()
+        data = _read_regular(path)
     except OSError as exc:
         out.update(code="VT411", problem=f"cannot read the file ({exc.strerror or type(exc).__name__})")
         return out
@@ -226,6 +230,18 @@ def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: 
     if cache is not None and store and out["code"] not in _MACHINE_FAILURES:
         cache.put(key, {k: out[k] for k in ("ok", "code", "problem", "size", "format", "frames")}, image)
     return out
+
+
+def _read_regular(path: str) -> bytes:
+    """The bytes of a regular file; OSError for anything else. O_NONBLOCK: a file swapped for a FIFO after the check
+    does not block the open, and fstat refuses it."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(22, "not a regular file", path)
+        return f.read()
 
 
 def _decode(path: Path, data: bytes, frame: int, window: dict | None):

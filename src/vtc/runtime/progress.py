@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from vtc.diagnostics import printable
+
 
 def _fmt_seconds(s: float) -> str:
     if s < 60:
@@ -57,6 +59,10 @@ class Reporter:
         return not self.closed and bool(getattr(self.stream, "isatty", lambda: False)())
 
     def line(self, text: str = "") -> None:
+        """Print a line (and log it). What a line holds may come from files (a data file's name, a path, a model's
+        answer, a value of the plan): control characters are shown escaped (vtc.diagnostics.printable), so that
+        nothing a file holds can move the cursor, erase lines or set a terminal's title."""
+        text = printable(text)
         self.log(text)
         self.write(text + "\n")
 

@@ -21,7 +21,7 @@ from vtc.diagnostics import VtcError, error, render_all
 from vtc.runtime import checkpoints as C
 from vtc.runtime import lifecycle as L
 from vtc.runtime import outputs as O
-from vtc.runtime.model_path import load_model, recipe_span, resolve_model_path
+from vtc.runtime.model_path import load_model, model_code_error, recipe_span, resolve_model_path
 from vtc.runtime.progress import Reporter
 from vtc.runtime.train import check_lengths, train
 
@@ -30,12 +30,19 @@ EXAMPLES_SHOWN = 5
 
 
 def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources: dict | None = None,
-             backend: str = "auto", runs_dir: str | None = None) -> Path:
+             backend: str = "auto", runs_dir: str | None = None, plan_file: str | None = None,
+             trust_remote_code: bool = False) -> Path:
     """Run a plan end to end and return the finished run folder. ``target`` is the recipe or plan file it came
-    from (for the manifest), ``sources`` the recipe texts (for rendering data diagnostics). Raises VtcError for
-    problems, checkpoints.RunInterrupted after Ctrl-C or SIGTERM."""
+    from (for the manifest), ``sources`` the recipe texts (for rendering data diagnostics). ``plan_file``: the plan
+    was read from this file (not compiled from a recipe here), so the model's own code runs only with
+    ``trust_remote_code`` (--trust-remote-code) as well as the plan's (VT508). Where the run folder goes (``runs_dir``
+    or the plan's) is checked first (VT537, VT538). Raises VtcError for problems, checkpoints.RunInterrupted after
+    Ctrl-C or SIGTERM."""
     from vtc.runtime.backends.base import choose_backend
 
+    L.allow_remote_code(plan, rep, plan_file=plan_file, flag=trust_remote_code,
+                        again=O.command("vtc", "run", plan_file, "--trust-remote-code") if plan_file else "")
+    L.check_runs_folder(plan, runs_dir, plan_file)
     be, reason = choose_backend(backend)  # before anything imports transformers (unsloth must come first)
     rep.line(reason)
     from vtc.runtime.progress import quiet_libraries
@@ -44,15 +51,19 @@ def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources:
         return _run(plan, sources or {}, target, be, reason, runs_dir, rep, started)
 
 
-def resume_run(run_dir: str, *, backend: str = "auto", allow_changed: bool = False) -> Path:
+def resume_run(run_dir: str, *, backend: str = "auto", allow_changed: bool = False,
+               trust_remote_code: bool = False) -> Path:
     """Continue an interrupted or failed run in its own folder, from its newest complete checkpoint, with the
-    run's own plan.json, to the same final step. Refuses (VT531) a folder that is not a resumable run, and (VT532)
-    one whose data or model changed since it started, unless ``allow_changed``."""
+    run's own plan.json, to the same final step. Refuses (VT531) a folder that is not a resumable run, (VT532)
+    one whose data or model changed since it started, unless ``allow_changed``, and (VT508) a plan that lets the
+    model run its own code, unless ``trust_remote_code`` (--trust-remote-code): the plan is read from a file."""
     from vtc.runtime.backends.base import choose_backend
 
     rep = Reporter()
     started = time.time()
     resume = L.resumable(Path(run_dir), allow_changed, rep)
+    L.allow_remote_code(resume.plan, rep, plan_file=str(resume.folder / "plan.json"), flag=trust_remote_code,
+                        again=C.resume_command(resume.folder, L.shown(resume.folder), "--trust-remote-code"))
     be, reason = choose_backend(backend)
     rep.line(reason)
     from vtc.runtime.progress import quiet_libraries
@@ -97,14 +108,22 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
         st.detail = f"{plan['model']['id']}, {parameter_counts(plan, model)}"
     notes.show()
 
-    with rep.stage("collator") as st:
-        collator = be.collator(plan, model, processor)
-        st.detail = ("loss on answers only" if plan["training"]["responses_only"] else "loss on the whole text") + \
-            f", max {plan['training']['max_length']} tokens"
-    notes.show()
+    try:
+        with rep.stage("collator") as st:
+            collator = be.collator(plan, model, processor)
+            st.detail = ("loss on answers only" if plan["training"]["responses_only"] else "loss on the whole text") \
+                + f", max {plan['training']['max_length']} tokens"
+        notes.show()
 
-    with rep.stage("length check") as st:
-        st.detail = check_lengths(plan, processor, collator, train_rows, eval_rows)
+        with rep.stage("length check") as st:
+            st.detail = check_lengths(plan, processor, collator, train_rows, eval_rows)
+    except VtcError:
+        raise
+    except Exception as exc:  # the processor's own code (trust_remote_code) runs here too
+        code = model_code_error(plan, exc, "preparing the first batches", model_path)
+        if code is None:
+            raise
+        raise VtcError(code) from None
 
     if resume is None:
         run_dir, manifest = L.start(plan, target, runs_dir, be, reason, started, model_path, data_check, rep)
@@ -124,7 +143,7 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
             name = stop.received or "SIGINT"
             raise L.interrupted(run_dir, manifest, name, rep, plan) from None
         except Exception as exc:
-            raise L.failed(run_dir, manifest, exc, rep, plan) from None
+            raise L.failed(run_dir, manifest, exc, rep, plan, resumed_from=checkpoint) from None
 
 
 def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows, run_dir: Path, rep: Reporter,
@@ -201,7 +220,8 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
         rep.line(O.examples_table(records[:EXAMPLES_SHOWN], before_is=before_is))
     rep.line()
     rep.line(f"finished: {L.shown(final)}")
-    rep.line(f"  try it: vtc ask {L.shown(final)} <image>")
+    trust = ["--trust-remote-code"] if plan["model"]["trust_remote_code"] else []
+    rep.line(f"  try it: {O.command('vtc', 'ask', L.shown(final))} <image>" + "".join(f" {w}" for w in trust))
     return final
 
 

@@ -41,7 +41,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vtc.diagnostics import Diagnostic, Span, VtcError, error, sort_diagnostics, warning
+from vtc.diagnostics import Diagnostic, Span, VtcError, error, printable, sort_diagnostics, warning
 
 # Qwen2-VL's smart_resize raises for an absolute aspect ratio over 200 ("absolute aspect ratio must be smaller
 # than 200"); no other family does better with such strips.
@@ -104,7 +104,11 @@ class DataReport:
         return out
 
     def table(self, policy: str = "stop") -> str:
-        """The summary table printed after the diagnostics."""
+        """The summary table printed after the diagnostics (text output: what came from the data -- the sources'
+        folder and file names -- is shown escaped, vtc.diagnostics.printable)."""
+        return printable(self._table(policy))
+
+    def _table(self, policy: str) -> str:
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
         same = (f", {self.same_content:,} the same as another image, prepared once" if self.same_content else "")
         lines = [f"data check: {self.rows:,} row{'s' * (self.rows != 1)} in {len(self.sources)} "
@@ -379,6 +383,10 @@ def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diag
     if code == "VT425":
         return [error("VT425", f"refused to open {where}: {problem}", span,
                       help="shrink the image below the limit, or remove the row that lists it")]
+    if code == "VT437":
+        return [error("VT437", f"cannot read image {where}: {problem}", span,
+                      help="replace it with a regular image file, or remove the row that lists it (vtc never opens "
+                           "pipes, devices or system files)")]
     if code == "VT426":
         from vtc.runtime.dicom import INSTALL_HELP
 

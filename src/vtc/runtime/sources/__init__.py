@@ -17,7 +17,8 @@ and around them:
     request.py   what a reader gets from the plan (Request), row problems collected or raised
     rows.py      Record (a row before its images are opened) and Rows (the Sequence the trainer reads)
     columns.py   the answer column, answer text, the records of a table's rows
-    files.py     table/JSON/CSV/parquet reading, UTF-8 text, folder listings, path confinement (VT415)
+    files.py     table/JSON/CSV/parquet reading, UTF-8 text, folder listings, and the confinement rule every
+                 reader opens files through (inside the data folder: VT415; regular files: VT437; sizes: VT438)
 
 Imports pillow only; `datasets` (and pyarrow) only for the sources that need it, never torch.
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from vtc.diagnostics import Span, VtcError, did_you_mean, error
-from vtc.runtime.sources.files import BadLine, columns, locate, read_table
+from vtc.runtime.sources.files import REFUSAL_HELP, BadLine, columns, locate, path_problem, read_table
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record
 
@@ -92,6 +92,10 @@ def table_records(table, source: Path, image_col: str, col: str, root: Path, res
             if where == "outside":
                 problems.append(error("VT415", f"row {line} of {source.name} points outside the dataset folder: "
                                       f"{name}", span, help=f"keep the images inside {root}"))
+            elif where == "special":  # a FIFO (which would block), a device, a folder: never opened
+                problems.append(path_problem(p, root, span, f"row {line} of {source.name} lists {name}")
+                                or error("VT437", f"row {line} of {source.name} lists {name}: it is not a regular "
+                                         "file", span, help=REFUSAL_HELP["VT437"]))
             elif where != "file":
                 problems.append(error("VT409", f"row {line} of {source.name} lists {name}, which does not exist",
                                       span, help=missing_help))

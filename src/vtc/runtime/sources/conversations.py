@@ -14,7 +14,7 @@ from typing import Any
 
 from vtc.diagnostics import Span, VtcError, error
 from vtc.runtime.sources.detect import SourceInfo
-from vtc.runtime.sources.files import BadLine, inside, read_json_rows
+from vtc.runtime.sources.files import BadLine, locate, path_problem, read_json_rows, real_folder
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record, Rows
 
@@ -108,10 +108,14 @@ def _image_file(ref: Any, folder: Path, span: Span, bad) -> Path:
         raise bad(f"image URLs are not downloaded: {ref}", "download the image and give its path")
     p = Path(os.path.expanduser(ref))
     p = p if p.is_absolute() else folder / p
-    if not inside(p, folder.resolve()):
+    root = Path(real_folder(folder))
+    where = locate(p, root)
+    if where == "outside":
         raise VtcError(error("VT415", f"line {span.line} of {name} points outside the dataset folder: {ref}", span,
                              help=f"keep the images inside {folder} (the file's folder)"))
-    if not p.is_file():
+    if where == "special":  # a FIFO (which would block), a device, a folder: never opened
+        raise VtcError(path_problem(p, root, span, f"line {span.line} of {name} names {ref}"))
+    if where != "file":
         raise VtcError(error("VT409", f"line {span.line} of {name} names {ref}, which does not exist", span,
                              help=f"add {ref} beside the file, or fix the path (relative to the file)"))
     return p

@@ -13,12 +13,14 @@ else flat rows (table); `.csv` (table); `.parquet` (parquet).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, error
 from vtc.runtime.images import IMAGE_EXTENSIONS, is_image_file
-from vtc.runtime.sources.files import first_json_row, list_files, walk_images
+from vtc.runtime.sources.files import (REFUSAL_HELP, SMALL_LIMIT, first_json_row, is_virtual, list_files,
+                                       list_folders, locate, read_data, real_folder, refusal, walk_images)
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv", "metadata.parquet")
 SPLIT_NAMES = {
@@ -63,7 +65,19 @@ def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
     if not path.exists():
         raise VtcError(error("VT401", f"data folder or file not found: {path}", Span(str(path)),
                              help="check the path in `from` (relative paths start at the recipe's folder)"))
-    if path.is_file():
+    if is_virtual(path):
+        raise VtcError(error("VT437", f"cannot read {path} as data: it is in the system's virtual file systems "
+                             "(/proc, /sys, /dev), not a data folder", Span(str(path)), help=REFUSAL_HELP["VT437"]))
+    if not path.is_dir():
+        # A data file named by `from` obeys the rule within the folder that holds it: a regular file (a FIFO would
+        # block, a device fill the memory) whose real path is in that folder (a link to ~/.cache/huggingface/token
+        # named rows.csv would print the token as a column name).
+        found = refusal(path, path.parent)
+        if found:
+            code, reason = found
+            raise VtcError(error(code, f"cannot read {path} as data: {reason}", Span(str(path)),
+                                 help="name the file itself in `from`, not a link to it" if code == "VT415"
+                                 else REFUSAL_HELP[code]))
         return _detect_file(path)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return SourceInfo("saved", path, f"a dataset saved with `datasets` ({path.name})", root=path,
@@ -78,19 +92,22 @@ def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
                 help=f"write `split {next(iter(splits))}` or put the rows in a `{want}/` folder",
             ))
         root = splits[want]
+        if locate(root, real_folder(path)) == "outside":
+            raise VtcError(error("VT415", f"the split folder {root.name} of {path} leads outside it (links followed); "
+                                 "it is not read", Span(str(root)), help=REFUSAL_HELP["VT415"]))
     elif split not in (None, "train"):
         raise VtcError(error("VT404", f"{path} has no split folders, so it has no `{split}` split",
                              Span(str(path)), help="remove `split ...`, or make train/ and test/ folders"))
     found = tuple(splits)
     where = f"{path.name}/{root.name}" if root != path else path.name
     for name in METADATA_FILES:
-        if (root / name).is_file():
+        if _present(root / name):  # a link or a FIFO too: the reader refuses it by name (never read as captions)
             return SourceInfo("imagefolder", path, f"imagefolder {where} with {name}", found, root, root / name)
     parquet = sorted(root.glob("*.parquet")) or sorted((root / "data").glob("*.parquet"))
     if parquet:
         return SourceInfo("parquet", path, f"{len(parquet)} parquet file{'s' * (len(parquet) != 1)} in {where}",
                           found, root)
-    images = [p for p in list_files(root) if is_image_file(p)]
+    images = list_files(root, images=True)
     if not images:
         nested = walk_images(root)
         if nested:
@@ -102,10 +119,11 @@ def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
             help=f"put image files ({', '.join(IMAGE_EXTENSIONS[:4])}, ...) in the folder, with metadata.jsonl, "
                  ".txt captions or class sub-folders for the answers",
         ))
-    if any(p.with_suffix(".txt").is_file() for p in images):
+    if any(_present(p.with_suffix(".txt")) for p in images):
         return SourceInfo("captions", path, f"images with .txt captions in {where}", found, root)
-    if any(p.is_dir() and any(is_image_file(q) for q in list_files(p)) for p in root.iterdir()):
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = list_folders(root)
+    if any(list_files(p, images=True) for p in folders):
+        classes = [p.name for p in folders]
         return SourceInfo("classes", path, f"class folders in {where} ({', '.join(classes[:5])})", found, root)
     raise VtcError(error(
         "VT403", f"{root} holds {len(images)} images but no answers", Span(str(root)),
@@ -147,8 +165,13 @@ def _split_dirs(path: Path) -> dict[str, Path]:
     return found
 
 
+def _present(path: Path) -> bool:
+    """Whether something other than a folder is at ``path`` (a file, a link, a FIFO); nothing is opened."""
+    return os.path.lexists(path) and not path.is_dir()
+
+
 def _saved_splits(path: Path) -> tuple[str, ...]:
     try:
-        return tuple(json.loads((path / "dataset_dict.json").read_text())["splits"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return tuple(json.loads(read_data(path / "dataset_dict.json", path, SMALL_LIMIT))["splits"])
+    except (VtcError, ValueError, KeyError, TypeError):
         return ()

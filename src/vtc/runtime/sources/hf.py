@@ -9,6 +9,8 @@ datasets (a `messages` or `conversations` column) bring their own prompts.
 from __future__ import annotations
 
 import io
+import json
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from vtc.runtime.failures import redact
 from vtc.runtime.images import open_image
 from vtc.runtime.sources.columns import answer_text, pick_column
 from vtc.runtime.sources.detect import SourceInfo, split_name
+from vtc.runtime.sources.files import locate, path_problem, real_folder
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record, Rows
 
@@ -98,6 +101,7 @@ def _load_local(info: SourceInfo, split: str | None):
     except ImportError:
         raise VtcError(error("VT417", f"reading {info.description} needs the `datasets` package",
                              Span(str(info.path)), help="pip install 'vtc[train]'")) from None
+    _confined_files(info)
     try:
         if info.kind == "saved":
             ds = datasets.load_from_disk(str(info.path))
@@ -116,6 +120,88 @@ def _load_local(info: SourceInfo, split: str | None):
     except Exception as exc:
         raise VtcError(error("VT417", f"cannot read {info.description}: {type(exc).__name__}: {exc}"[:400],
                              Span(str(info.path)), help="check that the files are complete")) from None
+
+
+def _confined_files(info: SourceInfo) -> None:
+    """The rule of the data folder for the files `datasets` will open: every file of a saved dataset's folder, and
+    every parquet file read, is a regular file whose real path stays in the data folder (VT415, VT437), before
+    `datasets` opens any of them (it would follow a link anywhere, and block on a FIFO)."""
+    root = real_folder(info.path if info.kind == "saved" else info.root)
+    if info.kind == "saved":
+        def fail(exc: OSError) -> None:
+            raise VtcError(error("VT439", f"cannot read the data folder {exc.filename or info.path}: "
+                                 f"{exc.strerror or type(exc).__name__}", Span(str(exc.filename or info.path)),
+                                 help="check the folder's permissions")) from None
+
+        files = []
+        for dirpath, dirnames, filenames in os.walk(info.path, onerror=fail):
+            files.extend(Path(dirpath) / f for f in filenames)
+            files.extend(Path(dirpath) / d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+    elif info.path.is_file():
+        files = [info.path]
+    else:
+        files = sorted(info.root.glob("*.parquet")) or sorted((info.root / "data").glob("*.parquet"))
+    if info.kind == "saved":
+        # The files `datasets` opens are also those its JSON files name: dataset_dict.json's splits (folders) and
+        # each state.json's data files ("../../elsewhere.arrow" would load another dataset's rows).
+        files.extend(_saved_names(info.path, Path(root)))
+    for f in sorted(set(files)):
+        if os.path.isdir(f):  # a folder (a saved dataset's split): only where it leads matters
+            if locate(f, Path(root)) == "outside":
+                raise VtcError(path_problem(f, Path(root), Span(str(f)), f"cannot read {info.description}, "
+                                            f"whose folder {f.name}"))
+            continue
+        problem = path_problem(f, Path(root), Span(str(f)), f"cannot read {info.description}, whose file {f.name}")
+        if problem is not None:
+            raise VtcError(problem)
+
+
+def _saved_names(path: Path, root: Path) -> list[Path]:
+    """The split folders and data files that a saved dataset's dataset_dict.json and state.json files name (read
+    under the rule, 1 MB at most each): what load_from_disk will open."""
+    from vtc.runtime.sources.files import SMALL_LIMIT, read_data
+
+    def read_json(p: Path):
+        try:
+            return json.loads(read_data(p, root, SMALL_LIMIT))
+        except ValueError:
+            return None  # not JSON: `datasets` says so (VT417)
+
+    named: list[Path] = []
+    folders = [path]
+    if os.path.lexists(path / "dataset_dict.json"):
+        splits = (read_json(path / "dataset_dict.json") or {}).get("splits")
+        folders = [path / k for k in splits if isinstance(k, str)] if isinstance(splits, list) else []
+        named.extend(folders)
+    for folder in folders:
+        if locate(folder, root) == "outside" or not os.path.lexists(folder / "state.json"):
+            continue  # refused by the caller / `datasets` says what is missing
+        state = read_json(folder / "state.json")
+        for entry in (state or {}).get("_data_files") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("filename"), str):
+                named.append(folder / entry["filename"])
+    return named
+
+
+def _image_roots(info: SourceInfo) -> list[str]:
+    """Where the path of an image stored as a path (not bytes) may lead: the data folder; for a Hub dataset, the
+    Hugging Face caches its files were downloaded to."""
+    if info.kind != "hub":
+        return [real_folder(info.path if info.kind == "saved" else info.root)]
+    roots = []
+    try:
+        import datasets.config
+
+        roots.append(real_folder(datasets.config.HF_DATASETS_CACHE))
+    except Exception:  # noqa: BLE001 - the `datasets` configuration is optional here
+        pass
+    try:
+        from huggingface_hub import constants
+
+        roots.append(real_folder(constants.HF_HUB_CACHE))
+    except Exception:  # noqa: BLE001
+        pass
+    return roots
 
 
 def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
@@ -177,28 +263,62 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
         desc = f"{desc}, answers from `{col}`"
         messages_getter = None
 
-    image_ds = ds.select_columns([image_col])
+    # The image column as stored ({"bytes", "path"} for an Image feature, a string for a path column), never decoded
+    # by `datasets`: it would open a stored path wherever it leads. vtc decodes the bytes, and opens a path only
+    # inside the data folder (_image_roots), as every other source does.
+    image_ds = ds.select_columns([image_col]).with_format("arrow")
+    roots = _image_roots(info)
+    base = info.root if info.kind != "hub" else None
 
     def image_getter(i: int) -> list:
         """Row i's images, RGB with EXIF applied."""
         span = Span(where.file, i + 1)
-        try:  # `datasets` decodes an Image feature itself: a path that is gone, or bytes that are not an image
-            value = image_ds[i][image_col]
-        except FileNotFoundError as exc:
-            raise VtcError(error("VT410", f"the image of row {i + 1} of {desc} is not found: "
-                                 f"{exc.filename or exc}", span,
-                                 help="put the image back where the dataset says, or remove the row")) from None
+        try:
+            value = image_ds[i].column(image_col)[0].as_py()
         except Exception as exc:
             raise VtcError(error("VT411", f"cannot read the image of row {i + 1} of {desc}: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
                                  span, help="fix or remove the row")) from None
-        if value is None:
+        if value is None or value == []:
             raise VtcError(error("VT410", f"row {i + 1} of {desc} has no image", span,
                                  help="remove the row or add its image"))
-        return [_rgb(v, span) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        return [_rgb(_confined(v, roots, base, span, i, desc), span)
+                for v in (value if isinstance(value, (list, tuple)) else [value])]
 
     return request.rows(records, f"{desc} ({len(records)} rows)", info, image_getter=image_getter,
                         messages_getter=messages_getter)
+
+
+def _confined(value, roots: list[str], base: Path | None, span: Span, i: int, desc: str):
+    """An image value as stored, with a path kept only when it stays inside ``roots`` (relative paths start at
+    ``base``, the data folder) and is a regular file: VT415 / VT437 otherwise, VT410 when it is missing."""
+    if isinstance(value, dict) and value.get("bytes"):
+        return value
+    path = value.get("path") if isinstance(value, dict) else value
+    if not isinstance(path, str):
+        return value  # not a path: _rgb says what it is
+    if path.startswith(("http://", "https://", "hf://")):
+        raise VtcError(error("VT415", f"the image of row {i + 1} of {desc} is a URL ({path[:200]}); vtc downloads "
+                             "no image a data set names", span, help="store the images in the dataset, or download "
+                             "them into the data folder"))
+    p = Path(os.path.expanduser(path))
+    if not p.is_absolute():
+        if base is None:
+            raise VtcError(error("VT410", f"the image of row {i + 1} of {desc} is a relative path ({path[:200]}) "
+                                 "with no folder to start from", span, help="store the images in the dataset"))
+        p = base / p
+    for root in roots:
+        where = locate(p, Path(root))
+        if where == "outside":
+            continue
+        if where == "missing":
+            raise VtcError(error("VT410", f"the image of row {i + 1} of {desc} is not found: {path[:200]}", span,
+                                 help="put the image back where the dataset says, or remove the row"))
+        if where == "special":
+            raise VtcError(path_problem(p, Path(root), span, f"the image of row {i + 1} of {desc} ({path[:200]})"))
+        return str(p)
+    raise VtcError(error("VT415", f"the image of row {i + 1} of {desc} points outside the data folder: {path[:200]}",
+                         span, help="keep the images inside the data folder, or store them in the dataset"))
 
 
 def _rgb(im, span: Span):
@@ -212,7 +332,10 @@ def _rgb(im, span: Span):
             try:
                 im = Image.open(io.BytesIO(im["bytes"]))
                 im.load()
-            except (OSError, ValueError, SyntaxError) as exc:
+            except Image.DecompressionBombError as exc:
+                raise VtcError(error("VT425", f"refused to open the image of this row: {exc}", span,
+                                     help="shrink the image below the limit, or remove the row")) from None
+            except (OSError, ValueError, SyntaxError, EOFError) as exc:
                 raise VtcError(error("VT411", f"cannot read the image of this row: {exc}", span,
                                      help="fix or remove the row")) from None
         elif im.get("path"):

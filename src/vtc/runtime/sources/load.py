@@ -5,7 +5,8 @@ says about the sources. Every value comes from the plan as it is (a validated pl
     source_rows(plan, which, problems=None) -> Rows              a source's rows, whole (before any hold-out)
     run_rows(plan, train, evaluation) -> (train, evaluation)     a run's rows from the whole sources' rows
     hold_out(rows, share, seed) -> (kept, held)                  the seeded hold-out split
-    describe_sources(plan) -> [(label, sentence)]                what `vtc plan` prints; never raises on user data
+    describe_sources(plan) -> [(label, sentence)]                what `vtc plan` prints (escaped: text output);
+                                                                 never raises on user data
 
 Evaluation rows: the plan's evaluation source (`evaluate on`), else the hold-out share of the training rows, else
 the training folder's `test/` (or `validation/`) split folder, else none (an empty Rows).
@@ -17,7 +18,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-from vtc.diagnostics import Span, VtcError, error
+from vtc.diagnostics import Span, VtcError, error, printable
 from vtc.runtime.sources import captions, classes, conversations, hf, imagefolder, table
 from vtc.runtime.sources.detect import SourceInfo, detect_source, hub_source, split_name
 from vtc.runtime.sources.files import resolve
@@ -128,7 +129,8 @@ def describe_sources(plan: dict) -> list[tuple[str, str]]:
     if data["holdout"] and not data["eval"]:
         out.append(("evaluation", f"{float(data['holdout']):.0%} of the training rows, held out "
                                   f"(a seeded shuffle, seed {plan['training']['seed']})"))
-    return out
+    # Text output: folder and file names from the recipe or the data are shown with control characters escaped.
+    return [(label, printable(sentence, newlines=False)) for label, sentence in out]
 
 
 def _read(plan: dict, src: dict, split: str | None, problems: list | None) -> Rows:
