@@ -18,12 +18,15 @@ rule cannot see it, docs/security.md says so.
     confine(path, root) -> str | None            None when allowed, else why not (nothing is opened)
     outside(path, root) -> bool                  the first rule alone
     read_confined(path, root, limit) -> bytes    the bytes, or Refused(reason)
+    open_regular(path) -> file                   opened only if a regular file (no wait on a FIFO); NotRegular
+    read_regular(path, limit) -> bytes           rules 2 and 3 for a file whose place is checked already
 
 Only the standard library: the compiler uses this without loading anything else.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -111,33 +114,50 @@ def _kind(mode: int) -> str:
     return "a special file"
 
 
+class NotRegular(OSError):
+    """open_regular's refusal of a file that is not a regular file (a FIFO, a device, a folder)."""
+
+
+def open_regular(path: str | Path):
+    """``path`` opened for binary reading, only if it is a regular file: opened without waiting (O_NONBLOCK: a file
+    swapped for a FIFO since a check does not block the open) and checked once open (fstat). Raises what os.open
+    raises (FileNotFoundError, PermissionError, ...) or NotRegular. The one way vtc opens a file a stranger named."""
+    fd = os.open(os.path.expanduser(os.fspath(path)), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegular(errno.EINVAL, f"it is {_kind(mode)}, not a regular file", os.fspath(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """The bytes of ``path`` (a regular file, opened as open_regular does), at most ``limit`` of them; rules 2 and 3
+    only, for a file whose place was checked already. Raises Refused."""
+    try:
+        with open_regular(path) as f:
+            data = _read_upto(f, os.fstat(f.fileno()).st_size, limit)
+    except FileNotFoundError:
+        raise Refused("it does not exist", "missing") from None
+    except NotRegular as exc:
+        raise Refused(exc.strerror) from None
+    except OSError as exc:
+        raise Refused(f"it cannot be read ({exc.strerror or type(exc).__name__})", "unreadable") from None
+    except ValueError:  # a NUL in the name: confine refuses such names before
+        raise Refused("it is not a name a file can have on this system") from None
+    if len(data) > limit:
+        raise Refused(f"it is larger than {_size(limit)}, the limit for this kind of file", "too_large")
+    return data
+
+
 def read_confined(path: str | Path, root: str | Path | None, limit: int) -> bytes:
     """The bytes of ``path`` under the rule, at most ``limit`` of them. Raises Refused."""
     reason = confine(path, root)
     if reason:
         raise Refused(reason)
-    try:
-        # O_NONBLOCK: should the file have been swapped for a FIFO since the check, open() does not wait for a
-        # writer; fstat below then refuses it.
-        fd = os.open(os.path.expanduser(str(path)), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise Refused("it does not exist", "missing") from None
-    except OSError as exc:
-        raise Refused(f"it cannot be opened ({exc.strerror or type(exc).__name__})", "unreadable") from None
-    except ValueError:  # pragma: no cover - confine above already refused such a name
-        raise Refused("it is not a name a file can have on this system") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        mode = st.st_mode
-        if not stat.S_ISREG(mode):
-            raise Refused(f"it is {_kind(mode)}, not a regular file")
-        try:
-            data = _read_upto(f, st.st_size, limit)
-        except OSError as exc:
-            raise Refused(f"it cannot be read ({exc.strerror or type(exc).__name__})", "unreadable") from None
-    if len(data) > limit:
-        raise Refused(f"it is larger than {_size(limit)}, the limit for this kind of file", "too_large")
-    return data
+    return read_regular(path, limit)
 
 
 def _read_upto(f, size: int, limit: int) -> bytes:

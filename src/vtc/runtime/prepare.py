@@ -233,14 +233,11 @@ def prepare_one(path: str, frame: int, resize: dict, window: dict | None, root: 
 
 
 def _read_regular(path: str) -> bytes:
-    """The bytes of a regular file; OSError for anything else. O_NONBLOCK: a file swapped for a FIFO after the check
-    does not block the open, and fstat refuses it."""
-    import stat
+    """The bytes of a regular file; OSError for anything else (vtc.confine.open_regular: a file swapped for a FIFO
+    after the check does not block the open, and is refused)."""
+    from vtc.confine import open_regular
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(22, "not a regular file", path)
+    with open_regular(path) as f:
         return f.read()
 
 

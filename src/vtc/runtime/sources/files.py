@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from vtc.confine import VIRTUAL_ROOTS, Refused, confine, read_confined
+from vtc.confine import VIRTUAL_ROOTS, Refused, confine, open_regular, read_confined, read_regular
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 from vtc.runtime.images import IMAGE_EXTENSIONS, is_image_file
 
@@ -109,33 +109,12 @@ def read_data(path: Path, root: str | Path | None, limit: int, what: str | None 
 def read_located(path: Path, limit: int, what: str | None = None, *, span: Span | None = None,
                  too_large_help: str | None = None) -> bytes:
     """The bytes of a file that locate() has just found to be a regular file inside the data folder (so the rule's
-    path checks are not paid twice: a folder of 100,000 captions), at most ``limit`` of them. It is opened without
-    waiting (O_NONBLOCK) and checked again once open (fstat): a file swapped for a FIFO since is still refused.
-    Raises VtcError as read_data does."""
-    where, what = span or Span(str(path)), what or path.name
+    path checks are not paid twice: a folder of 100,000 captions), at most ``limit`` of them (vtc.confine's
+    read_regular: a file swapped for a FIFO since is still refused). Raises VtcError as read_data does."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise _refused(path, None, Refused("it does not exist", "missing"), what, where, too_large_help) from None
-    except OSError as exc:
-        raise _refused(path, None, Refused(f"it cannot be opened ({exc.strerror or type(exc).__name__})",
-                                           "unreadable"), what, where, too_large_help) from None
-    with open(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _refused(path, None, Refused("it is not a regular file"), what, where, too_large_help)
-        try:
-            data = f.read(min(limit, st.st_size) + 1)  # not read(limit + 1): that allocates the limit up front
-            if len(data) == st.st_size + 1 and len(data) <= limit:  # it grew since fstat: on, up to the limit
-                data += f.read(limit + 1 - len(data))
-        except OSError as exc:
-            raise _refused(path, None, Refused(f"it cannot be read ({exc.strerror or type(exc).__name__})",
-                                               "unreadable"), what, where, too_large_help) from None
-    if len(data) > limit:
-        size = f"{limit >> 20} MB" if limit >= 1 << 20 else f"{limit} bytes"
-        raise _refused(path, None, Refused(f"it is larger than {size}, the limit for this kind of file", "too_large"),
-                       what, where, too_large_help)
-    return data
+        return read_regular(path, limit)
+    except Refused as exc:
+        raise _refused(path, None, exc, what or path.name, span or Span(str(path)), too_large_help) from None
 
 
 def _refused(path: Path, root, exc: Refused, what: str, where: Span, too_large_help: str | None) -> VtcError:
@@ -295,11 +274,7 @@ def first_json_row(path: Path) -> Any:
         return None
     try:
         if path.suffix.lower() != ".json":
-            # O_NONBLOCK: a file swapped for a FIFO since the check does not block the open; fstat refuses it.
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-            with open(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return None
+            with open_regular(path) as f:  # NotRegular (an OSError) for a file swapped for a FIFO since the check
                 start = True  # before the first line that is not blank
                 for n, raw in enumerate(f, start=1):
                     if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
