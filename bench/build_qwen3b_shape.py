@@ -7,6 +7,7 @@ with Qwen's special tokens and chat template. Its vocabulary is small, but the e
 real 151936 rows, so the model costs what the real one costs.
 
     python bench/build_qwen3b_shape.py --out /tmp/qwen3b --size 3b      # 3.75 B parameters, ~7 GB bf16, GPU
+    python bench/build_qwen3b_shape.py --out /tmp/qwen7b --size 7b      # 8.29 B parameters, ~16 GB bf16, GPU
     python bench/build_qwen3b_shape.py --out /tmp/tinyq --size tiny     # 0.7 M parameters, CPU is fine
 
 Nothing here imports vtc or unsloth.
@@ -62,6 +63,18 @@ SIZES = {
                        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                        fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
         "tie_word_embeddings": True,
+    },
+    # Public config of Qwen/Qwen2.5-VL-7B-Instruct (text 3584 x 28 layers, vision as 3B's but projecting to 3584).
+    "7b": {
+        "text": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
+                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                      "mrope_section": [16, 24, 24]},
+                     vocab_size=152064),
+        "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                       fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
+        "tie_word_embeddings": False,
     },
     # The tiny shape of ../shared/reference/cpu-stack.md (mrope sections sum to head_dim / 2 = 16).
     "tiny": {
@@ -121,7 +134,7 @@ def build(out: Path, size: str = "3b", device: str = "cuda", seed: int = 3407) -
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer()
     # 16384 * 28 * 28 is Qwen's max_pixels; the tiny model keeps images small (64 * 28 * 28).
-    processor = build_processor(tokenizer, max_pixels=(16384 if size == "3b" else 64) * 28 * 28)
+    processor = build_processor(tokenizer, max_pixels=(64 if size == "tiny" else 16384) * 28 * 28)
     spec = SIZES[size]
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(spec["text"])
@@ -129,7 +142,7 @@ def build(out: Path, size: str = "3b", device: str = "cuda", seed: int = 3407) -
         text["vocab_size"] = len(tokenizer)
     text.update(bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                 pad_token_id=ids["<|endoftext|>"])
-    dtype = torch.bfloat16 if size == "3b" else torch.float32
+    dtype = torch.float32 if size == "tiny" else torch.bfloat16
     config = Qwen2_5_VLConfig(
         text_config=text, vision_config=dict(spec["vision"]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],

@@ -25,7 +25,7 @@ import time
 
 T_START = time.time()
 RECORD: dict = {"t_launch": float(os.environ.get("BENCH_T_LAUNCH", T_START)), "t_start": T_START,
-                "t_train_begin": None, "step_ends": [], "argv": sys.argv[1:]}
+                "t_train_begin": None, "step_ends": [], "segments": [], "argv": sys.argv[1:]}
 
 
 def _sync() -> None:
@@ -34,20 +34,92 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+PROFILE: dict = {}
+
+
+def _profile(step: int) -> None:
+    """BENCH_PROFILE=FIRST,LAST,PATH: a torch.profiler trace of steps FIRST..LAST of the first training, exported to
+    PATH as a Chrome trace (open in Perfetto or chrome://tracing); RECORD["profiled_steps"] names them so that the
+    steady-state mean can leave them out."""
+    spec = os.environ.get("BENCH_PROFILE")
+    if not spec or len(RECORD["segments"]) != 1:
+        return
+    first, last, path = spec.split(",", 2)
+    import torch
+
+    if step == int(first) - 1:
+        PROFILE["p"] = torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA])
+        PROFILE["p"].__enter__()
+    elif step == int(last) and "p" in PROFILE:
+        PROFILE["p"].__exit__(None, None, None)
+        PROFILE["p"].export_chrome_trace(path)
+        RECORD["profiled_steps"] = [int(first), int(last)]
+
+
+def _bare_steps(model, optimizer, dataloader, accumulate: int, count: int) -> None:
+    """After training: `count` optimizer steps of the bare work (forward, backward, optimizer step) on batches the
+    trainer's own data loader made, already on the GPU before the clock starts; RECORD["bare_step_s"] gets their
+    durations. The trainer's steady step minus this is what the trainer, the data and the host add."""
+    import torch
+
+    device = next(p.device for p in model.parameters())
+    micro = []
+    for batch in dataloader:
+        micro.append({k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()})
+        if len(micro) == accumulate:
+            break
+    model.train()
+    durations = []
+    for _ in range(count):
+        _sync()
+        t = time.time()
+        for batch in micro:
+            (model(**batch).loss / accumulate).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync()
+        durations.append(time.time() - t)
+    RECORD["bare_step_s"] = durations
+    RECORD["bare_micro_batches"] = len(micro)
+
+
 def _patch(module) -> None:
     handler = module.CallbackHandler
     on_train_begin, on_step_end = handler.on_train_begin, handler.on_step_end
+    on_train_end = handler.on_train_end
 
-    def timed_train_begin(self, args, state, control):
-        RECORD["t_train_begin"] = time.time()
-        return on_train_begin(self, args, state, control)
+    def timed_train_end(self, args, state, control, **kwargs):
+        count = int(os.environ.get("BENCH_BARE_STEPS", "0"))
+        if count and self.optimizer is not None and self.train_dataloader is not None:
+            try:
+                _bare_steps(self.model, self.optimizer, self.train_dataloader, args.gradient_accumulation_steps,
+                            count)
+            except Exception as e:  # the benchmark records it; the run itself is unaffected
+                RECORD["bare_error"] = repr(e)
+        return on_train_end(self, args, state, control, **kwargs)
 
-    def timed_step_end(self, args, state, control):
+    def timed_train_begin(self, args, state, control, **kwargs):
+        now = time.time()
+        if RECORD["t_train_begin"] is None:
+            RECORD["t_train_begin"] = now
+        RECORD["segments"].append({"t_train_begin": now, "step_ends": [],
+                                   "micro_batch": args.per_device_train_batch_size,
+                                   "accumulate": args.gradient_accumulation_steps})
+        return on_train_begin(self, args, state, control, **kwargs)
+
+    def timed_step_end(self, args, state, control, **kwargs):
         _sync()
-        RECORD["step_ends"].append(time.time())
-        return on_step_end(self, args, state, control)
+        now = time.time()
+        segment = RECORD["segments"][-1]
+        segment["step_ends"].append(now)
+        if len(RECORD["segments"]) == 1:
+            RECORD["step_ends"].append(now)
+        _profile(len(segment["step_ends"]))
+        return on_step_end(self, args, state, control, **kwargs)
 
     handler.on_train_begin, handler.on_step_end = timed_train_begin, timed_step_end
+    handler.on_train_end = timed_train_end
 
 
 class _Hook(importlib.abc.MetaPathFinder):

@@ -37,17 +37,20 @@ MODULES = {
 
 def make_plan(data_dir, *, model="tiny-qwen2.5-vl", parts=None, method="lora", steps=8, lr=2e-3, batch=4,
               holdout=None, eval_dir=None, metrics=("exact_match",), max_new_tokens=4, outputs_dir=None,
-              exports=("adapter",), responses_only=True, r=16) -> dict:
+              exports=("adapter",), responses_only=True, r=16, micro="batch") -> dict:
     """The plan the compiler makes for a small LoRA run on ``data_dir`` (the recipe is written here and compiled):
     constant learning rate ``lr``, no warmup, ``steps`` steps of ``batch`` rows, 112 px images. ``model`` is a
     registry name, a Hub id or a local folder; ``holdout`` a fraction; ``parts`` the four flags (towers x kinds).
-    ``max_new_tokens`` has no clause (the compiler's default is 128): it is the one value set after compiling."""
+    ``max_new_tokens`` has no clause (the compiler's default is 128): it is the one value set after compiling.
+    ``micro``: the `micro batch` clause's value ("batch": the whole batch at once, pinned, so that a run's split does
+    not depend on this machine's free memory), or None for none (vtc chooses)."""
     from vtc.compiler.pipeline import compile_source
 
     data_dir = Path(data_dir)
     lines = [f"finetune {_parts_words(parts)} on {_word(str(model))}", f"using {method}", f"from {data_dir.name}",
              'ask "What colour is the shape?"', "resize 112", f"train for {steps} steps", f"batch {batch}",
-             "accumulate 1", f"learning rate {lr}", "warmup 0 steps", "schedule constant", "weight decay 0",
+             *([f"micro batch {batch if micro == 'batch' else micro}"] if micro is not None else []),
+             f"learning rate {lr}", "warmup 0 steps", "schedule constant", "weight decay 0",
              "max length 512", f"metric {', '.join(metrics)}", f"export {', '.join(exports)}",
              f"save to {_word(str(outputs_dir or data_dir.parent / 'runs'))}",
              f"{'with' if responses_only else 'without'} responses_only"]
@@ -133,3 +136,21 @@ def write_plan(plan: dict, path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(plan, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
+
+
+def unsloth_backend_over_stand_ins(monkeypatch, collator_class: type | None = None):
+    """vtc.runtime.backends.unsloth_backend imported over stand-ins for unsloth and unsloth.trainer (its
+    UnslothVisionDataCollator is ``collator_class``, or an empty class), for tests of the backend's arguments and
+    collator on a machine without unsloth. Remove the module from sys.modules after the test."""
+    import importlib
+    import sys
+    import types
+
+    fake = types.ModuleType("unsloth")
+    fake.FastVisionModel = type("FastVisionModel", (), {})
+    trainer = types.ModuleType("unsloth.trainer")
+    trainer.UnslothVisionDataCollator = collator_class or type("UnslothVisionDataCollator", (), {})
+    monkeypatch.setitem(sys.modules, "unsloth", fake)
+    monkeypatch.setitem(sys.modules, "unsloth.trainer", trainer)
+    monkeypatch.delitem(sys.modules, "vtc.runtime.backends.unsloth_backend", raising=False)
+    return importlib.import_module("vtc.runtime.backends.unsloth_backend")

@@ -4,12 +4,11 @@ Unsloth backend module is imported over a stand-in `unsloth` package (its argume
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
 
 import pytest
 
+from runtime_helpers import unsloth_backend_over_stand_ins
 from vtc.compiler.pipeline import compile_source
 
 pytest.importorskip("torch")
@@ -24,14 +23,7 @@ def plan_of(text: str) -> dict:
 @pytest.fixture
 def unsloth_backend(monkeypatch):
     """vtc.runtime.backends.unsloth_backend imported over stand-ins for unsloth and unsloth.trainer."""
-    fake = types.ModuleType("unsloth")
-    fake.FastVisionModel = type("FastVisionModel", (), {})
-    trainer = types.ModuleType("unsloth.trainer")
-    trainer.UnslothVisionDataCollator = type("UnslothVisionDataCollator", (), {})
-    monkeypatch.setitem(sys.modules, "unsloth", fake)
-    monkeypatch.setitem(sys.modules, "unsloth.trainer", trainer)
-    monkeypatch.delitem(sys.modules, "vtc.runtime.backends.unsloth_backend", raising=False)
-    module = importlib.import_module("vtc.runtime.backends.unsloth_backend")
+    module = unsloth_backend_over_stand_ins(monkeypatch)
     yield module
     sys.modules.pop("vtc.runtime.backends.unsloth_backend", None)
 
@@ -98,8 +90,9 @@ def test_transformers_backend_config_on_this_machine(tmp_path):
     plan = plan_of("finetune all on tiny-qwen2.5-vl\nusing lora\nfrom ./x\ntrain for 3 steps\nlearning rate 1e-3\n")
     backend = TransformersBackend()
     config = backend.sft_config(plan, str(tmp_path), ["none"])
-    assert (config.per_device_train_batch_size, config.max_steps, config.learning_rate, config.seed) == \
-        (2, 3, 1e-3, 3407)
+    # Outside a run the split is the plan's own: the default batch 8, all at once (the fallback; a run chooses).
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps, config.max_steps,
+            config.learning_rate, config.seed) == (8, 1, 3, 1e-3, 3407)
     assert config.optim == "adamw_torch"  # adamw_8bit needs bitsandbytes on a GPU: said in the notes
     assert any("adamw_8bit" in note for note in backend.notes)
     assert not config.gradient_checkpointing  # memory is not the limit on a CPU

@@ -47,7 +47,7 @@ def test_plan_summary_json_and_output(tmp_path):
     assert result.exit_code == 0 and "demo-shapes.vt:12" in result.output
     result = run("plan", DEMO, "--json")
     plan = json.loads(result.stdout)
-    assert plan["plan_version"] == 2 and plan["training"]["steps"] == 80
+    assert plan["plan_version"] == 3 and plan["training"]["steps"] == 80
     out = tmp_path / "plan.json"
     result = run("plan", DEMO, "-o", str(out))
     saved = json.loads(out.read_text())

@@ -64,7 +64,7 @@ def test_out_of_gpu_memory_while_training(tmp_path, monkeypatch):
     target, runs = plan_file(tmp_path, steps=2)
     result, text = run_cli("run", str(target), "--allow-changed")
     refused(result, text, "VT520", "out of GPU memory while training", "16 image tokens (112x112)",
-            "batch 4", "`resize", "`batch 2` and `accumulate 2`", "`using qlora`")
+            "4 rows at a time (batch 4)", "`resize", "the same batch of 4 (`micro batch 2`)", "`using qlora`")
     failed_folder(runs)
 
 
@@ -77,7 +77,7 @@ def test_oom_advice_fits_the_plan():
     d = oom_error(plan, "evaluating the base model", None)
     assert "while evaluating the base model: each image is 1369 image tokens" in d.message
     assert "`resize 756`" in d.help  # a quarter smaller, a multiple of 28
-    assert "qlora" not in d.help and "batch 0" not in d.help  # already 4-bit; batch 1 cannot shrink
+    assert "qlora" not in d.help and "micro batch" not in d.help  # already 4-bit; 1 at a time cannot shrink
 
 
 @pytest.mark.slow

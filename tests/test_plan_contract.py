@@ -24,7 +24,7 @@ VARIANTS = {
                          "schedule cosine\noptimizer adamw_torch\nweight decay 0.01\nmax length 4096\nseed 7\n"
                          "metric exact_match, cer\nsave to ./out\ncheckpoint every 0 steps\nresize 640x480\n"
                          'system "Be brief."\nanswer from column report\nimages from column img\nbad rows skip\n'
-                         "window 40 400\ntiff pages all\nprecision bf16\n",
+                         "window 40 400\ntiff pages all\nprecision bf16\nbatch 12\nmicro batch 3\n",
     "unknown-family": "finetune all on someorg/unknown-vlm\nfrom ./d\nresize none\n",
 }
 
@@ -163,6 +163,12 @@ def test_vtc_run_refuses_a_broken_plan(tmp_path, name, plan, path, action):
     (lambda p: p["data"].update(holdout=0.1), "/data/holdout", "one or the other"),
     (lambda p: p["model"].update(markers=None), "/training/responses_only", "needs /model/markers"),
     (lambda p: p.update(trainable_regex=".*"), "/trainable_regex", "must be null with method \"lora\""),
+    (lambda p: p["training"].update(micro_batch=3), "/training/micro_batch", "must divide /training/batch"),
+    (lambda p: p["training"].update(micro_batch=2), "/training/batching/fallback", "null when it is pinned"),
+    (lambda p: p["training"]["batching"].update(processes=3), "/training/batching/processes", "must divide"),
+    (lambda p: p["training"]["batching"].update(fallback=3), "/training/batching/fallback", "must divide"),
+    (lambda p: p["training"]["batching"]["memory_gib"].reverse(), "/training/batching/memory_gib",
+     "smallest first"),
 ])
 def test_rules_between_fields(tmp_path, edit, where, words):
     plan = tiny_plan()
@@ -202,7 +208,11 @@ def test_another_version_or_not_a_plan(tmp_path):
     plan["plan_version"] = 1
     target.write_text(json.dumps(plan))
     result, text = _run(tmp_path, plan)
-    assert result.exit_code == 1 and "plan_version 1; this vtc runs version 2" in text
+    assert result.exit_code == 1 and "plan_version 1, made by an older vtc; this vtc runs version 3" in text
+    plan["plan_version"] = 2  # batch was rows per step then: the message says what changed
+    result, text = _run(tmp_path, plan)
+    assert result.exit_code == 1 and "plan_version 2 (version 3 changed what training.batch means" in text
+    assert "start the run again" in text
     target.write_text("[1, 2]")
     with pytest.raises(Exception) as info:
         read_plan(target)

@@ -230,12 +230,14 @@ def schema(of_plan):
 @cli.group(context_settings=CONTEXT, invoke_without_command=True)
 @click.pass_context
 def cache(ctx):
-    """Show the image cache (standardised images kept between runs), or clear it.
+    """Show what vtc keeps between runs (standardised images, compiled code), or clear it.
 
     \b
     Examples:
-        vtc cache            # where it is, how many images, how big, the size cap
-        vtc cache clear      # remove every cached image (they are made again when needed)
+        vtc cache                  # where, how many, how big: images, then compiled code by library versions
+        vtc cache clear            # remove every cached image (they are made again when needed)
+        vtc cache clear compiled   # remove the compiled code (the next GPU run compiles again, ~1 min)
+        vtc cache clear all        # both
     """
     if ctx.invoked_subcommand is None:
         from vtc.runtime.cache import ImageCache
@@ -245,16 +247,52 @@ def cache(ctx):
         click.echo(f"image cache: {c.root}")
         click.echo(f"  {entries:,} image{'s' * (entries != 1)}, {_bytes(size)} (cap {_bytes(c.limit)}; "
                    "set VTC_CACHE_MAX, e.g. 20G, to change it)")
+        _show_compiled()
+
+
+def _show_compiled() -> None:
+    """The compile caches (vtc.runtime.compile_cache): one folder per set of library versions."""
+    import time as _time
+
+    from vtc.diagnostics import printable
+    from vtc.runtime import compile_cache as CC
+
+    caches = CC.list_caches()
+    click.echo(f"compiled code (the Unsloth backend's warm start): {CC.compile_root()}")
+    if not caches:
+        click.echo("  none yet")
+        return
+    for c in caches:
+        when = _time.strftime("%Y-%m-%d %H:%M", _time.localtime(c["last_used"])) if c["last_used"] else "never"
+        tags = [t for t, on in (("these libraries", c["current"]), ("in use by a run now", c["in_use"])) if on]
+        click.echo(f"  {c['key']}: {_bytes(c['bytes'])}, {c['files']:,} file{'s' * (c['files'] != 1)}, last used "
+                   f"{when}" + (f" ({', '.join(tags)})" if tags else ""))
+        click.echo(f"    {printable(CC.describe(c['made_of']), newlines=False)}")
+        parts = ", ".join(f"{name} {_bytes(p['bytes'])}" for name, p in c["parts"].items())
+        gpus = printable(", ".join(c["gpus"]), newlines=False) or "none yet"
+        click.echo(f"    {parts}; GPUs: {gpus}")
 
 
 @cache.command("clear", context_settings=CONTEXT)
-def cache_clear():
-    """Remove every cached image."""
-    from vtc.runtime.cache import ImageCache
+@click.argument("what", type=click.Choice(["images", "compiled", "all"]), default="images")
+def cache_clear(what):
+    """Remove every cached image (the default), the compiled code, or all.
 
-    c = ImageCache()
-    entries, size = c.clear()
-    click.echo(f"removed {entries:,} cached image{'s' * (entries != 1)} ({_bytes(size)}) from {c.root}")
+    Compiled code that a running run uses is kept (said so)."""
+    if what in ("images", "all"):
+        from vtc.runtime.cache import ImageCache
+
+        c = ImageCache()
+        entries, size = c.clear()
+        click.echo(f"removed {entries:,} cached image{'s' * (entries != 1)} ({_bytes(size)}) from {c.root}")
+    if what in ("compiled", "all"):
+        from vtc.runtime import compile_cache as CC
+
+        removed, size, kept = CC.clear()
+        click.echo(f"removed {removed:,} compiled-code folder{'s' * (removed != 1)} ({_bytes(size)}) from "
+                   f"{CC.compile_root()}")
+        for folder in kept:
+            click.echo(f"  kept {folder}: a running run uses it (or it could not be removed)")
 
 
 def _bytes(n: int) -> str:

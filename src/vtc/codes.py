@@ -115,7 +115,7 @@ CODES: dict[str, Code] = _entries(
         "  |\n"
         "3 | batch = 2\n"
         "  |       ^\n"
-        "  = help: write the value after the keyword without `=`, like `batch 2`"),
+        "  = help: write the value after the keyword without `=`, like `batch 8`"),
     _recipe(
         "VT005", "error", "unclosed quotes",
         "Text in double quotes is not closed on its line (a clause never spans lines); the caret points at the "
@@ -179,7 +179,7 @@ CODES: dict[str, Code] = _entries(
         "  |\n"
         "3 | batch\n"
         "  |      ^\n"
-        "  = help: write a whole number, for example `batch 2`"),
+        "  = help: write a whole number, for example `batch 8`"),
     _recipe(
         "VT012", "error", "wrong kind of value",
         "A clause has a value of the wrong kind: a word where a number goes, a number with a fraction where a whole "
@@ -566,6 +566,57 @@ CODES: dict[str, Code] = _entries(
         "  | ^^^^^^^^^^^^^^\n"
         "  = help: write `export merged`"),
     _recipe(
+        "VT246", "note", "the old way of splitting the batch",
+        "`batch` is the number of examples per update (the effective batch), and vtc chooses how many go through "
+        "the GPU at once from its free memory. Before, `batch` was the rows per step and `accumulate` the steps per "
+        "update. A recipe with `accumulate` keeps that meaning: `batch 2` with `accumulate 4` is 8 per update, 2 at "
+        "a time (`accumulate` alone: with the old default `batch 2`). The note says how to write it now: `batch 8` "
+        "to let vtc choose, or `batch 8` with `micro batch 2` to keep the split.",
+        _XRAYS + "batch 2\naccumulate 4\n",
+        "note[VT246]: `batch 2` with `accumulate 4` is the old way of writing the batch: it still means 8 samples "
+        "per update, 2 at a time\n"
+        " --> xray.vt:4:12\n"
+        "  |\n"
+        "4 | accumulate 4\n"
+        "  |            ^\n"
+        "  = help: write `batch 8` to let vtc choose how many go through the GPU at once (from its free memory), or "
+        "`batch 8` and `micro batch 2` to keep 2 at a time"),
+    _recipe(
+        "VT247", "error", "micro batch does not divide the batch",
+        "`micro batch N` pins how many examples go through the GPU at once; every update is a whole number of "
+        "them, so N must divide `batch` (the examples per update, default 8). The help lists the divisors.",
+        _XRAYS + "batch 8\nmicro batch 3\n",
+        "error[VT247]: `micro batch 3` does not divide `batch 8`: each update must be a whole number of "
+        "micro-batches\n"
+        " --> xray.vt:4:13\n"
+        "  |\n"
+        "4 | micro batch 3\n"
+        "  |             ^\n"
+        "  = help: choose one of 1, 2, 4, 8 (the divisors of 8), or change `batch`"),
+    _recipe(
+        "VT248", "error", "micro batch with accumulate",
+        "`micro batch` and `accumulate` are two ways of saying how the batch is split, and `batch` means something "
+        "else with each (the examples per update with `micro batch`, the rows per step with the old `accumulate`). "
+        "Write `batch` (per update) and `micro batch` (at a time), without `accumulate`.",
+        _XRAYS + "micro batch 2\naccumulate 4\n",
+        "error[VT248]: `micro batch 2` and `accumulate 4` both say how the batch is split: `batch` means the samples "
+        "per update with `micro batch`, the rows per step with `accumulate`\n"
+        " --> xray.vt:4:12\n"
+        "  |\n"
+        "4 | accumulate 4\n"
+        "  |            ^\n"
+        "  = help: write `batch 8` and `micro batch 2`, without `accumulate`"),
+    _recipe(
+        "VT249", "error", "too many examples per update",
+        "The old form (`batch` x `accumulate`) makes more examples per update than the 4,096 `batch` takes.",
+        _XRAYS + "batch 64\naccumulate 128\n",
+        "error[VT249]: `batch 64` with `accumulate 128` is 8,192 samples per update, more than the 4,096 vtc takes\n"
+        " --> xray.vt:4:12\n"
+        "  |\n"
+        "4 | accumulate 128\n"
+        "  |            ^^^\n"
+        "  = help: write `batch N` with N at most 4096 (the samples per update); vtc splits it to fit the GPU"),
+    _recipe(
         "VT250", "error", "holdout out of range",
         "The hold-out share must be more than 0% and less than 50%; 10% to 20% is usual.",
         _XRAYS + "holdout 50%\n",
@@ -645,6 +696,14 @@ CODES: dict[str, Code] = _entries(
         "4 | warmup 10 steps\n"
         "  | ^^^^^^^^^^^^^^^\n"
         "  = help: use a few steps of warmup, e.g. `warmup 5 steps`"),
+    _situation(
+        "VT266", "note", "batch means the samples per update",
+        "`batch N` is the number of samples per optimizer update, and vtc chooses how many go through the GPU at "
+        "once. Before plan version 3, `batch N` alone meant N at a time with the default `accumulate 4` (4N per "
+        "update). When the recipe's last run in its runs folder was planned that way and trained another number of "
+        "samples per update, the note says so, so that the next run does not silently train differently.",
+        "a recipe with `batch 8` whose last run (runs/xray/run-003, plan version 2) trained 8 at a time, 4 times",
+        "note[VT266]: `batch 8` is now 8 samples per update; this recipe's last run (run-003) trained 32 per update"),
     _recipe(
         "VT265", "error", "save to a place unfit for runs",
         "`save to` (or its default, `runs/<recipe name>`) names a place where run folders must not go: the file "
@@ -1278,15 +1337,17 @@ CODES: dict[str, Code] = _entries(
         "`vtc plan recipe.vt -o plan.json` (or run the recipe itself)"),
     _situation(
         "VT520", "error", "out of GPU memory",
-        "Training or evaluation ran out of GPU memory; the message says what filled it (image tokens, batch, the "
-        "estimate) and the help what to change: a smaller `resize`, `batch` halved with `accumulate` doubled, or "
-        "`using qlora`. The run folder is kept as `.failed`; with a checkpoint it can be resumed.",
-        "`batch 8` with `resize 1000` on a 24 GB GPU",
-        "error[VT520]: out of GPU memory while training: each image is 1296 image tokens (1008x1008), 8 per step "
-        "(batch 8), about 31.2 GiB estimated\n"
+        "Training or evaluation ran out of GPU memory; the message says what filled it (image tokens, rows at a "
+        "time, the estimate) and the help what to change: fewer rows at a time for the same batch (`micro batch`), "
+        "a smaller `resize`, or `using qlora`. When vtc chose the micro-batch itself, it first tries once more with "
+        "half of it (VT540); this is what a second failure, a failure later in the run, or one with a pinned "
+        "`micro batch` says. The run folder is kept as `.failed`; with a checkpoint it can be resumed.",
+        "`batch 8` and `micro batch 8` with `resize 1000` on a 24 GB GPU",
+        "error[VT520]: out of GPU memory while training: each image is 1296 image tokens (1008x1008), 8 rows at a "
+        "time (batch 8), about 31.2 GiB estimated\n"
         " --> xray.vt\n"
-        "  = help: try smaller images (`resize 728`), or a smaller batch with the same effective batch (`batch 4` "
-        "and `accumulate 2`), or 4-bit training (`using qlora`)"),
+        "  = help: try fewer rows at a time for the same batch of 8 (`micro batch 4`), or smaller images "
+        "(`resize 728`), or 4-bit training (`using qlora`)"),
     _situation(
         "VT522", "error", "disk full",
         "The disk filled up while the run was saving. Free space (or put runs on a bigger disk with "
@@ -1373,6 +1434,58 @@ CODES: dict[str, Code] = _entries(
         "runs/xray/run-003.failed` (from the checkpoint before it, which vtc keeps for this, or from the start when "
         "there is none)"),
     _situation(
+        "VT540", "warning", "micro-batch too large for the memory",
+        "The rows that go through the GPU at once (the micro-batch) did not fit, or may not. When vtc chose the "
+        "micro-batch and training runs out of memory in its first three steps (before any checkpoint), it trains "
+        "again from the start, once, with half the micro-batch and twice the accumulation: the same examples per "
+        "update, the same result. The run's manifest.json records it (\"batch\": \"retry\"). Before the model "
+        "loads, the same code warns when the estimate of a pinned `micro batch` (or of the smallest micro-batch, "
+        "when none fits) is more than the free memory less the safety margin; the run tries anyway.",
+        "`batch 8` on a 24 GB GPU where 8 rows at a time run out of memory at the first step",
+        "warning[VT540]: out of memory at the first training step with 8 rows at a time: training again from the "
+        "start with 4 rows at a time, 2 passes an update (still 8 samples per update)\n"
+        " --> xray.vt:15\n"
+        "  = help: to start with this split next time, write `micro batch 4`"),
+    _situation(
+        "VT541", "error", "run records no batch split",
+        "`vtc run --resume`: the run's manifest.json does not say how the batch was split into micro-batches, or "
+        "says something that does not add up to the plan's batch. A checkpoint's place in the data depends on that "
+        "split, so the run cannot continue with another; start a new run.",
+        "`vtc run --resume runs/xray/run-003.interrupted` whose manifest.json was edited",
+        "error[VT541]: cannot resume run-003.interrupted: its manifest.json does not record how the batch was split "
+        "(no \"batch\" with whole numbers batch, micro_batch, accumulate and processes)\n"
+        " --> runs/xray/run-003.interrupted/manifest.json\n"
+        "  = help: a checkpoint's data order depends on how its batch was split, so resuming needs the split the run "
+        "started with; start a new run (`vtc run` with the recipe) instead"),
+    _situation(
+        "VT542", "error", "data-loading worker stopped",
+        "The batches are opened, decoded and collated ahead of the step in data-loading worker processes (the "
+        "plan's training.data_loading: 4 on a GPU, none on a CPU). One of them ended without a Python error: killed "
+        "by the system (Linux's out-of-memory killer when the machine's memory runs out), a bus error (the shared "
+        "memory it hands batches over through, /dev/shm, is full: a container's default is small), or a crash in a "
+        "library that decodes images. A Python error in a worker is not this code: it stops the run with the same "
+        "diagnostic it gives without workers. Free memory, give the container more shared memory, or make the "
+        "batches in the training process (workers 0 in a saved plan).",
+        "`vtc run xray.vt` on a GPU machine whose memory runs out while the workers prepare batches",
+        "error[VT542]: a data-loading worker process stopped while training: killed by signal: Killed (Linux's "
+        "out-of-memory killer ends processes this way: the machine's memory ran out)\n"
+        " --> xray.vt\n"
+        "  = help: free memory on this machine, or make the batches in the training process: save the plan (`vtc "
+        "plan recipe.vt -o plan.json`), set training.data_loading.workers to 0 in it (\"gpu\" and \"cpu\"), and run "
+        "`vtc run plan.json`"),
+    _situation(
+        "VT543", "warning", "GPU waited for data",
+        "Said at the end of a GPU run: in its steady-state steps the trainer waited longer than 5% of the time for "
+        "its next batches, so the GPU sat idle while images were opened, decoded and prepared (run summary's "
+        "\"data\" line; manifest.json's throughput.data_wait_share). Smaller images make each batch cheaper; on a "
+        "machine with more CPU cores, more data-loading workers help.",
+        "`vtc run scans.vt` with 2000 x 2000 px DICOM images on a GPU machine with 4 CPU cores",
+        "warning[VT543]: the GPU waited for its data 38% of the time (steps 3-200; 4 data-loading workers, 4 CPU "
+        "cores): the images could not be opened and prepared as fast as it trained\n"
+        "  = help: smaller images make each batch cheaper (a smaller `resize`, or the images stored at about that "
+        "size); on a machine with more CPU cores, more workers help: save the plan (`vtc plan recipe.vt -o "
+        "plan.json`), raise training.data_loading.workers.gpu in it, and run `vtc run plan.json`"),
+    _situation(
         "VT536", "error", "answers file cannot be written",
         "`vtc ask -o FILE`: the answers file cannot be created (its folder does not exist, or is not writable). "
         "It is opened before the model loads, so nothing is computed for nothing.",
@@ -1380,6 +1493,32 @@ CODES: dict[str, Code] = _entries(
         "error[VT536]: cannot write answers to results/answers.csv: No such file or directory\n"
         " --> results/answers.csv\n"
         "  = help: give a file in a folder that exists and that you can write to, e.g. `-o answers.csv`"),
+    _situation(
+        "VT544", "warning", "compile cache cannot be used",
+        "The Unsloth backend keeps the code it compiles (Unsloth's generated modules, torch.compile's and Triton's "
+        "caches) in vtc's cache folder, `<cache>/compile/<key>` (docs/gpu.md, \"Warm start\"), so that the next "
+        "run starts its first step sooner. That folder cannot be made or written here (a read-only or full disk, "
+        "a file where a folder should be): this run compiles into a temporary folder removed at exit (never into "
+        "the working folder), and the next run compiles again. Training is not affected.",
+        "`vtc run` on a GPU machine whose home folder is read-only",
+        "warning[VT544]: cannot use the compile cache folder ~/.cache/vtc/compile/4ffb4f89c5891f49 (Read-only file "
+        "system): compiled code goes to a temporary folder this run, so the next run compiles again\n"
+        " --> /root/.cache/vtc/compile/4ffb4f89c5891f49\n"
+        "  = help: make the folder writable (or free space on its disk), or set VTC_CACHE to a writable folder"),
+    _situation(
+        "VT545", "warning", "compile cache folder not private",
+        "The compile cache folder (`<cache>/compile`, or one key folder in it) belongs to another user or can be "
+        "written by other users. Compiled code found there is loaded and run by the training process, so vtc does "
+        "not use a folder that someone else could have put code into: this run compiles into a temporary folder "
+        "(the next run compiles again). vtc makes these folders for you alone (mode 0700); remove the folder and it "
+        "is made again that way.",
+        "`chmod 777 ~/.cache/vtc/compile`, then `vtc run` on a GPU machine",
+        "warning[VT545]: the compile cache folder ~/.cache/vtc/compile is not private (others can write into it): "
+        "compiled code found there would run in the training process, so vtc does not use it and compiles into a "
+        "temporary folder this run\n"
+        " --> /root/.cache/vtc/compile\n"
+        "  = help: delete ~/.cache/vtc/compile so that vtc makes it again as yours alone, or set VTC_CACHE to a "
+        "folder of your own"),
 )
 
 

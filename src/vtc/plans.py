@@ -26,7 +26,12 @@ from pathlib import Path
 from vtc import schema_engine
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3
+# What changed in each version, for a plan file of an older one (VT510): its values would mean something else now.
+_VERSION_CHANGES = {
+    2: "version 3 changed what training.batch means (samples per update, no longer rows per forward pass) and "
+       "moves the split into micro-batches to the runtime",
+}
 SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
 
 _REMAKE = "make the plan again from its recipe: `vtc plan recipe.vt -o plan.json` (or run the recipe itself)"
@@ -128,8 +133,31 @@ def _rules(plan: dict) -> list[tuple[str, str]]:
                     "exactly one of /training/warmup_steps and /training/warmup_ratio must be set"))
     if plan["data"]["eval"] is not None and plan["data"]["holdout"] is not None:
         out.append(("/data/holdout", "must be null when /data/eval names evaluation data (one or the other)"))
+    out.extend(_batch_rules(t))
     if t["responses_only"] and plan["model"]["markers"] is None:
         out.append(("/training/responses_only", "needs /model/markers (the chat markers of the model's family)"))
+    return out
+
+
+def _batch_rules(t: dict) -> list[tuple[str, str]]:
+    """micro_batch x accumulate x processes = batch: every micro-batch the plan names divides the batch per process."""
+    out = []
+    batch, micro, rule = t["batch"], t["micro_batch"], t["batching"]
+    processes = rule["processes"]
+    if batch % processes:
+        out.append(("/training/batching/processes", f"must divide /training/batch ({batch})"))
+        return out
+    if micro != "auto" and (batch // processes) % micro:
+        out.append(("/training/micro_batch", f"must divide /training/batch per process ({batch // processes})"))
+    if (micro == "auto") == (rule["fallback"] is None):
+        out.append(("/training/batching/fallback", "must be a micro-batch when /training/micro_batch is \"auto\", "
+                    "and null when it is pinned"))
+    elif rule["fallback"] is not None and (batch // processes) % rule["fallback"]:
+        out.append(("/training/batching/fallback", f"must divide /training/batch per process ({batch // processes})"))
+    listed = [row["micro_batch"] for row in rule["memory_gib"]]
+    if any(batch % m for m in listed) or listed != sorted(set(listed)):
+        out.append(("/training/batching/memory_gib", f"must list divisors of /training/batch ({batch}), each once, "
+                    "smallest first"))
     return out
 
 
@@ -191,9 +219,15 @@ def read_plan(path: str | Path) -> dict:
         raise VtcError(error("VT510", f"{path} is not a vtc plan (it has no plan_version)", where,
                              help="create one with `vtc plan recipe.vt -o plan.json`, or run the recipe itself"))
     if plan["plan_version"] != PLAN_VERSION:
-        raise VtcError(error("VT510", f"{path} has plan_version {_shown(plan['plan_version'])}; this vtc runs "
-                             f"version {PLAN_VERSION}", where, help="compile the recipe again with this vtc: "
-                             "`vtc plan recipe.vt -o plan.json`, or run the recipe itself"))
+        version = plan["plan_version"]
+        older = isinstance(version, int) and not isinstance(version, bool) and version < PLAN_VERSION
+        why = (f" ({_VERSION_CHANGES[version]})" if older and version in _VERSION_CHANGES else
+               ", made by an older vtc" if older else "")
+        raise VtcError(error("VT510", f"{path} has plan_version {_shown(version)}{why}; this vtc runs version "
+                             f"{PLAN_VERSION}", where,
+                             help="compile the recipe again with this vtc: `vtc plan recipe.vt -o plan.json`, or run "
+                                  "the recipe itself (a run folder of an older vtc cannot be resumed by this one: "
+                                  "start the run again)"))
     problems = plan_problems(plan)
     if problems:
         raise VtcError(plan_diagnostics(problems, str(path), text))

@@ -38,7 +38,7 @@ from {SHAPES / "train"}
 ask "What colour is the shape?"
 answer from column text
 batch 4
-accumulate 1
+micro batch 4
 warmup 0 steps
 schedule constant
 optimizer adamw_torch
@@ -209,7 +209,7 @@ def answer(model, processor, run):
     records = [json.loads(line) for line in (run / "predictions.jsonl").open()]
     tok = processor.tokenizer
     tok.padding_side = "left"
-    answers, batch = [], 2 * plan["training"]["batch"]
+    answers, batch = [], 2 * plan["training"]["micro_batch"]
     for start in range(0, len(records), batch):
         chunk = records[start:start + batch]
         # The shapes are 112 x 112 px, the plan's `resize 112`: vtc's standardisation leaves them as they are.

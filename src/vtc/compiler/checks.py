@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from vtc.compiler.resolve import Resolved
+from vtc.compiler.resolve import Resolved, micro_batches
 from vtc.diagnostics import Diagnostic, error, note, warning
 
 # Unsloth advises 300-1000 px for vision fine-tuning (unsloth#1326): above, image tokens (and activations) grow with
@@ -123,6 +123,9 @@ def check(r: Resolved) -> list[Diagnostic]:
         out.append(warning("VT245", "full fine-tuning has no adapter to export: the whole model is saved",
                            exports.span, "write `export merged`"))
 
+    # VT246-VT249, VT266: the batch and how it is split.
+    out.extend(_batch_problems(r))
+
     # VT250: holdout share.
     holdout = written.get("/holdout")  # in percent, as written
     if holdout is not None and not 0 < holdout.value < 50:
@@ -178,6 +181,95 @@ def check(r: Resolved) -> list[Diagnostic]:
                            "learning rate never reaches its peak", written["/warmup"].span,
                            "use a few steps of warmup, e.g. `warmup 5 steps`"))
     return out
+
+
+# The most samples per update (the most `batch` takes): the old form (`batch` x `accumulate`) may not go beyond.
+MOST_BATCH = 4096
+
+
+def _batch_problems(r: Resolved) -> list[Diagnostic]:
+    """VT246 (note): the old form, `accumulate` (with `batch` the rows per step), and what to write now; VT247:
+    `micro batch` that does not divide `batch`; VT248: `micro batch` with `accumulate`; VT249: the old form's
+    samples per update beyond MOST_BATCH; VT266 (note): the recipe's last run, older than plan version 3, trained
+    another number of samples per update."""
+    written = r.written
+    batch, micro, accumulate = written.get("/batch"), written.get("/micro_batch"), written.get("/accumulate")
+    effective = r.training.batch.value
+    out = []
+    if accumulate is not None:
+        rows = r.training.micro_batch.value
+        said = (f"`batch {_num(batch.value)}` with `accumulate {_num(accumulate.value)}`" if batch is not None else
+                f"`accumulate {_num(accumulate.value)}` (with the old default `batch {rows}`)")
+        if micro is not None:
+            return [error(
+                "VT248", f"`micro batch {_num(micro.value)}` and `accumulate {_num(accumulate.value)}` both say how "
+                "the batch is split: `batch` means the samples per update with `micro batch`, the rows per step "
+                "with `accumulate`", accumulate.span,
+                f"write `batch {_num(micro.value) * _num(accumulate.value)}` and `micro batch {_num(micro.value)}`, "
+                "without `accumulate`")]
+        if effective > MOST_BATCH:
+            return [error("VT249", f"{said} is {effective:,} samples per update, more than the {MOST_BATCH:,} vtc "
+                          "takes", accumulate.span,
+                          f"write `batch N` with N at most {MOST_BATCH} (the samples per update); vtc splits it "
+                          "to fit the GPU")]
+        out.append(note(
+            "VT246", f"{said} is the old way of writing the batch: it still means {effective} samples per update, "
+            f"{rows} at a time", accumulate.span,
+            f"write `batch {effective}` to let vtc choose how many go through the GPU at once (from its free "
+            f"memory), or `batch {effective}` and `micro batch {rows}` to keep {rows} at a time"))
+        return out
+    earlier = _earlier_batch(r) if micro is None else None
+    if earlier is not None and earlier[1] != effective:
+        # VT266: `batch N` alone meant N rows at a time with the default `accumulate 4` before plan version 3, and
+        # this recipe's last run trained that way: say what changed instead of silently training differently.
+        run, before = earlier
+        where = batch.span if batch is not None else r.model.name.span
+        said = f"`batch {_num(batch.value)}`" if batch is not None else "the default batch"
+        out.append(note(
+            "VT266", f"{said} is now {effective} samples per update; this recipe's last run ({run}) trained "
+            f"{before} per update", where,
+            f"write `batch {before}` to train as before; vtc chooses how many go through the GPU at once (add "
+            f"`micro batch N` to choose yourself)"))
+    if micro is not None and effective % micro.value:
+        what = f"`batch {effective}`" + ("" if batch is not None else " (the default)")
+        choose = ", ".join(str(m) for m in micro_batches(effective))
+        why = ("is more than " + what + ", the samples per update" if micro.value > effective else
+               f"does not divide {what}: each update must be a whole number of micro-batches")
+        out.append(error("VT247", f"`micro batch {_num(micro.value)}` {why}", micro.span,
+                         f"choose one of {choose} (the divisors of {effective}), or change `batch`"))
+    return out
+
+
+def _earlier_batch(r: Resolved) -> tuple[str, int] | None:
+    """(run folder, samples per update) of the recipe's last run in its runs folder when that run's plan is older
+    than plan version 3 (where `batch` was the rows at a time); None otherwise or when nothing can be read."""
+    import json
+    import os
+
+    from vtc.confine import Refused, read_regular
+
+    folder = str(r.outputs.dir.value)
+    if not os.path.isabs(os.path.expanduser(folder)):
+        folder = os.path.join(r.base_dir, folder)
+    try:
+        runs = sorted(n for n in os.listdir(os.path.expanduser(folder)) if re.fullmatch(r"run-\d+(\.\w+)?", n))
+    except OSError:
+        return None
+    for name in reversed(runs):
+        try:
+            plan = json.loads(read_regular(os.path.join(os.path.expanduser(folder), name, "plan.json"), 16 << 20))
+            if plan.get("plan_version", 3) >= 3:
+                return None
+            t = plan["training"]
+            return name, int(t["batch"]) * int(t.get("accumulate", 1)) * int(plan["hardware"].get("gpus", 1))
+        except (Refused, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
+
+
+def _num(value):
+    """A whole number as written (`4`, not `4.0`)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _save_to_problems(r: Resolved) -> list[Diagnostic]:

@@ -162,17 +162,65 @@ def trainable_parameters(method: str, flags: dict[str, bool], family: str | None
 
 
 # --- GPU memory ------------------------------------------------------------------------------------------------------
+# A model of the peak memory torch reserves during training (torch.cuda.max_memory_reserved: the CUDA context, about
+# 0.5 GiB, is not in it), fitted to measurements on an NVIDIA H200 (bench/results/memory-calibration-h200-
+# 2026-12-01.json; docs/gpu.md gives the table of measured and estimated peaks). Peak = weights + training state +
+# fixed + micro-batch x activations per row. Every coefficient below names the measurement it comes from.
 GIB = 1024 ** 3
 OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_torch_fused": 8, "adamw_8bit": 2, "paged_adamw_8bit": 2,
                    "adafactor": 4, "sgd": 0}
 TEXT_ALLOWANCE = 256  # tokens of instruction + answer + chat template assumed per sample for the estimate
-OVERHEAD_GIB = 1.0  # CUDA context, kernels and allocator slack
+CUDA_CONTEXT_GIB = 0.5  # the CUDA context and kernels, outside torch's reserved memory (nvidia-smi minus reserved)
+# Reserved beyond weights and training state at any micro-batch (allocator blocks, cuBLAS workspaces, Unsloth's
+# offload buffers): the intercepts of the measured lines (Qwen2.5-VL 3B: 7.54-7.59 GiB against 7.38 of weights and
+# LoRA state under Unsloth; 8.24 against 7.38 under transformers, which also keeps the embedding's output grad).
+FIXED_GIB = {"unsloth": 0.2, "transformers": 0.85}
+# Unsloth's gradient checkpointing ("unsloth") copies each layer's input to host memory, so what stays on the card
+# per row does not grow with the layer count. Fitted per text token per language hidden unit from the 3B and 7B
+# shapes at 1008 px (slopes 0.601 and 0.798 GiB a row, same vision tower, hidden 2048 vs 3584), and per vision patch
+# per vision hidden unit from the 3B slopes (504 px: 0.151 GiB a row; 1008 px: 0.601) and, for Llama 3.2 Vision,
+# from the 11B shape (1.13-1.19 GiB a row for 4 x 1601 tile patches: its vision encoder is not offloaded).
+UNSLOTH_TEXT_BYTES = 102
+UNSLOTH_VISION_BYTES = {"qwen": 55, "mllama": 144}
+# Other families were not measured: the larger (Llama's) coefficient, and the estimate says it is not calibrated.
+UNCALIBRATED_VISION_BYTES = 144
+# Without checkpointing every layer keeps its activations: Korthikanti et al. (2022) count ~34 x hidden bytes per
+# token per layer in 16 bits (without the attention scores flash attention avoids); the 3B shape measured 1.6x that
+# under Unsloth (504 px: 4.07 GiB a row against 2.55 counted; 1008 px: 15.5 against 9.9), the MLPs being wider
+# than the formula's 4 x hidden.
+NO_CHECKPOINT_FACTOR = 1.6
+# transformers keeps each layer's input (2 x hidden bytes per token per layer), one recomputed layer (34 x hidden)
+# and the full-vocabulary logits of the loss: ~14 bytes per token per vocabulary entry (fp32 logits, their
+# gradient and the softmax), fitted on the 3B shape (504 px: 0.99 GiB a row; 1008 px: 3.51; 14.3 and 13.8 bytes).
+TRANSFORMERS_LOGIT_BYTES = 14
+
+
+def vision_patches(family: str, geometry: dict | None, image: dict) -> int:
+    """Patches the vision tower runs on for one image: Qwen-VL before its 2 x 2 merge; Llama 3.2 Vision every tile
+    slot (the processor pads each image to max_tiles tiles and the encoder runs on all of them)."""
+    if geometry and geometry.get("kind") == "tiles":
+        return geometry["max_tiles"] * geometry["tokens_per_tile"]
+    tokens = image.get("image_tokens_per_image") or 0
+    if geometry and geometry.get("kind") == "patches":
+        return tokens * geometry.get("merge_size", 1) ** 2
+    return tokens
+
+
+def _vision_family(family: str) -> str | None:
+    if family.startswith(("qwen2_vl", "qwen2_5_vl")):
+        return "qwen"
+    if family == "mllama":
+        return "mllama"
+    return None
 
 
 def memory_estimate(method: str, family: str | None, arch: dict | None, total: int | None,
                     trainable: dict | None, image: dict, batch: int, max_length: int, optim: str,
-                    checkpointing: bool) -> dict | None:
-    """Peak GPU memory in GiB, by part (docs/plan.md gives the formula); None without architecture sizes."""
+                    checkpointing: bool, backend: str = "unsloth", geometry: dict | None = None,
+                    text_tokens: int | None = None) -> dict | None:
+    """Peak reserved GPU memory in GiB, by part, for a micro-batch of ``batch`` rows on ``backend`` ("unsloth" or
+    "transformers"); None without architecture sizes. ``text_tokens`` is the tokens of one row (image tokens
+    included); by default the image's tokens + TEXT_ALLOWANCE, at most max_length.""" 
     if not (family and arch and total and trainable):
         return None
     layers = linear_layers(family, arch)
@@ -188,25 +236,47 @@ def memory_estimate(method: str, family: str | None, arch: dict | None, total: i
     # LoRA: fp32 adapter weights (4) + fp32 gradients (4) + optimizer states. Full: bf16 gradients (2) + states.
     train_bytes = n * (8 + opt) if method != "full" else n * (2 + opt)
     lang, vis = arch["language"], arch["vision"]
-    text_tokens = image["text_tokens_per_image"] or 0
-    seq = min(max_length, text_tokens + TEXT_ALLOWANCE)
-    # Activations in 16-bit (Korthikanti et al. 2022, without the attention-score term that flash attention
-    # avoids): ~34 x hidden bytes per token per layer; with checkpointing only each layer's input (2 x hidden
-    # bytes) is kept, plus one layer recomputed at a time.
-    def acts(tokens: int, hidden: int, n_layers: int) -> float:
-        if checkpointing:
-            return tokens * hidden * (2 * n_layers + 34)
-        return tokens * hidden * 34 * n_layers
-
-    activations = acts(batch * seq, lang["hidden"], lang["layers"])
-    vision_tokens = image["image_tokens_per_image"] or 0
-    if family.startswith("qwen"):
-        vision_tokens *= 4  # the vision tower runs on patches before the 2x2 merge
+    if text_tokens is None:
+        text_tokens = min(max_length, (image["text_tokens_per_image"] or 0) + TEXT_ALLOWANCE)
+    patches = vision_patches(family, geometry, image)
     vis_layers = vis["layers"] + vis.get("global_layers", 0)
-    activations += acts(batch * vision_tokens, vis["hidden"], vis_layers)
-    logits = batch * seq * lang["vocab_size"] * 4  # fp32 logits for the loss
+    kind = _vision_family(family)
+    if not checkpointing:
+        per_row = NO_CHECKPOINT_FACTOR * 34 * (text_tokens * lang["hidden"] * lang["layers"]
+                                               + patches * vis["hidden"] * vis_layers)
+        if backend == "transformers":
+            per_row += text_tokens * TRANSFORMERS_LOGIT_BYTES * lang["vocab_size"]
+    elif backend == "unsloth":
+        vision_bytes = UNSLOTH_VISION_BYTES.get(kind, UNCALIBRATED_VISION_BYTES) if kind else UNCALIBRATED_VISION_BYTES
+        per_row = text_tokens * UNSLOTH_TEXT_BYTES * lang["hidden"] + patches * vision_bytes * vis["hidden"]
+    else:
+        per_row = (text_tokens * (2 * lang["layers"] * lang["hidden"] + 34 * lang["hidden"]
+                                  + TRANSFORMERS_LOGIT_BYTES * lang["vocab_size"])
+                   + patches * (2 * vis_layers * vis["hidden"] + 34 * vis["hidden"]))
     parts = {"weights": weights / GIB, "training_state": train_bytes / GIB,
-             "activations": (activations + logits) / GIB, "overhead": OVERHEAD_GIB}
+             "activations": batch * per_row / GIB, "overhead": FIXED_GIB.get(backend, FIXED_GIB["transformers"])}
     parts = {k: round(v, 2) for k, v in parts.items()}
     parts["total"] = round(sum(parts.values()), 1)
     return parts
+
+
+def memory_calibrated(family: str | None) -> bool:
+    """Whether the memory model's coefficients for this family's vision tower were measured (docs/gpu.md)."""
+    return bool(family) and _vision_family(family) is not None
+
+
+def card_fits(table: list[dict], backend: str, margin: float) -> list[tuple[int, list[str], int | None]]:
+    """For each memory size of the cards vtc knows (registry/cards.json), smallest first: (GiB, card names, the
+    largest micro-batch of the plan's memory table whose estimate fits: within the card's memory less the CUDA
+    context, leaving ``margin`` of it free, as the runtime chooses; None when not even the smallest fits)."""
+    from vtc.registry import load_cards
+
+    sizes: dict[int, list[str]] = {}
+    for card in load_cards():
+        sizes.setdefault(card["memory_gib"], []).append(card["name"].removeprefix("NVIDIA ").removeprefix("GeForce "))
+    out = []
+    for gib in sorted(sizes):
+        usable = (gib - CUDA_CONTEXT_GIB) * (1 - margin)
+        fitting = [row["micro_batch"] for row in table if row[backend] is not None and row[backend] <= usable]
+        out.append((gib, sizes[gib], max(fitting) if fitting else None))
+    return out

@@ -90,17 +90,15 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
     s.append(img + ".")
     if training["responses_only"]:
         s.append("Only the answers count towards learning; the question and the image are context.")
-    eff = est["effective_batch"]
+    eff = training["batch"]
     if training["steps"] is not None:
         length = f"{training['steps']} update steps"
     else:
         n = training["epochs"]
         length = f"{n} pass{'es' * (n != 1)} over the training data (epoch{'s' * (n != 1)})"
-    batch, accumulate = training["batch"], training["accumulate"]
-    how = (f"{batch} at a time, {accumulate} times before each update" if accumulate != 1 else
-           f"all {batch} at once")
-    s.append(f"Training runs for {length}, each step learning from {eff} example{'s' * (eff != 1)} ({how}), "
-             f"at a learning rate (step size) of {training['learning_rate']:g}.")
+    s.append(f"Training runs for {length}, each step learning from {_plural(eff, 'example')} (the batch), at a "
+             f"learning rate (step size) of {training['learning_rate']:g}.")
+    s.append(_split_sentence(training))
     if rows is not None:
         s.extend(_with_the_data(plan, rows))
     if data["eval"]:
@@ -122,10 +120,16 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
              + _join([saved[e] for e in exports] + ["the plan", "the loss curve"]
                      + (["the model's answers to the test data with their scores"] if tested else [])) + ".")
     gib = est["gpu_memory_gib"]
-    if gib is not None:
-        s.append(f"It needs roughly {gib} GiB of GPU memory (an estimate; a smaller resize or batch needs less).")
+    if gib is not None and training["micro_batch"] == "auto":
+        s.append(f"It needs at least roughly {gib} GiB of GPU memory, with one example at a time (an estimate; a "
+                 "smaller resize needs less).")
+    elif gib is not None:
+        s.append(f"It needs roughly {gib} GiB of GPU memory (an estimate; a smaller resize or `micro batch` needs "
+                 "less).")
     else:
         s.append("vtc does not know this model's size, so it cannot estimate the GPU memory it needs.")
+    if gib is not None:
+        s.append(_cards_sentence(training))
     every = plan["checkpoint"]["every_steps"]
     if every:
         s.append(f"It saves a checkpoint every {every} steps, so an interrupted run can continue where it stopped "
@@ -135,6 +139,29 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
     # Recipe values (a path, a column name, the model's name) are shown with control characters escaped: the
     # paragraph goes to a terminal (vtc.diagnostics.printable).
     return printable(" ".join(s))
+
+
+def _split_sentence(training: dict) -> str:
+    """How the batch goes through the GPU: pinned (`micro batch`, or the old `accumulate`), or vtc's choice with the
+    estimates it chooses from."""
+    from vtc.compiler.plan import memory_table_text
+
+    eff, micro = training["batch"], training["micro_batch"]
+    if micro != "auto":
+        passes = eff // micro
+        if passes == 1:
+            return f"All {eff} go through the GPU at once (the recipe pins it)."
+        return (f"They go through the GPU {micro} at a time, {passes} times before each update (the recipe pins "
+                "it; the result is the same as all at once).")
+    table = memory_table_text(training)
+    if table is None:
+        fallback = training["batching"]["fallback"]
+        return (f"vtc chooses how many go through the GPU at once; with no memory estimate for this model it starts "
+                f"with {fallback} and halves that once if the first steps run out of memory (the result is the same "
+                "whichever it chooses).")
+    return (f"vtc chooses how many go through the GPU at once from its free memory (estimates with Unsloth: "
+            f"{table}), keeping {training['batching']['safety_margin']:.0%} of it free; the result is the same "
+            "whichever it chooses.")
 
 
 # --- steps and time, once the data is scanned -------------------------------------------------------------------------
@@ -153,18 +180,39 @@ _TEXT_TOKENS = 51  # the text of a row in that benchmark: the chat template, the
 _CPU_SECONDS_PER_TOKEN = 5.6 / (80 * 4 * (16 + _TEXT_TOKENS))
 
 
+def _cards_sentence(training: dict) -> str:
+    """Which GPUs the run fits, in words: the smallest card that runs it and the smallest that takes the whole
+    batch at once (Unsloth's estimates; the memory sizes of registry/cards.json)."""
+    from vtc.compiler.estimates import card_fits
+
+    batch = training["batch"]
+    fits = [(gib, names, micro) for gib, names, micro in
+            card_fits(training["batching"]["memory_gib"], "unsloth", training["batching"]["safety_margin"])
+            if micro is not None]
+    if not fits:
+        return "That is more than the largest GPU vtc knows: train fewer parts, use `using qlora`, or a smaller resize."
+    gib, names, micro = fits[0]
+    first = f"It fits a GPU with {gib} GiB (such as an NVIDIA {names[0]})" + ("" if micro == batch else f", {micro} at a time")
+    whole = next(((g, n) for g, n, m in fits if m == batch), None)
+    if whole is None or whole[0] == gib:
+        return first + "."
+    return first + f"; one with {whole[0]} GiB (such as an NVIDIA {whole[1][0]}) takes all {batch} at once."
+
+
 def training_steps(plan: dict, train_rows: int) -> tuple[int, int]:
-    """(optimizer steps per epoch, steps in all) for ``train_rows`` rows, as the Trainer counts them: a batch per
-    GPU, `accumulate` batches a step, a last short batch and a last short step counted; at least one step."""
+    """(optimizer steps per epoch, steps in all) for ``train_rows`` rows, as the Trainer counts them: the batch per
+    update over the processes (each has its share of the rows), a last short step counted; at least one step.
+    However the batch is split into micro-batches, the count is the same: ceil(ceil(n / m) / a) = ceil(n / (m a))."""
     t = plan["training"]
-    batches = math.ceil(train_rows / (t["batch"] * plan["hardware"]["gpus"]))
-    per_epoch = max(math.ceil(batches / t["accumulate"]), 1)
+    processes = t["batching"]["processes"]
+    per_process = math.ceil(train_rows / processes)
+    per_epoch = max(math.ceil(per_process / (t["batch"] // processes)), 1)
     total = t["steps"] if t["steps"] is not None else math.ceil(t["epochs"] * per_epoch)
     return per_epoch, total
 
 
 def _with_the_data(plan: dict, rows: dict) -> list[str]:
-    t, est = plan["training"], plan["estimates"]
+    t = plan["training"]
     n_train, n_eval = rows.get("train", 0), rows.get("eval", 0)
     out = []
     counted = f"The data check counted {_plural(n_train, 'row')} to train on"
@@ -174,7 +222,7 @@ def _with_the_data(plan: dict, rows: dict) -> list[str]:
     if n_train == 0:
         return out + ["With no training row, nothing can train."]
     per_epoch, total = training_steps(plan, n_train)
-    eff = est["effective_batch"]
+    eff = t["batch"]
     if t["steps"] is not None:
         passes = total / per_epoch
         out.append(f"At {_plural(eff, 'example')} a step, one pass over them takes {_plural(per_epoch, 'step')}, so "
@@ -201,7 +249,7 @@ def time_estimate(plan: dict, steps: int) -> str:
     if not in_text or not est["image_tokens_per_image"]:
         return ("vtc cannot estimate the training time: it does not know how many tokens these images make "
                 "(`resize none`, or a model family without image sizes in its registry).")
-    rows = steps * est["effective_batch"]
+    rows = steps * plan["training"]["batch"]
     tokens = rows * (in_text + _TEXT_TOKENS)
     if m["source"] == "tiny":
         seconds = tokens * _CPU_SECONDS_PER_TOKEN
@@ -221,9 +269,13 @@ def time_estimate(plan: dict, steps: int) -> str:
     unsloth = tokens * scale / _GPU_TOKENS_PER_S["unsloth"] + _GPU_START_S[1]
     transformers = tokens * scale / _GPU_TOKENS_PER_S["transformers"] + _GPU_START_S[0]
     low, high = (_duration(x) for x in sorted((unsloth, transformers)))
-    if low.split()[-1] == high.split()[-1]:
-        low = low.split()[0]  # "2 to 3 minutes"
-    sentence = (f"On one NVIDIA H100, training should take roughly {low} to {high}, start-up included (not the "
+    if low == high:
+        span = high  # "3 minutes", not "3 to 3 minutes"
+    elif low.split()[-1] == high.split()[-1]:
+        span = f"{low.split()[0]} to {high}"  # "2 to 3 minutes"
+    else:
+        span = f"{low} to {high}"
+    sentence = (f"On one NVIDIA H100, training should take roughly {span}, start-up included (not the "
                 f"model's download, nor the tests before and after): an estimate for about "
                 f"{in_text + _TEXT_TOKENS} tokens a row, scaled by model size from vtc's one measurement (Qwen2.5-VL, "
                 "3B shape, 16-bit LoRA: 1,189 tokens/s with Unsloth, 670 with transformers; docs/gpu.md)")

@@ -21,10 +21,10 @@ Rules:
 
 The document's keys (docs/plan.md and schema.json describe them): model, parts, method, precision, flags,
 train_data, eval_data, holdout, instruction, system, answer, image_column, resize, bad_rows, window, tiff_pages,
-lora, train_for, batch, accumulate, learning_rate, warmup, schedule, optimizer, weight_decay, max_length, seed,
-metrics, save_to, exports, gpus, checkpoint_every. A simple clause (ast.Number, ast.Choice) sets the key that the
-clause table (vtc.compiler.clauses) names. Numbers are converted where the text is a number; anything else stays
-text so that the schema can say what was expected. ``spans`` maps every pointer that was set (and its parents) to
+lora, train_for, batch, micro_batch, accumulate, learning_rate, warmup, schedule, optimizer, weight_decay,
+max_length, seed, metrics, save_to, exports, gpus, checkpoint_every. A simple clause (ast.Number, ast.Choice) sets
+the key that the clause table (vtc.compiler.clauses) names. Numbers are converted where the text is a number;
+anything else stays text so that the schema can say what was expected. ``spans`` maps every pointer that was set (and its parents) to
 the span of the value or clause. A number of more than MOST_DIGITS digits is reported (VT115) before any
 conversion, and its clause left out.
 """

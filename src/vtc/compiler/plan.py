@@ -147,8 +147,12 @@ def summarize_plan(plan: dict) -> str:
         row("length", "/training/steps", f"{tr['steps']} steps")
     else:
         row("length", "/training/epochs", _plural(tr["epochs"], "epoch"))
-    row("batch", "/training/batch")
-    row("accumulate", "/training/accumulate")
+    row("batch", "/training/batch", f"{tr['batch']} per update")
+    micro = tr["micro_batch"]
+    row("micro batch", "/training/micro_batch",
+        "auto (vtc chooses from the free memory)" if micro == "auto" else
+        f"{micro} at a time, no accumulation" if micro == tr["batch"] else
+        f"{micro} at a time, {tr['batch'] // micro} passes an update")
     row("learning rate", "/training/learning_rate")
     if tr["warmup_ratio"] is not None:
         row("warmup", "/training/warmup_ratio", f"{tr['warmup_ratio']:.0%} of steps")
@@ -159,6 +163,9 @@ def summarize_plan(plan: dict) -> str:
     row("weight decay", "/training/weight_decay")
     row("max length", "/training/max_length")
     row("seed", "/training/seed")
+    if (m["family"] or "").startswith("qwen"):
+        row("vision attention", "/training/vision_attention",
+            "one call per layer (GPU)" if tr["vision_attention"] == "varlen" else "per window")
     every = plan["checkpoint"]["every_steps"]
     row("checkpoint every", "/checkpoint/every_steps", f"{every} steps" if every else "only on Ctrl-C and at the end")
     lines.append("data")
@@ -206,11 +213,78 @@ def summarize_plan(plan: dict) -> str:
         for tower in ("vision", "language"):
             lines.append(f"    {tower:<22} attention {t[tower]['attention']:,}, mlp {t[tower]['mlp']:,}")
     if e["gpu_memory_gib"] is not None:
-        lines.append(f"  {'GPU memory':<24} about {e['gpu_memory_gib']} GiB")
-    lines.append(f"  {'effective batch':<24} {e['effective_batch']}")
+        at = "" if micro != "auto" else " (1 at a time)"
+        lines.append(f"  {'GPU memory':<24} about {e['gpu_memory_gib']} GiB{at}")
+    lines.extend(_memory_table(tr))
+    f = e["flops"]
+    if f:  # what the run's model FLOP utilisation counts (docs/running.md, "Speed and utilisation")
+        lines.append(f"  {'model FLOPs':<24} {_si(f['per_text_token'])} a text token, "
+                     f"{_si(f['per_vision_patch'])} an image patch (6 x parameters)")
     # For a terminal: control characters of recipe values and file names shown escaped (`vtc plan --json` keeps
     # them exact).
     return printable("\n".join(lines))
+
+
+def memory_table_text(training: dict, backend: str = "unsloth", most: int = 6, unit: str = " GiB") -> str | None:
+    """The micro-batch estimates of one backend as `1 -> 9.1 GiB, 2 -> 9.8 GiB, ...` (at most ``most`` of them:
+    the smallest and the largest, `...` between), or None when there is none."""
+    rows = [(row["micro_batch"], row[backend]) for row in training["batching"]["memory_gib"]
+            if row[backend] is not None]
+    if not rows:
+        return None
+    shown = [f"{m} -> {gib:g}{unit}" for m, gib in rows]
+    if len(shown) > most:
+        shown = shown[:most // 2] + ["..."] + shown[-(most - most // 2):]
+    return ", ".join(shown)
+
+
+def card_fits_text(training: dict, backend: str = "unsloth") -> str | None:
+    """Which card sizes the run fits and how many rows at a time each takes: `16 GiB: no; 24 GiB (L4, A10): 2 at a
+    time; ...; 80 GiB (H100): all 8`; None without estimates."""
+    from vtc.compiler.estimates import card_fits
+
+    table = training["batching"]["memory_gib"]
+    if not any(row[backend] is not None for row in table):
+        return None
+    batch = training["batch"]
+    parts = []
+    for gib, names, micro in card_fits(table, backend, training["batching"]["safety_margin"]):
+        if micro is None:
+            parts.append(f"{gib} GiB: too small")
+        else:
+            parts.append(f"{gib} GiB ({', '.join(names[:2])}): " + (f"all {batch}" if micro == batch else
+                                                                    f"{micro} at a time"))
+    # One entry per size up to the first that takes the whole batch at once; larger cards add nothing.
+    whole = next((i for i, p in enumerate(parts) if p.endswith(f"all {batch}")), len(parts) - 1)
+    return "; ".join(parts[:whole + 1]) + ("; larger: the same" if whole < len(parts) - 1 else "")
+
+
+def _memory_table(training: dict) -> list[str]:
+    """`vtc plan`'s lines for the memory estimate of each micro-batch (rows at a time -> GiB), per backend."""
+    out = []
+    for backend in ("unsloth", "transformers"):
+        text = memory_table_text(training, backend, unit="")
+        if text is not None:
+            label = "GiB by micro batch" if not out else ""
+            out.append(f"  {label:<24} {backend + ':':<14}{text}")
+    fits_line = card_fits_text(training)
+    if fits_line:
+        out.append(f"  {'cards (unsloth)':<24} {fits_line}")
+    if training["micro_batch"] == "auto":
+        rule = training["batching"]
+        fits = f"the largest that leaves {rule['safety_margin']:.0%} of the free memory free"
+        out.append(f"  {'micro batch rule':<24} {fits}" if out else
+                   f"  {'micro batch rule':<24} no estimate: starts at {rule['fallback']}, halved once if the first "
+                   "steps run out of memory")
+    return out
+
+
+def _si(n: float) -> str:
+    """A count with a metric prefix, three digits: 18.5 G, 2.08 M."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= factor:
+            return f"{n / factor:.3g} {prefix}"
+    return f"{n:.3g}"
 
 
 def _get(plan: dict, pointer: str):

@@ -24,13 +24,15 @@ turns out to be a folder here is it read here (the pipeline takes such a name fo
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from typing import Any
 
 from vtc.compiler import estimates as E
+from vtc.compiler.flops import model_flops
 from vtc.diagnostics import Diagnostic, Span, error, note, suggest, warning
-from vtc.records import record
+from vtc.records import fields, record
 from vtc.registry import (Registry, default_resize, explicit_hub_id, is_hub_id, model_geometry, resolve_model,
                           shadow_note, total_params)
 
@@ -46,8 +48,18 @@ DEFAULTS: dict[str, Any] = {
     "lora.alpha": 16,
     "lora.dropout": 0.0,
     "train_for": {"amount": 1, "unit": "epochs"},
-    "batch": 2,
-    "accumulate": 4,
+    # Samples per update (the effective batch): the notebooks' 2 a step x 4 steps. How many go through the GPU at
+    # once (the micro-batch) is the runtime's choice by the plan's rule (training.batching), unless pinned.
+    "batch": 8,
+    # The old form (`accumulate A`, with `batch B` the rows per step): B's default there, as before issue 12.
+    "old_form_batch": 2,
+    # Of the free memory a run finds, the share the micro-batch's estimate must leave free (estimates are
+    # estimates; the allocator fragments).
+    "safety_margin": 0.1,
+    # The micro-batch an `auto` run starts with when it cannot compare an estimate with free memory (an unknown
+    # model, a machine whose free memory cannot be read): the largest divisor of the batch up to this; the retry
+    # after an out-of-memory error at the first steps halves it.
+    "fallback_micro_batch": 8,
     "learning_rate": 2e-4,
     "warmup": {"amount": 5, "unit": "steps"},
     "schedule": "linear",
@@ -70,6 +82,27 @@ DEFAULTS: dict[str, Any] = {
     # The side a `resize`-less recipe standardises to when the model's family has no default of its own.
     "resize": 512,
     "lora.bias": "none",  # LoRA adapters without bias terms, as Unsloth's notebooks train them
+    # Data loading ahead of the step (training.data_loading; runtime/backends/base.py data_loader_arguments), by the
+    # device the run trains on. GPU: worker processes open, decode and collate the next batches while the GPU trains
+    # the current one. One worker makes a batch of 16 images of 504 px in well under 0.2 s on one core (measured on
+    # the dev machine: PNG decoding 33 ms, Qwen-VL's image processor 76 ms; the chat template and tokens add little)
+    # while an H200 trains it in 2.7 s (issue 12, Qwen2.5-VL 3B): one keeps up; 4 leave room for 1000 px images
+    # (4x the pixels), DICOM decoding and a step 2-3x faster, and take 4 of the GPU machine's 16 cores (the training
+    # process, its compiler and the pin-memory thread keep the rest; the runtime never starts more workers than
+    # there are cores). Each worker keeps 2 batches ready (torch's own default; 8 batches of 16 x 504 px images
+    # are ~0.8 GB of host memory); pinned (page-locked) host memory lets the copy to the GPU run without blocking;
+    # workers persist across epochs (no new processes, processor copies and file hashes every epoch). CPU: 0
+    # workers, the batch is made in the training process: the CPU's cores do the arithmetic, and a worker would
+    # take one from it (CI has 2); pinning serves copies to a GPU only.
+    # Qwen-VL's windowed vision attention as one variable-length flash call per layer (runtime/attention.py) where
+    # the GPU and torch have the kernel, instead of transformers' one call per window: measured on an H200, Qwen2.5-VL
+    # 3B shape, micro-batch 16 of 504 px images under Unsloth: 3.34 -> 0.89 s a step, GPU busy 34% -> 82%, the same
+    # outputs within bf16 rounding (docs/gpu.md). "per_window" keeps transformers' own.
+    "vision_attention": "varlen",
+    "data_loading.workers": {"gpu": 4, "cpu": 0},
+    "data_loading.pin_memory": {"gpu": True, "cpu": False},
+    "data_loading.prefetch_factor": 2,
+    "data_loading.persistent_workers": True,
 }
 
 
@@ -152,12 +185,33 @@ class Images:
 
 
 @record
+class Batching:
+    """How the runtime splits the batch: micro_batch x accumulate x processes = batch (docs/plan.md)."""
+
+    processes: Sourced  # 1: vtc trains in one process (several, one per GPU, come with multi-GPU training)
+    safety_margin: Sourced  # the share of the free memory the chosen micro-batch's estimate leaves free
+    fallback: Sourced  # the micro-batch of an `auto` run that cannot compare; None when the micro-batch is pinned
+    memory_gib: Sourced  # [{"micro_batch": m, "unsloth": GiB, "transformers": GiB}] for each divisor m of batch
+
+
+@record
+class DataLoading:
+    """How batches are made ahead of the step, by the device a run trains on (docs/plan.md, training)."""
+
+    workers: Sourced  # {"gpu": n, "cpu": n}: data-loading worker processes (0: in the training process)
+    pin_memory: Sourced  # {"gpu": bool, "cpu": bool}: batches in page-locked host memory
+    prefetch_factor: Sourced  # batches each worker keeps ready
+    persistent_workers: Sourced  # workers kept from one epoch to the next
+
+
+@record
 class Training:
     responses_only: Sourced
     gradient_checkpointing: Sourced
     max_length: Sourced
-    batch: Sourced  # per process (per GPU)
-    accumulate: Sourced
+    batch: Sourced  # samples per update (the effective batch), over all micro-batches and processes
+    micro_batch: Sourced  # rows through the GPU at once, per process: pinned (a number) or "auto"
+    batching: Batching
     steps: Sourced  # optimizer steps, or None when training by epochs
     epochs: Sourced  # passes over the data, or None when training by steps
     learning_rate: Sourced
@@ -167,6 +221,8 @@ class Training:
     optimizer: Sourced
     weight_decay: Sourced
     seed: Sourced
+    data_loading: DataLoading
+    vision_attention: Sourced  # "varlen" (one call per layer where the GPU has the kernel) or "per_window"
 
 
 @record
@@ -199,9 +255,9 @@ class Estimates:
     tiles_per_image: Sourced
     trainable_parameters: Sourced
     total_parameters: Sourced
-    effective_batch: Sourced
     gpu_memory_gib: Sourced
     gpu_memory_breakdown_gib: Sourced
+    flops: Sourced  # model FLOPs per text token and per vision patch (compiler/flops.py), or None
 
 
 @record
@@ -297,7 +353,8 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         name=name, source=derived(source), id=model_id,
         family=Sourced(family, "registry" if source in ("registry", "tiny") else "derived"),
         markers=registry_value(dict(fam_info["markers"]) if fam_info else None),
-        geometry=registry_value(geometry), architecture=registry_value(arch),
+        geometry=registry_value(geometry),
+        architecture=Sourced(arch, "derived") if source == "local" else registry_value(arch),
         trust_remote_code=flags["trust_remote_code"])
 
     # --- what trains
@@ -338,8 +395,8 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
     training = Training(
         responses_only=flags["responses_only"], gradient_checkpointing=flags["gradient_checkpointing"],
         max_length=_as(int, get("/max_length", DEFAULTS["max_length"])),
-        batch=_as(int, get("/batch", DEFAULTS["batch"])),
-        accumulate=_as(int, get("/accumulate", DEFAULTS["accumulate"])),
+        **_batch(get("/batch"), get("/micro_batch"), get("/accumulate")),
+        batching=None,  # below, with the estimates
         steps=same(int(amount) if by_steps else None, train_for),
         epochs=same(None if by_steps else _whole(amount), train_for),
         learning_rate=_as(float, get("/learning_rate", DEFAULTS["learning_rate"])),
@@ -347,7 +404,10 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         warmup_ratio=same(round(warmup.value["amount"] / 100, 10) if in_percent else None, warmup),
         schedule=get("/schedule", DEFAULTS["schedule"]), optimizer=get("/optimizer", DEFAULTS["optimizer"]),
         weight_decay=_as(float, get("/weight_decay", DEFAULTS["weight_decay"])),
-        seed=_as(int, get("/seed", DEFAULTS["seed"])))
+        seed=_as(int, get("/seed", DEFAULTS["seed"])),
+        data_loading=DataLoading(**{name: Sourced(DEFAULTS[f"data_loading.{name}"], "default")
+                                    for name in ("workers", "pin_memory", "prefetch_factor", "persistent_workers")}),
+        vision_attention=Sourced(DEFAULTS["vision_attention"], "default"))
 
     stem = os.path.splitext(os.path.basename(main_file))[0] or "recipe"
     evaluation = Evaluation(metrics=_as(list, get("/metrics", DEFAULTS["metrics"])),
@@ -360,15 +420,29 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
     total = total_params(family, entry)
     image = E.image_estimate(geometry, images.resize.value)
     trainable = E.trainable_parameters(method.value, chosen, family, arch, rank.value, total)
-    memory = E.memory_estimate(method.value, family, arch, total, trainable, image, training.batch.value,
-                               training.max_length.value, training.optimizer.value,
-                               training.gradient_checkpointing.value)
+    def memory(micro: int, backend: str) -> dict | None:
+        return E.memory_estimate(method=method.value, family=family, arch=arch, total=total, trainable=trainable,
+                                 image=image, batch=micro, max_length=training.max_length.value,
+                                 optim=training.optimizer.value,
+                                 checkpointing=training.gradient_checkpointing.value, backend=backend,
+                                 geometry=geometry)
+
+    pinned = training.micro_batch.value if training.micro_batch.value != "auto" else None
+    table = [{"micro_batch": m, **{b: _total(memory(m, b)) for b in BATCH_BACKENDS}}
+             for m in micro_batches(training.batch.value)]
+    training = _replace(training, batching=Batching(
+        processes=derived(1), safety_margin=Sourced(DEFAULTS["safety_margin"], "default"),
+        fallback=derived(None if pinned else fallback_micro_batch(training.batch.value)),
+        memory_gib=derived(table)))
+    # The headline estimate: at the pinned micro-batch, else at 1 (the least a run needs; the table has the rest).
+    breakdown = memory(pinned or 1, "unsloth")
     estimates = Estimates(
         image_size=derived(image["image_size"]), image_tokens_per_image=derived(image["image_tokens_per_image"]),
         text_tokens_per_image=derived(image["text_tokens_per_image"]), tiles_per_image=derived(image["tiles"]),
         trainable_parameters=derived(trainable), total_parameters=derived(total),
-        effective_batch=derived(training.batch.value * training.accumulate.value * hardware.gpus.value),
-        gpu_memory_gib=derived(memory["total"] if memory else None), gpu_memory_breakdown_gib=derived(memory))
+        gpu_memory_gib=derived(breakdown["total"] if breakdown else None),
+        gpu_memory_breakdown_gib=derived(breakdown),
+        flops=derived(model_flops(family, arch, geometry)))
 
     files = [main_file, *files] + [s.file for s in spans.values()]
     recipe = RecipeFiles(display(main_file), tuple(dict.fromkeys(display(f) for f in files)))
@@ -379,6 +453,50 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         evaluation=evaluation, outputs=outputs, checkpoint=checkpoint, hardware=hardware, estimates=estimates,
         flags=flags, written=_written(document, spans, origin))
     return resolved, diagnostics
+
+
+# The backends a plan's memory table has a column for (the runtime reads the column of the backend it runs).
+BATCH_BACKENDS = ("unsloth", "transformers")
+# The largest micro-batch a table lists (the largest `batch` a recipe may write).
+MOST_MICRO_BATCH = 4096
+
+
+def _batch(batch: Sourced, micro: Sourced, accumulate: Sourced) -> dict[str, Sourced]:
+    """The batch (samples per update) and the micro-batch ("auto" or pinned) the recipe means.
+
+    `batch N` is N per update, the micro-batch vtc's to choose; `micro batch M` pins it. The old form, with
+    `accumulate A` (before issue 12): `batch B` (default 2) rows per step, A steps per update: B x A per update with
+    the micro-batch pinned to B, as it always meant (VT246 says how to write it now). `accumulate` with `micro batch`
+    is VT248; the old form's micro-batch wins here (no plan is made then)."""
+    if accumulate.value is not None:
+        rows = int(batch.value) if batch.value is not None else DEFAULTS["old_form_batch"]
+        per_step = batch if batch.value is not None else Sourced(rows, "default")
+        return {"batch": Sourced(rows * int(accumulate.value), accumulate.origin, accumulate.span),
+                "micro_batch": Sourced(rows, per_step.origin, per_step.span)}
+    effective = _as(int, batch) if batch.value is not None else Sourced(DEFAULTS["batch"], "default")
+    return {"batch": effective,
+            "micro_batch": _as(int, micro) if micro.value is not None else Sourced("auto", "default")}
+
+
+def micro_batches(batch: int) -> list[int]:
+    """The micro-batches a batch can be split into: its divisors, up to MOST_MICRO_BATCH, smallest first."""
+    low = [d for d in range(1, math.isqrt(batch) + 1) if batch % d == 0]
+    return [d for d in sorted(set(low + [batch // d for d in low])) if d <= MOST_MICRO_BATCH]
+
+
+def fallback_micro_batch(batch: int) -> int:
+    """The micro-batch of an `auto` run that cannot compare estimates with free memory: the largest divisor of the
+    batch up to DEFAULTS["fallback_micro_batch"]."""
+    return max(d for d in micro_batches(batch) if d <= DEFAULTS["fallback_micro_batch"])
+
+
+def _total(estimate: dict | None) -> float | None:
+    return estimate["total"] if estimate else None
+
+
+def _replace(value, **changes):
+    """A record with some fields changed."""
+    return type(value)(**{name: changes.get(name, getattr(value, name)) for name in fields(value)})
 
 
 def _written(document: dict, spans: dict[str, Span], origin) -> dict[str, Sourced]:

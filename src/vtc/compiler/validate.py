@@ -88,7 +88,8 @@ def _shown(value) -> str:
 
 _KIND = {"integer": "a whole number", "number": "a number", "string": "a word or a quoted text",
          "boolean": "on or off", "array": "a list", "object": "settings"}
-_EXAMPLE = {"batch": "batch 2", "accumulate": "accumulate 4", "learning rate": "learning rate 2e-4",
+_EXAMPLE = {"batch": "batch 8", "micro batch": "micro batch 2", "accumulate": "accumulate 4",
+            "learning rate": "learning rate 2e-4",
             "max length": "max length 2048", "seed": "seed 3407", "gpus": "gpus 1", "lora rank": "lora rank 16",
             "lora alpha": "lora alpha 16", "lora dropout": "lora dropout 0.05", "holdout": "holdout 10%",
             "train for": "train for 1 epoch", "warmup": "warmup 5 steps", "weight decay": "weight decay 0.001"}

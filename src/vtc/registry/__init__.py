@@ -73,6 +73,12 @@ def load_registry() -> Registry:
     return Registry(families=data["families"], models=data["models"], aliases=data["aliases"])
 
 
+@lru_cache(maxsize=1)
+def load_cards() -> list[dict]:
+    """The GPUs vtc knows (cards.json: name, memory, peak 16-bit TFLOP/s), once per process."""
+    return json.loads((REGISTRY_FILE.parent / "cards.json").read_text(encoding="utf-8"))["cards"]
+
+
 # --- what a model name means ---------------------------------------------------------------------------------------
 
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
@@ -163,6 +169,7 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
             except ValueError:
                 config = None
             family = registry.family_for_model_type(model_type) if isinstance(model_type, str) else None
+            arch = architecture_from_config(family, config) if family and isinstance(config, dict) else None
             if family is None:
                 shown = f"`{model_type}`" if isinstance(model_type, str) else "no model_type"
                 problems.append(Problem(
@@ -170,6 +177,9 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
                     f"the model folder `{name}` has {shown} in its config.json, which is not a vision family vtc knows",
                     "known families: " + ", ".join(sorted(registry.families)) +
                     "; vtc will still try, but cannot check markers, image tokens or parameter counts"))
+            if arch is not None:  # the sizes of the folder's own config: parameter and memory estimates
+                return {"name": name, "source": "local", "key": None, "id": name, "family": family,
+                        "entry": {"family": family, "architecture": arch}, "hub": None}, problems
         return {"name": name, "source": "local", "key": None, "id": name, "family": family, "entry": None,
                 "hub": None}, problems
     if explicit is not None or is_hub_id(name):
@@ -315,6 +325,43 @@ _LAYOUTS = {
     "gemma3": _gemma3,
     "llava": _pixtral,
 }
+
+
+def architecture_from_config(family: str, config: dict) -> dict | None:
+    """The registry's architecture sizes read from a local model folder's config.json, for the families whose
+    parameters vtc counts exactly (Qwen2.5-VL, Llama 3.2 Vision); None for others or a config without the sizes."""
+    vision, text = config.get("vision_config"), config.get("text_config") or config
+    if not isinstance(vision, dict) or not isinstance(text, dict):
+        return None
+    tied = bool(config.get("tie_word_embeddings", text.get("tie_word_embeddings", False)))
+    try:
+        heads = int(text["num_attention_heads"])
+        language = {"layers": int(text["num_hidden_layers"]), "hidden": int(text["hidden_size"]),
+                    "intermediate": int(text["intermediate_size"]), "heads": heads,
+                    "kv_heads": int(text.get("num_key_value_heads") or heads),
+                    "head_dim": int(text.get("head_dim") or int(text["hidden_size"]) // heads),
+                    "vocab_size": int(text["vocab_size"]), "tied_embeddings": tied}
+        if family == "qwen2_5_vl":
+            return {"vision": {"layers": int(vision["depth"]), "hidden": int(vision["hidden_size"]),
+                               "intermediate": int(vision["intermediate_size"]), "heads": int(vision["num_heads"]),
+                               "fused_qkv": True, "out_hidden": int(vision["out_hidden_size"]),
+                               "patch_size": int(vision.get("patch_size", 14)),
+                               "temporal_patch_size": int(vision.get("temporal_patch_size", 2))},
+                    "language": language}
+        if family == "mllama":
+            language["cross_attention_layers"] = [int(x) for x in text["cross_attention_layers"]]
+            return {"vision": {"layers": int(vision["num_hidden_layers"]),
+                               "global_layers": int(vision["num_global_layers"]),
+                               "hidden": int(vision["hidden_size"]), "intermediate": int(vision["intermediate_size"]),
+                               "heads": int(vision["attention_heads"]), "fused_qkv": False,
+                               "output_dim": int(vision["vision_output_dim"]),
+                               "image_size": int(vision.get("image_size", 560)),
+                               "patch_size": int(vision.get("patch_size", 14)),
+                               "max_tiles": int(vision.get("max_num_tiles", 4))},
+                    "language": language}
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
 
 
 def exact_total_params(family: str, arch: dict) -> int | None:

@@ -272,7 +272,11 @@ def ask_command(run_dir, image, question=None, *, output=None, backend: str = "a
         print(reason, file=sys.stderr)
         from vtc.runtime.progress import quiet_libraries
 
-        with quiet_libraries():
+        from vtc.runtime import batching as B
+        from vtc.runtime.lifecycle import read_manifest
+
+        with quiet_libraries(), B.scope():
+            B.use(B.recorded_or_planned(read_manifest(run), plan))  # answers in batches of twice the run's micro-batch
             _answer(plan, model_dir, images, question, be, sink, folder)
     finally:
         sink.close()

@@ -18,11 +18,24 @@ For each batch (unsloth_zoo 2026.10.9, vision_utils.py and dataset_utils.train_o
 Sequences longer than ``max_seq_length`` are cut at the end, like the processor's truncation, but never through
 image tokens: that is an error naming the counts, and ``check_lengths`` finds such rows before training starts
 (instead of the model's "image features and image tokens do not match").
+
+Collators run in data-loading worker processes (forked; plan["training"]["data_loading"]), a batch or more ahead
+of the step: nothing in them touches CUDA. An error raised in a worker would reach the training process as torch's
+"Caught VtcError in DataLoader worker process 0" with the traceback as text, its diagnostics lost; the collate
+functions run inside ``worker_errors()``, which sends the exception itself across (``WorkerFailure``), so that the
+run stops with the same diagnostics (VT430, VT434, an image unreadable since the data check: VT411) as without
+workers.
 """
 
 from __future__ import annotations
 
+import base64
+import builtins
+import json
+import re
+import traceback
 import warnings
+from contextlib import contextmanager
 from typing import Sequence
 
 from vtc.diagnostics import Span, VtcError, error
@@ -347,3 +360,165 @@ def _cache_key(row: dict):
         return tuple(key)
     except (KeyError, TypeError, AttributeError):
         return None
+
+
+# --- errors in data-loading workers ---------------------------------------------------------------------------------
+
+
+class WorkerFailure(Exception):
+    """An exception of a data-loading worker, carried whole to the training process.
+
+    torch's DataLoader sends a worker's exception across as its type and its formatted traceback, and in the
+    training process rebuilds it as ``type(text)`` (torch.utils.data._utils / torch._utils.ExceptionWrapper.reraise),
+    which loses everything but text (a VtcError's diagnostics among it). A WorkerFailure's message is the original
+    exception as JSON, base64-encoded behind MARK, so that when torch rebuilds it from the text, ``__new__``
+    finds the mark and returns the original exception instead: the same VtcError with its diagnostics, the same
+    OSError with its errno (a full disk stays VT522), a built-in exception of the same type; any other comes back as
+    a RuntimeError naming its type. The worker's traceback is added to it as a note (for bugs).
+    """
+
+    MARK = "vtc-worker-failure:"
+
+    def __new__(cls, *args):
+        text = args[0] if len(args) == 1 and isinstance(args[0], str) else None
+        if text is not None and cls.MARK in text:
+            rebuilt = _unpack(text)
+            if rebuilt is not None:
+                return rebuilt  # not a WorkerFailure: Python then skips __init__, and torch raises this one
+        return super().__new__(cls, *args)
+
+    @classmethod
+    def carrying(cls, exc: BaseException) -> "WorkerFailure":
+        """The WorkerFailure a worker raises for ``exc`` (made without __new__'s unpacking)."""
+        payload = _pack(exc)
+        failure = Exception.__new__(cls)
+        Exception.__init__(failure, cls.MARK + payload)
+        return failure
+
+
+def carried(exc: BaseException) -> BaseException:
+    """The exception a WorkerFailure carries, when one arrives as itself (a torch that rebuilds a worker's exception
+    another way than ``type(text)``); any other exception as it is."""
+    if isinstance(exc, WorkerFailure):
+        return _unpack(str(exc)) or exc
+    return exc
+
+
+def in_worker() -> bool:
+    """Whether this code runs in a data-loading worker process (torch sets the worker info there only)."""
+    try:
+        from torch.utils.data import get_worker_info
+    except ImportError:
+        return False
+    return get_worker_info() is not None
+
+
+@contextmanager
+def worker_errors():
+    """Around a collate function: in a data-loading worker, an exception leaves as a WorkerFailure carrying it (the
+    training process raises the original); in the training process itself, exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if not in_worker():
+            raise
+        raise WorkerFailure.carrying(exc) from None
+
+
+def _pack(exc: BaseException) -> str:
+    """The exception and its worker traceback as JSON, base64-encoded (one line of text). JSON, not pickle: vtc never
+    unpickles (tests/test_security.py); what an exception is made of that JSON cannot hold goes as text."""
+    item: dict = {"type": type(exc).__name__, "message": str(exc),
+                  "where": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+    if isinstance(exc, VtcError):
+        item["diagnostics"] = [d.to_json() for d in exc.diagnostics]
+    elif isinstance(exc, OSError) and exc.errno is not None:  # a full disk must stay a full disk (VT522)
+        item["os"] = [exc.errno, exc.strerror, None if exc.filename is None else str(exc.filename)]
+    return base64.b64encode(json.dumps(item).encode("utf-8")).decode("ascii")
+
+
+def _unpack(text: str):
+    """The exception a WorkerFailure's text carries, or None when the text holds none (then torch's own path): a
+    VtcError with the same diagnostics, an OSError with the same errno, a built-in exception of the same type and
+    message, anything else a RuntimeError naming its type; with the worker's traceback as a note."""
+    words = text.rsplit(WorkerFailure.MARK, 1)[1].split()
+    try:
+        item = json.loads(base64.b64decode(words[0] if words else "", validate=True).decode("utf-8"))
+        name, message, where = str(item["type"]), str(item["message"]), str(item["where"])
+        if "diagnostics" in item:
+            exc: BaseException = VtcError([_diagnostic(d) for d in item["diagnostics"]])
+        elif "os" in item:
+            number, strerror, filename = item["os"]
+            exc = OSError(int(number), strerror, filename) if filename is not None else OSError(int(number), strerror)
+        else:
+            exc = _builtin(name, message) or RuntimeError(f"{name} in a data-loading worker: {message}")
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    try:
+        exc.add_note("raised in a data-loading worker process:\n" + where)
+    except AttributeError:  # Python < 3.11
+        pass
+    return exc
+
+
+def _builtin(name: str, message: str) -> Exception | None:
+    """A built-in exception of that name with that message (ValueError, KeyError, ...), or None."""
+    kind = getattr(builtins, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, Exception)) or issubclass(kind, OSError):
+        return None
+    try:
+        return kind(message)
+    except TypeError:  # one whose constructor takes more (UnicodeDecodeError)
+        return None
+
+
+def _diagnostic(data: dict):
+    """A Diagnostic from its to_json() form."""
+    from vtc.diagnostics import Diagnostic, Severity
+
+    def span(d):
+        return Span(**{k: d[k] for k in ("file", "line", "column", "end_line", "end_column")}) if d else None
+
+    return Diagnostic(data["code"], Severity(data["severity"]), data["message"], span(data["span"]), data["help"],
+                      tuple((span(r["span"]), r["message"]) for r in data["related"]))
+
+
+# torch's words when a worker process ends without a Python exception (torch/utils/data/dataloader.py and the
+# SIGCHLD handler of torch/csrc/DataLoader.cpp): "DataLoader worker (pid 4242) is killed by signal: Killed.",
+# "DataLoader worker (pid(s) 4242) exited unexpectedly".
+_WORKER_DIED = re.compile(r"DataLoader worker \(pid(?:\(s\))? ?([\d, ]+)\) (is killed by signal: ([^.]+)|exited "
+                          r"unexpectedly(?: with exit code -?\d+)?)")
+
+
+def worker_died(exc: BaseException) -> str | None:
+    """What became of a data-loading worker that ended without a Python error ("killed by signal: Killed"), from
+    torch's exception anywhere in ``exc``'s chain; None when ``exc`` is not that."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    said = None
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        found = _WORKER_DIED.search(str(e))
+        if found and found.group(3):  # the signal (torch's SIGCHLD handler) says most: it is often the cause
+            return f"killed by signal: {found.group(3).strip()}"
+        if found and said is None:
+            said = found.group(2)
+        e = e.__cause__ or e.__context__
+    return said
+
+
+def worker_died_error(detail: str, doing: str, span: Span | None, resume: str = ""):
+    """VT542: a data-loading worker process ended without a Python error, with the likely cause and what to do."""
+    why = ""
+    if detail.endswith("Killed"):
+        why = " (Linux's out-of-memory killer ends processes this way: the machine's memory ran out)"
+    elif detail.endswith("Bus error"):
+        why = (" (a worker could not write its batch into shared memory, /dev/shm, which is full: in a container, "
+               "`--shm-size=8g` raises it)")
+    elif "Segmentation fault" in detail or "Aborted" in detail:
+        why = " (a library crashed while opening or preparing an image)"
+    return error(
+        "VT542", f"a data-loading worker process stopped while {doing}: {detail}{why}", span,
+        help="free memory on this machine, or make the batches in the training process: save the plan (`vtc plan "
+             "recipe.vt -o plan.json`), set training.data_loading.workers to 0 in it (\"gpu\" and \"cpu\"), and run "
+             "`vtc run plan.json`" + resume)

@@ -68,9 +68,12 @@ def generate(model, processor, conversations: Sequence[list[dict]], *, max_new_t
 
 
 def eval_batch_size(plan: dict) -> int:
-    """Twice the training micro-batch: generation keeps no gradients or optimizer state, so twice as many rows fit
-    where training fitted."""
-    return 2 * plan["training"]["batch"]
+    """Twice the training micro-batch (the run's, vtc.runtime.batching.in_force; outside a run the plan's pinned or
+    fallback one): generation keeps no gradients or optimizer state, so twice as many rows fit where training
+    fitted."""
+    from vtc.runtime.batching import in_force
+
+    return 2 * in_force(plan).micro_batch
 
 
 def answer_rows(backend, model, processor, rows, plan: dict) -> list[str]:

@@ -18,28 +18,36 @@ from vtc.diagnostics import Span, error
 
 
 def oom_error(plan: dict, stage: str, span: Span | None, resume: str = ""):
-    """VT520 with what filled the memory (image tokens, batch) and what to change."""
+    """VT520 with what filled the memory (image tokens, rows at a time) and what to change: a smaller `micro
+    batch` first (the same samples per update, fewer through the GPU at once)."""
+    from vtc.runtime import batching as B
+
     est = plan["estimates"]
-    batch, accumulate = plan["training"]["batch"], plan["training"]["accumulate"]
+    split = B.in_force(plan)
+    micro, batch = split.micro_batch, split.batch
     resize = plan["images"]["resize"]
     tokens, size = est["image_tokens_per_image"], est["image_size"]
     image = (f"each image is {tokens} image tokens" + (f" ({size[0]}x{size[1]})" if size else "")) if tokens \
         else "the images are not resized" if resize["mode"] == "none" else "image size unknown"
-    guess = f", about {est['gpu_memory_gib']} GiB estimated" if est["gpu_memory_gib"] else ""
+    needs = split.needs_gib if split.needs_gib is not None else est["gpu_memory_gib"] if micro == 1 else None
+    guess = f", about {needs} GiB estimated" if needs else ""
+    retried = (f" (after a first try with {split.retry['from_micro_batch']} at a time)"
+               if split.retry and "from_micro_batch" in split.retry else "")
     ideas = []
+    if micro > 1:
+        smaller = max(m for m in B.divisors(batch // split.processes) if m <= micro // 2)
+        ideas.append(f"fewer rows at a time for the same batch of {batch} (`micro batch {smaller}`)")
     if resize["mode"] == "longest":
-        smaller = max(28, resize["size"] * 3 // 4 // 28 * 28)  # a quarter smaller, a multiple of 28 pixels
-        if smaller < resize["size"]:
-            ideas.append(f"smaller images (`resize {smaller}`)")
+        smaller_side = max(28, resize["size"] * 3 // 4 // 28 * 28)  # a quarter smaller, a multiple of 28 pixels
+        if smaller_side < resize["size"]:
+            ideas.append(f"smaller images (`resize {smaller_side}`)")
     elif resize["mode"] == "none":
         ideas.append("resized images (`resize 512`)")
-    if batch > 1:
-        ideas.append(f"a smaller batch with the same effective batch (`batch {batch // 2}` and "
-                     f"`accumulate {accumulate * 2}`)")
     if plan["method"] != "qlora":
         ideas.append("4-bit training (`using qlora`)")
-    return error("VT520", f"out of GPU memory while {stage}: {image}, {batch} per step (batch {batch}){guess}",
-                 span, help="try " + ", or ".join(ideas or ["a GPU with more memory"]) + resume)
+    return error("VT520", f"out of GPU memory while {stage}: {image}, {micro} row{'s' * (micro != 1)} at a time "
+                 f"(batch {batch}){retried}{guess}", span,
+                 help="try " + ", or ".join(ideas or ["a GPU with more memory"]) + resume)
 
 
 def disk_full_error(folder: Path, shown: str, stage: str, resume: str = ""):

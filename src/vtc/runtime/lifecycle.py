@@ -28,8 +28,10 @@ from vtc.diagnostics import Span, VtcError, error
 from vtc.plans import read_plan
 from vtc.records import record
 from vtc.runtime import checkpoints as C
+from vtc.runtime import compile_cache as CC
 from vtc.runtime import failures as F
 from vtc.runtime import outputs as O
+from vtc.runtime import throughput as T
 from vtc.runtime.model_path import recipe_span, remote_code_source
 from vtc.runtime.progress import Reporter
 
@@ -192,7 +194,8 @@ def plan_differences(saved: dict, now: dict, shown: int = 3) -> list[str]:
             out.append(f"{pointer or '/'} is {_value(b)} (the plan has {_value(a)})")
 
     walk(saved, now, "")
-    out.sort(key=lambda text: text.startswith("/estimates/"))  # derived from the others: those say more
+    # Derived from the others (the estimates, the memory table of the batch's split): those say more.
+    out.sort(key=lambda text: text.startswith(("/estimates/", "/training/batching/memory_gib")))
     return out[:shown] + ([f"{len(out) - shown} more"] if len(out) > shown else [])
 
 
@@ -283,8 +286,9 @@ def check_lock(plan: dict, data_fp: dict, rep: Reporter) -> dict | None:
 # ---- the folder ------------------------------------------------------------------------------------------------
 
 def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, started: float, model_path: str,
-          data_check, rep: Reporter) -> tuple[Path, dict]:
-    """A new run-NNN.partial with plan.json, manifest.json, skipped_rows.jsonl and an empty metrics.jsonl."""
+          data_check, rep: Reporter, batch: dict | None = None) -> tuple[Path, dict]:
+    """A new run-NNN.partial with plan.json, manifest.json, skipped_rows.jsonl and an empty metrics.jsonl.
+    ``batch``: how the run splits its batch (vtc.runtime.batching.Split.record), kept under "batch"."""
     from vtc.lockfile import model_fingerprint
 
     data_fp = O.data_fingerprint(plan)
@@ -316,6 +320,8 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
                  "train": train_rows.description, "eval": eval_rows.description,
                  "skipped_rows": len(data_check.skipped)},
         "checkpoint_every_steps": C.every_steps(plan),
+        "compile_cache": CC.manifest_record(be.name),  # where compiled code went, warm or cold (compile_cache.py)
+        "batch": batch,  # a resumed run splits its batch the same way (batching.recorded)
         "timings": dict(rep.timings),
         "lock": lock,
     }
@@ -346,7 +352,8 @@ def reopen(resume: Resume, be, reason: str) -> tuple[Path, dict, list[dict], str
     manifest.pop("error", None)
     manifest.setdefault("resumes", []).append({
         "at": now(), "from_step": step, "backend": {"name": be.name, "reason": reason},
-        "libraries": O.library_versions(), "device": O.device_info()})
+        "libraries": O.library_versions(), "device": O.device_info(),
+        "compile_cache": CC.manifest_record(be.name)})
     O.write_json(run_dir / "manifest.json", manifest)
     return run_dir, manifest, history, checkpoint
 
@@ -378,19 +385,37 @@ def save_base_eval(run_dir: Path, answers: list[str], scores: dict) -> None:
 
 def finish(run_dir: Path, manifest: dict, be, rep: Reporter) -> Path:
     """Mark the run finished: the manifest, no checkpoints (they serve an unfinished run only; the adapter is the
-    result and the optimizer state is ~3x its size), and the folder renamed run-NNN."""
+    result and the optimizer state is ~3x its size), and the folder renamed run-NNN. The training's speed,
+    utilisation and peak memory (throughput.py) go into the manifest and are said in plain words."""
+    speed = _keep_throughput(run_dir, manifest)
     manifest.update(state="finished", finished=now(), timings=rep.timings, notes=list(be.notes))
     O.write_json(run_dir / "manifest.json", manifest)
     shutil.rmtree(run_dir / C.CHECKPOINTS, ignore_errors=True)
     (run_dir / BASE_EVAL).unlink(missing_ok=True)
     final = O.finish_run_dir(run_dir)
     rep.log_to(final / RUN_LOG)  # the folder moved: its log with it
+    if speed is not None:
+        rep.line()
+        for line in T.lines(speed, rep.NAME_WIDTH):
+            rep.line(line)
+        slow = T.data_wait_warning(speed)
+        if slow is not None:
+            rep.line(slow.render())
     return final
+
+
+def _keep_throughput(run_dir: Path, manifest: dict) -> dict | None:
+    """The training's figures (throughput.keep), under the manifest's "throughput"."""
+    speed = T.take(run_dir)
+    if speed is not None:
+        manifest["throughput"] = speed
+    return speed
 
 
 def interrupted(run_dir: Path, manifest: dict, name: str, rep: Reporter, plan: dict) -> C.RunInterrupted:
     """Mark the folder interrupted and say how to resume."""
     ckpt = C.latest_checkpoint(run_dir)
+    _keep_throughput(run_dir, manifest)
     manifest.update(state="interrupted", finished=now(), timings=rep.timings,
                     interrupted={"signal": name, "checkpoint_step": ckpt[0] if ckpt else None})
     _try_write_manifest(run_dir, manifest)
@@ -421,10 +446,14 @@ def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, pla
     failure the user can act on -- out of GPU memory (VT520), a full disk (VT522), a write the file system refuses
     (VT538), a checkpoint that cannot be read back (VT539, ``resumed_from``: the checkpoint's folder name), the
     model's own code (VT509) -- else ``exc`` itself (a bug in vtc or a library)."""
+    from vtc.runtime.collator import carried, worker_died, worker_died_error
+
+    exc = carried(exc)  # an error of a data-loading worker, as raised there
     disk_full = F.is_disk_full(exc)
     if disk_full:
         # What filled the disk is usually the checkpoint being written: without it there is room for the manifest.
         C.prune(run_dir / C.CHECKPOINTS)
+    _keep_throughput(run_dir, manifest)
     manifest.update(state="failed", error=F.redact(f"{type(exc).__name__}: {exc}"), timings=rep.timings,
                     finished=now())
     _try_write_manifest(run_dir, manifest)
@@ -442,6 +471,9 @@ def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, pla
         return VtcError(F.oom_error(plan, doing, recipe_span(plan), resume))
     if disk_full:
         return VtcError(F.disk_full_error(folder, shown(folder), doing, resume))
+    died = worker_died(exc)  # a data-loading worker killed (out of memory, shared memory full): VT542
+    if died is not None:
+        return VtcError(worker_died_error(died, doing, recipe_span(plan), resume))
     if resumed_from is not None and F.checkpoint_unreadable(exc):
         checkpoint = folder / C.CHECKPOINTS / resumed_from
         return VtcError(F.checkpoint_error(checkpoint, shown(checkpoint), exc, again))

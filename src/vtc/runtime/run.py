@@ -1,7 +1,7 @@
 """`vtc run`: a plan executed end to end, one printed line per stage.
 
-    choose the backend -> scan the data -> load rows -> load the model and apply LoRA -> collator -> length check
-    -> evaluate the base model -> train -> evaluate the fine-tuned model -> save
+    choose the backend -> scan the data -> load rows -> split the batch (batching.py) -> load the model and apply
+    LoRA -> collator -> length check -> evaluate the base model -> train -> evaluate the fine-tuned model -> save
 
     run_plan(plan, target, ...) -> the finished run folder
     resume_run(run_dir, ...)    -> the same, for an interrupted or failed run, from its newest checkpoint
@@ -18,9 +18,11 @@ import time
 from pathlib import Path
 
 from vtc.diagnostics import VtcError, error, render_all
+from vtc.runtime import batching as B
 from vtc.runtime import checkpoints as C
 from vtc.runtime import lifecycle as L
 from vtc.runtime import outputs as O
+from vtc.runtime.backends.base import plan_span
 from vtc.runtime.model_path import load_model, model_code_error, recipe_span, resolve_model_path
 from vtc.runtime.progress import Reporter
 from vtc.runtime.train import check_lengths, train
@@ -47,7 +49,7 @@ def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources:
     rep.line(reason)
     from vtc.runtime.progress import quiet_libraries
 
-    with quiet_libraries():
+    with quiet_libraries(), B.scope():
         return _run(plan, sources or {}, target, be, reason, runs_dir, rep, started)
 
 
@@ -64,17 +66,18 @@ def resume_run(run_dir: str, *, backend: str = "auto", allow_changed: bool = Fal
     resume = L.resumable(Path(run_dir), allow_changed, rep)
     L.allow_remote_code(resume.plan, rep, plan_file=str(resume.folder / "plan.json"), flag=trust_remote_code,
                         again=C.resume_command(resume.folder, L.shown(resume.folder), "--trust-remote-code"))
+    split = B.recorded(resume.manifest, resume.plan, resume.folder)  # VT541: the split it started with, or none
     be, reason = choose_backend(backend)
     rep.line(reason)
     from vtc.runtime.progress import quiet_libraries
 
-    with quiet_libraries():
+    with quiet_libraries(), B.scope():
         return _run(resume.plan, {}, resume.manifest.get("target") or str(resume.folder / "plan.json"), be, reason,
-                    None, rep, started, resume=resume)
+                    None, rep, started, resume=resume, split=split)
 
 
 def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: float,
-         resume: L.Resume | None = None) -> Path:
+         resume: L.Resume | None = None, split: B.Split | None = None) -> Path:
     # Every row is checked (and its standardised image prepared into the cache) before any model loads. Under
     # `bad rows stop` (the default) any bad row stops here with every problem listed; under `bad rows skip` the bad
     # rows are left out and listed in the run folder's skipped_rows.jsonl.
@@ -101,6 +104,15 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
                                  help="check the folder after `from`: it needs images and their answers"))
         st.detail = f"{len(train_rows)} train, {len(eval_rows)} eval ({train_rows.description})"
 
+    # How the batch is split, decided before the model loads (the free memory is then the card's): the recipe's
+    # pin or vtc's choice from the free memory; resuming, ``split`` is what the run chose when it started.
+    split = split or B.choose(plan, be.name)
+    B.use(split)
+    rep.line(split.line())
+    too_big = B.does_not_fit(split, plan_span(plan, "/training/batch"))
+    if too_big is not None:
+        rep.line(too_big.render())
+
     notes = Notes(be, rep)
     with rep.stage("load model") as st:
         model_path = resolve_model_path(plan)
@@ -126,7 +138,8 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
         raise VtcError(code) from None
 
     if resume is None:
-        run_dir, manifest = L.start(plan, target, runs_dir, be, reason, started, model_path, data_check, rep)
+        run_dir, manifest = L.start(plan, target, runs_dir, be, reason, started, model_path, data_check, rep,
+                                    batch=split.record())
         history: list[dict] = []
         checkpoint = None
     else:
@@ -173,7 +186,8 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
         if checkpoint:
             rep.line(f"  resuming from {checkpoint}")
         history = train(be, plan, model, processor, train_rows, collator, run_dir, rep, stop=stop,
-                        history=history, resume_from=checkpoint, on_notes=notes.show if notes else None)
+                        history=history, resume_from=checkpoint, on_notes=notes.show if notes else None,
+                        on_retry=lambda split: _record_batch(run_dir, manifest, split))
         if stop is not None and stop.received:
             raise KeyboardInterrupt(stop.received)  # the step finished and its checkpoint is saved
         last = history[-1]["loss"] if history else float("nan")
@@ -223,6 +237,12 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
     trust = ["--trust-remote-code"] if plan["model"]["trust_remote_code"] else []
     rep.line(f"  try it: {O.command('vtc', 'ask', L.shown(final))} <image>" + "".join(f" {w}" for w in trust))
     return final
+
+
+def _record_batch(run_dir: Path, manifest: dict, split) -> None:
+    """The split the run trains with now (after the out-of-memory retry), in its manifest at once."""
+    manifest["batch"] = split.record()
+    O.write_json(run_dir / "manifest.json", manifest)
 
 
 class Notes:

@@ -2,6 +2,7 @@
 
     check_lengths(plan, processor, collator, train_rows, eval_rows) -> str   VT430/VT431 before any step
     train(backend, plan, model, processor, rows, collator, run_dir, rep, ...) -> history
+                                          (with one retry at half the micro-batch after an early out-of-memory error)
 """
 
 from __future__ import annotations
@@ -10,25 +11,72 @@ import importlib.util
 from pathlib import Path
 from typing import Callable
 
+from vtc.runtime import batching as B
 from vtc.runtime import checkpoints as C
-from vtc.runtime.backends.base import chat_markers
+from vtc.runtime import failures as F
+from vtc.runtime import throughput as T
+from vtc.runtime.backends.base import chat_markers, plan_span
 from vtc.runtime.progress import Reporter
 
 
 def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: Reporter, *,
           stop: C.StopSignals | None = None, history: list[dict] | None = None,
-          resume_from: str | None = None, on_notes: Callable[[], None] | None = None) -> list[dict]:
+          resume_from: str | None = None, on_notes: Callable[[], None] | None = None,
+          on_retry: Callable[[B.Split], None] | None = None) -> list[dict]:
     """Train with the backend's trainer; metrics.jsonl, TensorBoard logs and checkpoints go into the run folder.
 
     ``resume_from``: the name of a checkpoint folder in <run>/checkpoints to continue from (its optimizer,
     scheduler, RNG and step); ``history``: the metrics already logged before it. ``on_notes`` is called once the
     trainer is made: the backend notes there what it changed to run on this machine (the optimizer, the precision),
     and those notes must show before the first step, not after the run.
+
+    The batch is split as batching.in_force says (the run put its split there). Out of memory before step
+    RETRY_STEPS of a new run that vtc split itself, with no checkpoint saved yet: once, the trainable weights go back
+    to what they were, the micro-batch is halved (the batch per update stays), VT540 is printed, ``on_retry`` gets
+    the new split (for the manifest), and training starts again. Any other out-of-memory error goes up (VT520).
     """
+    stop = stop or C.StopSignals()
+    split = B.in_force(plan)
+    retryable = resume_from is None and split.how in ("fits", "smallest", "fallback") and split.retry is None
+    snapshot = B.Snapshot.take(model) if retryable else None
+    while True:
+        trainer, progress = _trainer(be, plan, model, processor, train_rows, collator, run_dir, rep, stop, history)
+        meter = T.attach(trainer, plan)  # tokens/s, samples/s, MFU, peak memory: the run's end reports them
+        if on_notes is not None:
+            on_notes()
+        try:
+            if resume_from:
+                trainer.train(resume_from_checkpoint=str(run_dir / C.CHECKPOINTS / resume_from))
+            else:
+                trainer.train()
+            T.keep(run_dir, meter.summary())
+            return progress.history
+        except Exception as exc:
+            step = trainer.state.global_step
+            if not (snapshot is not None and F.is_oom(exc) and step < B.RETRY_STEPS
+                    and C.latest_checkpoint(run_dir) is None):
+                raise
+            smaller = B.halved(split, step, F._first_line(exc))
+            if smaller is None:
+                raise
+        # Out of the except block: the exception (and the activations its frames hold) is gone. The failed
+        # attempt's trainer, optimizer state and gradients go too, then its weights are put back.
+        del trainer, progress
+        _release_memory()
+        snapshot.restore(model)
+        rep.line(B.retry_warning(split, smaller, plan_span(plan, "/training/batch")).render())
+        split, snapshot = smaller, None
+        B.use(split)
+        C.trim_metrics(run_dir / "metrics.jsonl", 0)  # the steps of the failed attempt are trained again
+        if on_retry is not None:
+            on_retry(split)
+
+
+def _trainer(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: Reporter, stop, history):
+    """The backend's trainer with vtc's callbacks (progress, checkpoints, TensorBoard), and the progress callback."""
     from vtc.runtime.progress import training_callback
 
     progress = training_callback(run_dir / "metrics.jsonl", rep, history=history)
-    stop = stop or C.StopSignals()
     callbacks = [progress, C.checkpoint_callback(C.every_steps(plan), stop)]
     if importlib.util.find_spec("tensorboard") is not None:
         from torch.utils.tensorboard import SummaryWriter
@@ -41,17 +89,19 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
     ckpt_dir.mkdir(exist_ok=True)
     # vtc's own TensorBoard callback above is the one tracker; the trainer reports to nothing else.
     trainer = be.trainer(plan, model, processor, train_rows, collator, str(ckpt_dir), callbacks, report_to=["none"])
-    if on_notes is not None:
-        on_notes()
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress line replaces the per-step dict printing
     trainer.remove_callback(ProgressCallback)
-    if resume_from:
-        trainer.train(resume_from_checkpoint=str(ckpt_dir / resume_from))
-    else:
-        trainer.train()
-    return progress.history
+    return trainer, progress
+
+
+def _release_memory() -> None:
+    """What an out-of-memory error left allocated, given back before the retry."""
+    import gc
+
+    gc.collect()
+    F.free_gpu_memory()
 
 
 def check_lengths(plan, processor, collator, train_rows, eval_rows) -> str:

@@ -65,11 +65,17 @@ class Backend(Protocol):
 
 def sft_arguments(plan: dict, output_dir: str, report_to: list[str]) -> dict:
     """The arguments of TRL's SFTConfig that both backends share, from the plan's training values. Each backend's
-    sft_config adds what its machine needs (precision flags, an optimizer it can run) and nothing else."""
+    sft_config adds what its machine needs (precision flags, an optimizer it can run) and nothing else.
+
+    The batch's split is the run's (vtc.runtime.batching.in_force: the micro-batch the run chose or the recipe
+    pinned, and the accumulation that makes the plan's batch per update); outside a run, the plan's own."""
+    from vtc.runtime.batching import in_force
+
     t = plan["training"]
+    split = in_force(plan)
     args = {
-        "per_device_train_batch_size": t["batch"],
-        "gradient_accumulation_steps": t["accumulate"],
+        "per_device_train_batch_size": split.micro_batch,
+        "gradient_accumulation_steps": split.accumulate,
         # A plan trains for either a number of steps or a number of epochs; -1 tells the Trainer to count epochs,
         # and num_train_epochs is ignored once max_steps is positive.
         "max_steps": t["steps"] if t["steps"] is not None else -1,
@@ -92,6 +98,104 @@ def sft_arguments(plan: dict, output_dir: str, report_to: list[str]) -> dict:
     else:
         args["warmup_steps"] = t["warmup_steps"]
     return args
+
+
+def data_loader_arguments(plan: dict, device: str, micro_batch: int, *, cores: int | None = None,
+                          shared_memory: int | None = None) -> tuple[dict, list[str]]:
+    """SFTConfig's dataloader_* arguments from plan["training"]["data_loading"] for ``device`` ("gpu": the run
+    trains on a CUDA GPU, "cpu": on the CPU), and the notes of what this machine changed. ``micro_batch``: rows a
+    batch. ``cores`` (the CPU cores this process may use) and ``shared_memory`` (bytes free in /dev/shm) are this
+    machine's, found when not given (tests give them).
+
+    What the machine may change: no more workers than cores (more would only wait for one); and no more batches in
+    flight than shared memory holds, since workers hand their batches over through /dev/shm, which a container
+    often keeps small (Docker's default is 64 MB, and a batch of 16 images of 504 px is about 100 MB): a worker
+    that cannot write its batch there dies of a bus error (VT542), so vtc starts fewer workers, or none, instead.
+
+    With workers, the batches are opened, decoded and collated in forked processes (the collators are fork-safe and
+    send their errors back whole: collator.worker_errors); "fork" is said explicitly because the collators and rows
+    hold closures that another start method would have to pickle (Python 3.14 makes forkserver the default)."""
+    rule = plan["training"]["data_loading"]
+    workers = planned = rule["workers"][device]
+    prefetch = rule["prefetch_factor"]
+    notes: list[str] = []
+    if cores is None:
+        cores = _usable_cores()
+    if workers > cores:
+        workers = cores
+        notes.append(f"data loading: {workers} worker{'s' * (workers != 1)} instead of the plan's {planned} (this "
+                     f"machine lets vtc use {cores} CPU core{'s' * (cores != 1)})")
+    if workers:
+        if shared_memory is None:
+            shared_memory = _shared_memory_free()
+        batch = max(micro_batch, 1) * _image_bytes(plan)
+        fits = _workers_that_fit(workers, prefetch, batch, shared_memory)
+        if fits < workers:
+            held = f"about {batch / 2**20:,.0f} MiB a batch" if batch else "batches"
+            notes.append(f"data loading: {fits or 'no'} worker{'s' * (fits != 1)} instead of {workers}: this "
+                         f"machine's shared memory (/dev/shm), through which workers hand over their batches, has "
+                         f"{shared_memory / 2**20:,.0f} MiB free for {held} (in a container, `--shm-size=8g` "
+                         "raises it)")
+            workers = fits
+    args: dict = {"dataloader_num_workers": workers, "dataloader_pin_memory": rule["pin_memory"][device]}
+    if workers:
+        args.update(dataloader_prefetch_factor=prefetch, dataloader_persistent_workers=rule["persistent_workers"],
+                    dataloader_multiprocessing_context="fork")
+        # The tokenizers library warns in every forked worker when the training process used its thread pool before
+        # (the length check did): saying whether to use it silences that; the workers must not use it anyway.
+        import os
+
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return args, notes
+
+
+# Shared memory a data-loading setup needs at the least, whatever the batch (the batches' other tensors, torch's
+# bookkeeping): below it, no workers.
+SHARED_MEMORY_FLOOR = 256 * 2**20
+
+
+def _workers_that_fit(workers: int, prefetch: int, batch: int, free: int | None) -> int:
+    """The most workers (up to ``workers``) whose batches in flight (prefetch each, and one being handed over) fit
+    in ``free`` bytes of shared memory; ``workers`` when it is unknown (no /dev/shm: not Linux)."""
+    if free is None:
+        return workers
+    if free < SHARED_MEMORY_FLOOR:
+        return 0
+    while workers and (workers * prefetch + 1) * batch > free:
+        workers -= 1
+    return workers
+
+
+def _image_bytes(plan: dict) -> int:
+    """A row's image tensor as the processor hands it over, at most: the standardised image's pixels, 3 channels of
+    32-bit floats, twice for Qwen-VL (its frames come in pairs); Llama 3.2 Vision's tiles, padding tiles included.
+    0 when the size is unknown (`resize none`)."""
+    e, geometry = plan["estimates"], plan["model"]["geometry"] or {}
+    if geometry.get("kind") == "tiles":
+        side = geometry["tile_size"]
+        return geometry["max_tiles"] * side * side * 3 * 4
+    if not e["image_size"]:
+        return 0
+    width, height = e["image_size"]
+    return width * height * 3 * 4 * 2
+
+
+def _shared_memory_free() -> int | None:
+    import shutil
+
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return None
+
+
+def _usable_cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def chat_markers(plan: dict) -> tuple[str | None, str | None]:

@@ -16,8 +16,10 @@ import tempfile
 from typing import Any, Callable, Sequence
 
 from vtc.diagnostics import VtcError, error
-from vtc.runtime.backends.base import (BNB_OPTIMIZERS, chat_markers, parts_match_nothing, sft_arguments,
-                                       unfreeze_chosen)
+from vtc.runtime.backends.base import (BNB_OPTIMIZERS, chat_markers, data_loader_arguments, parts_match_nothing,
+                                       sft_arguments, unfreeze_chosen)
+from vtc.runtime.attention import apply_plan
+from vtc.runtime.collator import worker_errors
 
 
 # Kept in 16 bit in a 4-bit load, as Unsloth does: the vision tower, the projector and the LM head are small and
@@ -89,6 +91,9 @@ class TransformersBackend:
         model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
         processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust)
         self.model_path = model_path
+        note = apply_plan(plan, model)  # Qwen-VL's vision tower: one attention call per layer on a GPU
+        if note:
+            self._note(note)
         return model, processor
 
     def load(self, plan: dict, model_path: str):
@@ -167,7 +172,10 @@ class TransformersBackend:
         args["gradient_checkpointing"] = plan["training"]["gradient_checkpointing"] and cuda
         if args["gradient_checkpointing"]:
             args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
-        args["dataloader_pin_memory"] = cuda
+        loading, notes = data_loader_arguments(plan, "gpu" if cuda else "cpu", args["per_device_train_batch_size"])
+        args.update(loading)
+        for note in notes:
+            self._note(note)
         if not cuda:
             args["use_cpu"] = True
         return SFTConfig(**args)
@@ -175,14 +183,16 @@ class TransformersBackend:
     def trainer(self, plan: dict, model, processor, train_rows: Sequence, collator: Callable, output_dir: str,
                 callbacks: list, report_to: list[str] | None = None):
         """An SFTTrainer over the rows. Rows stay lazy: the trainer's dataset holds row numbers, and the collator
-        opens the images of each batch only."""
+        opens the images of each batch only, in the data-loading workers when the plan has them (an error there
+        reaches the run whole: collator.worker_errors)."""
         from datasets import Dataset
 
         cfg = self.sft_config(plan, output_dir, report_to or ["none"])
         index = Dataset.from_dict({"row": list(range(len(train_rows)))})
 
         def collate(batch: list[dict]) -> dict:
-            return collator([train_rows[item["row"]] for item in batch])
+            with worker_errors():
+                return collator([train_rows[item["row"]] for item in batch])
 
         cls = sft_trainer_class(device_kind() == "cuda")
         return cls(model=model, args=cfg, train_dataset=index, data_collator=collate, processing_class=processor,

@@ -26,15 +26,26 @@ import sys
 # Before unsloth patches anything: was transformers already imported? (It should not have been.)
 _TRANSFORMERS_FIRST = "transformers" in sys.modules or "trl" in sys.modules or "peft" in sys.modules
 
+# Compiled code goes into vtc's cache folder, keyed by the library versions (runtime/compile_cache.py): Unsloth reads
+# UNSLOTH_COMPILE_LOCATION when imported, and removes TORCHINDUCTOR_CACHE_DIR, so the variables are set before and
+# again after. (compile_cache imports nothing heavy.)
+from vtc.runtime import compile_cache as _compile_cache  # noqa: E402
+
+_COMPILE_CACHE = _compile_cache.prepare()
+
 import unsloth  # noqa: E402,F401  (first: it patches transformers, trl and peft on import)
 from unsloth import FastVisionModel  # noqa: E402
 from unsloth.trainer import UnslothVisionDataCollator  # noqa: E402
 
+_compile_cache.after_import(_COMPILE_CACHE)
+
 import importlib.util  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
-from vtc.runtime.backends.base import (BNB_OPTIMIZERS, chat_markers, parts_match_nothing, sft_arguments,  # noqa: E402
-                                       unfreeze_chosen)
+from vtc.runtime.backends.base import (BNB_OPTIMIZERS, chat_markers, data_loader_arguments,  # noqa: E402
+                                       parts_match_nothing, sft_arguments, unfreeze_chosen)
+from vtc.runtime.attention import apply_plan  # noqa: E402
+from vtc.runtime.collator import worker_errors  # noqa: E402
 
 # The plan's precision -> a torch dtype name; auto lets Unsloth choose (bf16 where the GPU supports it, else fp16).
 _DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -42,6 +53,10 @@ _DTYPES = {"auto": None, "bf16": "bfloat16", "fp16": "float16", "fp32": "float32
 
 FIRST_STEP_NOTE = ("  first step: Unsloth compiles the model for this GPU, which takes a minute or more; "
                    "this is expected, and the steps after it are fast")
+# Measured on an H200 (docs/gpu.md, issue 12): with vtc's compile cache warm, the first step of the Qwen2.5-VL 3B
+# shape took 20 s instead of 74 s.
+FIRST_STEP_WARM_NOTE = ("  first step: Unsloth loads the code compiled by an earlier run from vtc's cache; the "
+                        "first step still takes longer than the next ones")
 # Measured on an H100: the first generation with a tiny model took 30-50 s (compiling), later batches ~0.1 s.
 FIRST_GENERATION_NOTE = ("  first generation: Unsloth compiles the model for this GPU, which can take a minute; "
                          "this is expected")
@@ -122,13 +137,16 @@ class VtcUnslothCollator(UnslothVisionDataCollator):
     So the trainer's dataset holds row numbers ({"row": i}), and this collator opens the rows of each batch from
     ``self.rows`` (vtc's lazy Rows) before Unsloth's collator sees them. Rows given directly (dicts with
     "messages") pass through unchanged. Being a subclass keeps Unsloth's trainer treating it as its own collator.
+    It runs in the data-loading workers when the plan has them (it touches no CUDA: its tensors stay on the CPU
+    until the trainer moves the batch), and an error there reaches the run whole (collator.worker_errors).
     """
 
     def __call__(self, examples):
-        rows = getattr(self, "rows", None)
-        if rows is not None:
-            examples = [rows[e["row"]] if "row" in e and "messages" not in e else e for e in examples]
-        return super().__call__(examples)
+        with worker_errors():
+            rows = getattr(self, "rows", None)
+            if rows is not None:
+                examples = [rows[e["row"]] if "row" in e and "messages" not in e else e for e in examples]
+            return super().__call__(examples)
 
 
 class UnslothBackend:
@@ -141,6 +159,8 @@ class UnslothBackend:
         self.model_path: str | None = None
         if _TRANSFORMERS_FIRST:
             self._note("transformers was imported before unsloth, so Unsloth could patch less than usual")
+        for note in _COMPILE_CACHE.notes:  # where compiled code goes, and whether an earlier run left some
+            self._note(note)
 
     # ---- loading -------------------------------------------------------------------------------------------
     def _from_pretrained_kwargs(self, plan: dict, model_path: str) -> dict:
@@ -164,6 +184,7 @@ class UnslothBackend:
         kwargs = self._from_pretrained_kwargs(plan, model_path)
         model, processor = FastVisionModel.from_pretrained(**kwargs)
         self.model_path = model_path
+        self._vision_attention(plan, model)
         if plan["method"] == "full":
             unfreeze_chosen(model, plan)  # Unsloth's full_finetuning trains every weight; the parts may ask for fewer
             return model, processor
@@ -193,6 +214,7 @@ class UnslothBackend:
             base, _ = FastVisionModel.from_pretrained(**kwargs)
             model = PeftModel.from_pretrained(base, run_model_dir, is_trainable=False)
         self.model_path = model_path
+        self._vision_attention(plan, model)
         processor = AutoProcessor.from_pretrained(run_model_dir, trust_remote_code=plan["model"]["trust_remote_code"])
         self.for_inference(model)
         return model, processor
@@ -216,6 +238,12 @@ class UnslothBackend:
         dtype = getattr(model, "dtype", None)
         # Mixed precision must match the weights: Unsloth refuses bf16 flags on a float16 model and vice versa.
         args.update(optim=optim, bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16)
+        # Unsloth trains on a CUDA GPU only: the plan's rule for a GPU (workers, pinned memory: Unsloth then copies
+        # the batches to the GPU without blocking, unsloth.models._utils._unsloth_non_blocking_batches).
+        loading, notes = data_loader_arguments(plan, "gpu", args["per_device_train_batch_size"])
+        args.update(loading)
+        for note in notes:
+            self._note(note)
         if distributed():
             args["ddp_find_unused_parameters"] = False
         return SFTConfig(**args)
@@ -229,7 +257,8 @@ class UnslothBackend:
         class FirstStepNote(TrainerCallback):
             def on_train_begin(self, args, state, control, **kw):
                 if state.is_local_process_zero:
-                    print(FIRST_STEP_NOTE, flush=True)
+                    warm = _COMPILE_CACHE.state in ("warm", "partly warm")
+                    print(FIRST_STEP_WARM_NOTE if warm else FIRST_STEP_NOTE, flush=True)
 
         from datasets import Dataset
 
@@ -241,7 +270,8 @@ class UnslothBackend:
             inner = collator
 
             def collator(batch):
-                return inner([train_rows[item["row"]] for item in batch])
+                with worker_errors():
+                    return inner([train_rows[item["row"]] for item in batch])
         return SFTTrainer(model=model, args=cfg, train_dataset=dataset, data_collator=collator,
                           processing_class=processor, callbacks=[FirstStepNote(), *callbacks])
 
@@ -265,6 +295,11 @@ class UnslothBackend:
     def save_merged(self, model, processor, out_dir: str) -> None:
         """LoRA merged into 16-bit weights by Unsloth (save_method="merged_16bit"), with the processor."""
         model.save_pretrained_merged(out_dir, processor, save_method="merged_16bit")
+
+    def _vision_attention(self, plan: dict, model) -> None:
+        note = apply_plan(plan, model)
+        if note:
+            self._note(note)
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
