@@ -169,3 +169,18 @@ def test_bad_rows_skip_trains_on_the_rest_and_lists_what_it_left_out(tmp_path, s
     assert [(s["code"], Path(s["file"]).name) for s in skipped] == [("VT411", "metadata.jsonl")]
     assert "img-002.png" in skipped[0]["reason"]
     assert json.loads((run_dir / "manifest.json").read_text())["data"]["skipped_rows"] == 1
+
+
+def test_several_processes_are_refused_before_anything_is_written(tmp_path, shapes, monkeypatch):
+    """Under torchrun with 2 processes each `vtc run` would write its own run folder and learn from its own batch:
+    VT546 refuses before the backend, the data or the run folder; --resume too."""
+    target, runs = plan_file(tmp_path, shapes)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result, text = run_cli("run", str(target), "--allow-changed")
+    assert_refused(result, text, "VT546", "WORLD_SIZE=2", "own run folder")
+    assert not runs.exists()
+    result, text = run_cli("run", "--resume", str(tmp_path / "runs" / "run-001.interrupted"))
+    assert_refused(result, text, "VT546")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process is one process
+    result, text = run_cli("run", str(target), "--allow-changed")
+    assert result.exit_code == 0, text

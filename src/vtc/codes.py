@@ -1519,6 +1519,17 @@ CODES: dict[str, Code] = _entries(
         " --> /root/.cache/vtc/compile\n"
         "  = help: delete ~/.cache/vtc/compile so that vtc makes it again as yours alone, or set VTC_CACHE to a "
         "folder of your own"),
+    _situation(
+        "VT546", "error", "several processes",
+        "`vtc run` started by torchrun (or another launcher) as one of several processes (WORLD_SIZE above 1). vtc "
+        "trains in one process on one GPU for now: each process would write its own run folder and learn from its "
+        "own batch, so the updates would learn from several times the recipe's `batch`. Run `vtc run` on its own.",
+        "`torchrun --nproc-per-node 2 -m vtc run xray.vt`",
+        "error[VT546]: this process is one of 2 that torchrun (or another launcher) started (WORLD_SIZE=2), and vtc "
+        "does not train across several processes yet: each would write its own run folder and learn from 2 times "
+        "the recipe's batch\n"
+        "  = help: run `vtc run` on its own, one process on one GPU (`torchrun --nproc-per-node 1` also works); the "
+        "recipe's `batch` is what every update learns from"),
 )
 
 

@@ -31,6 +31,24 @@ from vtc.runtime.train import check_lengths, train
 EXAMPLES_SHOWN = 5
 
 
+def one_process_only(span) -> None:
+    """VT546 under a launcher of several processes (torchrun's WORLD_SIZE > 1): vtc trains in one process for now,
+    and each process would write its own run folder and learn from its own batch, N times the plan's."""
+    import os
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    if world > 1:
+        raise VtcError([error(
+            "VT546", f"this process is one of {world} that torchrun (or another launcher) started "
+            f"(WORLD_SIZE={world}), and vtc does not train across several processes yet: each would write its own "
+            f"run folder and learn from {world} times the recipe's batch", span,
+            "run `vtc run` on its own, one process on one GPU (`torchrun --nproc-per-node 1` also works); the "
+            "recipe's `batch` is what every update learns from")])
+
+
 def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources: dict | None = None,
              backend: str = "auto", runs_dir: str | None = None, plan_file: str | None = None,
              trust_remote_code: bool = False) -> Path:
@@ -42,6 +60,7 @@ def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources:
     Ctrl-C or SIGTERM."""
     from vtc.runtime.backends.base import choose_backend
 
+    one_process_only(plan_span(plan, "/hardware/gpus"))
     L.allow_remote_code(plan, rep, plan_file=plan_file, flag=trust_remote_code,
                         again=O.command("vtc", "run", plan_file, "--trust-remote-code") if plan_file else "")
     L.check_runs_folder(plan, runs_dir, plan_file)
@@ -61,6 +80,7 @@ def resume_run(run_dir: str, *, backend: str = "auto", allow_changed: bool = Fal
     model run its own code, unless ``trust_remote_code`` (--trust-remote-code): the plan is read from a file."""
     from vtc.runtime.backends.base import choose_backend
 
+    one_process_only(None)
     rep = Reporter()
     started = time.time()
     resume = L.resumable(Path(run_dir), allow_changed, rep)
