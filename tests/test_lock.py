@@ -190,3 +190,24 @@ def test_the_data_fingerprint_reads_no_fifo_device_or_proc_file(tmp_path):
     worker.join(60)
     assert not worker.is_alive(), "the fingerprint blocked on a FIFO or a device"
     assert result["files"] == 1 and result["bytes"] == 1
+
+
+def test_a_comment_or_layout_change_is_not_a_difference_from_the_lock(project):
+    """The lock records the recipe's bytes and its meaning (the plan's values that decide a run): a new comment
+    or another layout keeps the meaning, so `vtc run` does not warn; a changed value does."""
+    from vtc.compiler.pipeline import compile_file
+    from vtc.lockfile import lock_differences
+
+    run_cli("lock", str(project / "r.vt"))
+    lock = json.loads((project / "r.vt.lock").read_text())
+    assert len(lock["recipe"]["meaning"]) == 64
+    text = RECIPE.format(model="tiny-qwen2.5-vl")
+    (project / "r.vt").write_text("# reviewed by the radiology team\n" + text.replace("\n", "  \n", 1))
+    assert lock_differences(lock, compile_file(str(project / "r.vt")).plan) == []
+    (project / "r.vt").write_text(text + "seed 7\n")
+    assert lock_differences(lock, compile_file(str(project / "r.vt")).plan) == [
+        "the recipe differs from the locked one"]
+    del lock["recipe"]["meaning"]  # a lock from before: bytes only
+    (project / "r.vt").write_text("# a comment\n" + text)
+    assert lock_differences(lock, compile_file(str(project / "r.vt")).plan) == [
+        "the recipe differs from the locked one"]

@@ -279,6 +279,17 @@ def lock_path(plan: dict) -> Path:
     return Path(plan["base_dir"]) / (plan["recipe"]["file"] + ".lock")
 
 
+# Plan keys that say where a value came from or how the plan was made, not what runs (also runtime/lifecycle.py's
+# comparison of a saved plan with its recipe now).
+NOT_MEANING = ("inputs", "provenance", "recipe", "vtc_version")
+
+
+def plan_meaning(plan: dict) -> str:
+    """sha256 of the plan's values that decide a run: a recipe whose comments or layout changed keeps it."""
+    meaning = {k: v for k, v in plan.items() if k not in NOT_MEANING}
+    return hashlib.sha256(json.dumps(meaning, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
 def build_lock(plan: dict) -> dict[str, Any]:
     """The lock of a compiled plan. Deterministic: no times, no absolute paths, nothing from the environment."""
     from vtc import __version__
@@ -291,7 +302,7 @@ def build_lock(plan: dict) -> dict[str, Any]:
     return {
         "lock_version": LOCK_VERSION,
         "vtc": __version__,
-        "recipe": {"files": recipe["files"], "sha256": recipe["sha256"]},
+        "recipe": {"files": recipe["files"], "sha256": recipe["sha256"], "meaning": plan_meaning(plan)},
         "model": model,
         "data": data_fingerprint(plan, content=True),
         "libraries": library_versions(),
@@ -362,7 +373,10 @@ def lock_differences(lock: dict, plan: dict, data_content: dict | None = None) -
     """
     out = []
     recipe = recipe_fingerprint(plan)
-    if (lock.get("recipe") or {}).get("sha256") != recipe["sha256"]:
+    locked_recipe = lock.get("recipe") or {}
+    if locked_recipe.get("sha256") != recipe["sha256"] and locked_recipe.get("meaning") != plan_meaning(plan):
+        # Bytes and meaning both differ (a lock without "meaning", from before, compares bytes only): a comment or
+        # a layout change is not a difference.
         out.append("the recipe differs from the locked one")
     locked_model = lock.get("model") or {}
     now = model_fingerprint(plan, content=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from vtc import __version__
 from vtc.diagnostics import Span, VtcError, error
+from vtc.lockfile import NOT_MEANING
 from vtc.plans import read_plan
 from vtc.records import record
 from vtc.runtime import checkpoints as C
@@ -175,8 +176,6 @@ def read_manifest(folder: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-# Plan keys that say where a value came from or how the plan was made, not what runs.
-NOT_MEANING = ("inputs", "provenance", "recipe", "vtc_version")
 
 
 def plan_differences(saved: dict, now: dict, shown: int = 3) -> list[str]:
