@@ -240,6 +240,16 @@ def _batch_problems(r: Resolved) -> list[Diagnostic]:
     return out
 
 
+def _runs_folder(r: Resolved) -> str:
+    """The recipe's runs folder (`save to` or its default), a relative one taken from the recipe's folder."""
+    import os
+
+    folder = str(r.outputs.dir.value)
+    if not os.path.isabs(os.path.expanduser(folder)) and not re.match(r"^[A-Za-z]:[\\/]", folder):
+        folder = os.path.join(r.base_dir, folder)
+    return folder
+
+
 def _earlier_batch(r: Resolved) -> tuple[str, int] | None:
     """(run folder, samples per update) of the recipe's last run in its runs folder when that run's plan is older
     than plan version 3 (where `batch` was the rows at a time); None otherwise or when nothing can be read."""
@@ -248,16 +258,14 @@ def _earlier_batch(r: Resolved) -> tuple[str, int] | None:
 
     from vtc.confine import Refused, read_regular
 
-    folder = str(r.outputs.dir.value)
-    if not os.path.isabs(os.path.expanduser(folder)):
-        folder = os.path.join(r.base_dir, folder)
+    folder = os.path.expanduser(_runs_folder(r))
     try:
-        runs = sorted(n for n in os.listdir(os.path.expanduser(folder)) if re.fullmatch(r"run-\d+(\.\w+)?", n))
+        runs = sorted(n for n in os.listdir(folder) if re.fullmatch(r"run-\d+(\.\w+)?", n))
     except OSError:
         return None
     for name in reversed(runs):
         try:
-            plan = json.loads(read_regular(os.path.join(os.path.expanduser(folder), name, "plan.json"), 16 << 20))
+            plan = json.loads(read_regular(os.path.join(folder, name, "plan.json"), 16 << 20))
             if plan.get("plan_version", 3) >= 3:
                 return None
             t = plan["training"]
@@ -276,15 +284,10 @@ def _save_to_problems(r: Resolved) -> list[Diagnostic]:
     """VT265: `save to` (or its default) names the file system's root, a system folder, the home folder itself, a
     file, or a folder that holds other files and no run folder (vtc.plans.runs_folder_problem: plain os.path calls on
     the folder as it is now)."""
-    import os
-
     from vtc.plans import runs_folder_problem
 
     written = r.outputs.dir
-    folder = str(written.value)
-    if not os.path.isabs(os.path.expanduser(folder)) and not re.match(r"^[A-Za-z]:[\\/]", folder):
-        folder = os.path.join(r.base_dir, folder)
-    why = runs_folder_problem(folder)
+    why = runs_folder_problem(_runs_folder(r))
     if why is None:
         return []
     what = f"`save to {written.value}`" if written.span is not None else f"the default `save to {written.value}`"

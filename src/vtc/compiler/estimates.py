@@ -272,7 +272,7 @@ def card_fits(table: list[dict], backend: str, margin: float) -> list[tuple[int,
     from vtc.registry import load_cards
 
     sizes: dict[int, list[str]] = {}
-    for card in load_cards():
+    for card in load_cards()["cards"]:
         sizes.setdefault(card["memory_gib"], []).append(card["name"].removeprefix("NVIDIA ").removeprefix("GeForce "))
     out = []
     for gib in sorted(sizes):

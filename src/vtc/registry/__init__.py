@@ -74,9 +74,10 @@ def load_registry() -> Registry:
 
 
 @lru_cache(maxsize=1)
-def load_cards() -> list[dict]:
-    """The GPUs vtc knows (cards.json: name, memory, peak 16-bit TFLOP/s), once per process."""
-    return json.loads((REGISTRY_FILE.parent / "cards.json").read_text(encoding="utf-8"))["cards"]
+def load_cards() -> dict:
+    """cards.json, once per process: the GPUs vtc knows ("cards": name, pattern, memory, peak 16-bit TFLOP/s, the
+    sheet) and where the figures come from ("source")."""
+    return json.loads((REGISTRY_FILE.parent / "cards.json").read_text(encoding="utf-8"))
 
 
 # --- what a model name means ---------------------------------------------------------------------------------------

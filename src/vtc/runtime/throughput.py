@@ -31,13 +31,11 @@ model whose sizes vtc does not know, and for 32-bit training.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from functools import lru_cache
-from pathlib import Path
 
 from vtc.diagnostics import Diagnostic, warning
+from vtc.registry import load_cards
 
 # The first steps of a process left out of the steady-state figures (compilation, the data loader's start).
 SKIPPED_STEPS = 2
@@ -47,7 +45,6 @@ SKIPPED_STEPS = 2
 DATA_WAIT_MIN_SECONDS = 5.0
 DATA_WAIT_LIMIT = 0.05
 GIB = 2 ** 30
-CARDS_FILE = Path(__file__).resolve().parents[1] / "registry" / "cards.json"
 
 COUNTING = ("model FLOPs = 6 x (language-model parameters x text tokens + vision-tower parameters x vision "
             "patches), PaLM's convention without the attention term; MFU = model FLOPs per second / the card's "
@@ -60,12 +57,6 @@ def _now() -> float:
 
 
 # --- the card's peak ---------------------------------------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def load_cards() -> dict:
-    """registry/cards.json, parsed."""
-    return json.loads(CARDS_FILE.read_text(encoding="utf-8"))
-
 
 def card_for(name: str) -> dict | None:
     """The cards.json entry of the GPU torch calls ``name`` (the first whose pattern occurs in it), or None."""
