@@ -47,7 +47,7 @@ def codes(result) -> list[str]:
 def test_batch_is_samples_per_update_and_vtc_chooses_the_split():
     plan = plan_of(HEAD + "batch 8\n")
     t = plan["training"]
-    assert (t["batch"], t["micro_batch"], t["batching"]["fallback"], t["batching"]["processes"]) == (8, "auto", 8, 1)
+    assert (t["batch"], t["micro_batch"], t["batching"]["fallback"], t["batching"]["processes"]) == (8, "auto", 8, "world_size")
     assert t["batching"]["safety_margin"] == 0.1 and plan["provenance"]["/training/batching/safety_margin"] == "default"
     assert [row["micro_batch"] for row in t["batching"]["memory_gib"]] == [1, 2, 4, 8]
     assert plan["provenance"]["/training/batch"] == "r.vt:3"

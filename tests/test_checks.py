@@ -118,8 +118,31 @@ def test_vt260_packing_refused():
     assert found == [("VT260", "error", 3)] and "TRL" in result.diagnostics[0].message
 
 
-def test_vt261_gpus():
-    assert diags("gpus 4\n")[1] == [("VT261", "warning", 3)]
+def test_vt261_the_batch_must_divide_over_the_gpus():
+    assert diags("gpus 4\n")[1] == []  # the default batch 8: 2 per GPU
+    assert diags("gpus all\n")[1] == []  # known at run time only: the run checks
+    result, found = diags("batch 6\ngpus 4\n")
+    assert found == [("VT261", "error", 4)]
+    [d] = result.diagnostics
+    assert d.help == "write `batch 8` or `batch 4` (2 or 1 per GPU), or `gpus 2` or `gpus 3`"
+    result, found = diags("gpus 3\n")  # the default batch
+    assert found == [("VT261", "error", 3)] and "the default `batch 8`" in result.diagnostics[0].message
+    assert "`batch 9` or `batch 6`" in result.diagnostics[0].help
+    result, found = diags("batch 2\ngpus 4\n")  # nothing below: only the batch above
+    assert found == [("VT261", "error", 4)] and result.diagnostics[0].help.startswith("write `batch 4` (1 per GPU)")
+    # A pinned micro-batch must divide each GPU's share (8 over 2 GPUs is 4 a GPU).
+    result, found = diags("batch 8\nmicro batch 8\ngpus 2\n")
+    assert found == [("VT261", "error", 4)] and "is 4 a GPU" in result.diagnostics[0].message
+    assert diags("batch 8\nmicro batch 2\ngpus 2\n")[1] == []
+
+
+def test_vt267_vt268_shard_model_needs_several_gpus_and_16_bit_weights():
+    assert diags("using lora\nshard model\n")[1] == [("VT267", "warning", 4)]
+    assert diags("using lora\ngpus 2\nshard model\n")[1] == []
+    assert diags("using full\ngpus all\nshard model\n")[1] == []
+    result, found = diags("gpus 2\nshard model\n")
+    assert found == [("VT268", "error", 4)] and "the default method" in result.diagnostics[0].message
+    assert diags("using qlora\ngpus 2\nshard model\n")[1] == [("VT268", "error", 5)]
 
 
 def test_vt262_learning_rate():

@@ -6,6 +6,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from vtc.cli import cli
+from vtc.plans import PLAN_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "recipes" / "demo-shapes.vt")
@@ -27,9 +28,9 @@ def test_check_ok_and_error(tmp_path):
 
 def test_check_warnings_only_exit_0(tmp_path):
     f = tmp_path / "w.vt"
-    f.write_text("finetune all on qwen2.5-vl\nfrom ./x\ngpus 2\n")
+    f.write_text("finetune all on qwen2.5-vl\nfrom ./x\nusing lora\nshard model\n")
     result = run("check", str(f))
-    assert result.exit_code == 0 and "VT261" in result.output
+    assert result.exit_code == 0 and "VT267" in result.output
 
 
 def test_check_json(tmp_path):
@@ -47,7 +48,7 @@ def test_plan_summary_json_and_output(tmp_path):
     assert result.exit_code == 0 and "demo-shapes.vt:12" in result.output
     result = run("plan", DEMO, "--json")
     plan = json.loads(result.stdout)
-    assert plan["plan_version"] == 3 and plan["training"]["steps"] == 80
+    assert plan["plan_version"] == PLAN_VERSION and plan["training"]["steps"] == 80
     out = tmp_path / "plan.json"
     result = run("plan", DEMO, "-o", str(out))
     saved = json.loads(out.read_text())

@@ -327,7 +327,7 @@ def _plan(tmp_path, text: str) -> dict:
     ("batch 2\naccumulate 4\ntrain for 1 epoch\n", 25, (4, 4)),       # 13 batches: a last short step counts
     ("batch 4\naccumulate 1\ntrain for 60 steps\n", 48, (12, 60)),    # steps are steps, whatever the data
     ("batch 2\naccumulate 4\ntrain for 1.5 epochs\n", 24, (3, 5)),    # ceil(1.5 x 3)
-    ("batch 2\naccumulate 4\ngpus 2\n", 32, (4, 4)),                  # one process trains (VT261): 8 a step
+    ("batch 2\naccumulate 4\ngpus 2\n", 32, (4, 4)),                  # 8 an update over both GPUs
     ("batch 8\ntrain for 1 epoch\n", 25, (4, 4)),                    # samples per update, however split
     ("batch 8\nmicro batch 2\ntrain for 2 epochs\n", 24, (3, 6)),
     ("batch 8\naccumulate 4\n", 3, (1, 1)),                           # at least one step

@@ -353,7 +353,7 @@ def test_one_line_of_repeated_clauses_gives_a_capped_list(tmp_path):
     assert len(json.loads(run("check", str(line), "--format", "json").output)) == MAX_PER_FILE + 1
     # The same clause on 10,000 lines, with a warning among them: errors are kept first, so the exit code stays.
     many = tmp_path / "many.vt"
-    many.write_text("finetune all on tiny-qwen2.5-vl\nfrom ./d\ngpus 2\n" + "seed 1\n" * 10_000)
+    many.write_text("finetune all on tiny-qwen2.5-vl\nfrom ./d\nusing lora\nshard model\n" + "seed 1\n" * 10_000)
     result = compile_file(str(many))
     assert len(result.diagnostics) == MAX_PER_FILE + 1 and all(d.is_error for d in result.diagnostics[:-1])
     assert "9,950 more problems in this file are not shown (9,949 errors, 1 warning)" in result.diagnostics[-1].message

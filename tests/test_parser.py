@@ -122,6 +122,8 @@ def test_multi_line_any_order_with_comments_gives_the_same_statements():
         ("save to ./runs/xray", ("Choice", "save to", ("./runs/xray", False))),
         ("export adapter, merged", ("Export", (("adapter", False), ("merged", False)))),
         ("gpus 1", ("Number", "gpus", ("1", False))),
+        ("gpus all", ("Number", "gpus", ("all", False))),
+        ("shard model", ("Choice", "shard", ("model", False))),
         ("checkpoint every 50 steps", ("Checkpoint", ("50", False), ("steps", False))),
     ],
 )
@@ -185,7 +187,7 @@ def test_every_clause_keyword_parses_where_a_clause_starts():
         "learning rate": "learning rate 1", "warmup": "warmup 1 step", "schedule": "schedule linear",
         "optimizer": "optimizer sgd", "weight decay": "weight decay 0", "max length": "max length 8",
         "seed": "seed 1", "metric": "metric cer", "save to": "save to x", "export": "export adapter",
-        "gpus": "gpus 2", "bad rows": "bad rows skip", "window": "window 40 400", "tiff pages": "tiff pages all",
+        "gpus": "gpus 2", "shard": "shard model", "bad rows": "bad rows skip", "window": "window 40 400", "tiff pages": "tiff pages all",
         "checkpoint every": "checkpoint every 50 steps",
     }
     assert set(examples) == set(CLAUSE_KEYWORDS)

@@ -165,7 +165,6 @@ def test_vtc_run_refuses_a_broken_plan(tmp_path, name, plan, path, action):
     (lambda p: p.update(trainable_regex=".*"), "/trainable_regex", "must be null with method \"lora\""),
     (lambda p: p["training"].update(micro_batch=3), "/training/micro_batch", "must divide /training/batch"),
     (lambda p: p["training"].update(micro_batch=2), "/training/batching/fallback", "null when it is pinned"),
-    (lambda p: p["training"]["batching"].update(processes=3), "/training/batching/processes", "must divide"),
     (lambda p: p["training"]["batching"].update(fallback=3), "/training/batching/fallback", "must divide"),
     (lambda p: p["training"]["batching"]["memory_gib"].reverse(), "/training/batching/memory_gib",
      "smallest first"),
@@ -208,7 +207,7 @@ def test_another_version_or_not_a_plan(tmp_path):
     plan["plan_version"] = 1
     target.write_text(json.dumps(plan))
     result, text = _run(tmp_path, plan)
-    assert result.exit_code == 1 and "plan_version 1, made by an older vtc; this vtc runs version 3" in text
+    assert result.exit_code == 1 and "plan_version 1, made by an older vtc; this vtc runs version 4" in text
     plan["plan_version"] = 2  # batch was rows per step then: the message says what changed
     result, text = _run(tmp_path, plan)
     assert result.exit_code == 1 and "plan_version 2 (version 3 changed what training.batch means" in text

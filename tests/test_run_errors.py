@@ -171,16 +171,12 @@ def test_bad_rows_skip_trains_on_the_rest_and_lists_what_it_left_out(tmp_path, s
     assert json.loads((run_dir / "manifest.json").read_text())["data"]["skipped_rows"] == 1
 
 
-def test_several_processes_are_refused_before_anything_is_written(tmp_path, shapes, monkeypatch):
-    """Under torchrun with 2 processes each `vtc run` would write its own run folder and learn from its own batch:
-    VT546 refuses before the backend, the data or the run folder; --resume too."""
+def test_a_world_of_one_is_one_process(tmp_path, shapes, monkeypatch):
+    """WORLD_SIZE=1: one process, as without it (vtc starts no process group); several processes under torchrun are
+    tests/test_distributed.py's."""
     target, runs = plan_file(tmp_path, shapes)
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    result, text = run_cli("run", str(target), "--allow-changed")
-    assert_refused(result, text, "VT546", "WORLD_SIZE=2", "own run folder")
-    assert not runs.exists()
-    result, text = run_cli("run", "--resume", str(tmp_path / "runs" / "run-001.interrupted"))
-    assert_refused(result, text, "VT546")
-    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun with one process is one process
+    monkeypatch.setenv("WORLD_SIZE", "1")
     result, text = run_cli("run", str(target), "--allow-changed")
     assert result.exit_code == 0, text
+    manifest = json.loads(next(runs.glob("run-*/manifest.json")).read_text())
+    assert manifest["distributed"]["world_size"] == 1 and manifest["batch"]["processes"] == 1

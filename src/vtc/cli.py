@@ -318,27 +318,55 @@ def _bytes(n: int) -> str:
 @click.option("--trust-remote-code", is_flag=True,
               help="A saved plan (or a resumed run's plan) says trust_remote_code: let the model's own Python code "
                    "run. A recipe's `with trust_remote_code` needs no flag; a plan file does.")
+@click.option("--gpus", metavar="N|all",
+              help="Processes on this machine, one per GPU: a number, or all (one for every visible GPU). Default: "
+                   "the recipe's `gpus` (1: this process alone). Without CUDA, N CPU processes (for testing).")
+@click.option("--nodes", type=int, metavar="N", help="Machines taking part (each runs the same command with its own "
+                                                     "--node-rank).")
+@click.option("--node-rank", type=int, metavar="R", help="This machine's number, 0 to N-1 (0: the one --master names).")
+@click.option("--master", metavar="ADDR:PORT", help="Where the machines meet: node rank 0's address and a free port.")
 @FORMAT_OPTION
-def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code, fmt):
+def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code, gpus, nodes, node_rank, master, fmt):
     """Train, evaluate and save: a recipe (.vt) or a saved plan (.json), end to end.
 
     Each run gets a new folder (adapter, plan.json, manifest.json, metrics.jsonl, eval.json, loss.png,
     predictions.jsonl, run.log: everything printed, also when the output was closed, as by `| head`). Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and prints the command
     that resumes.
 
+    With `--gpus N` (or the recipe's `gpus N`) it starts N processes through torchrun, one per GPU, training
+    together (data parallel; docs/distributed.md); `--nodes`, `--node-rank` and `--master` spread them over
+    several machines.
+
     \b
     Examples:
         vtc run recipes/demo-shapes.vt
         vtc run plan.json --backend transformers
         vtc run --resume runs/demo-shapes/run-003.interrupted
+        vtc run xray.vt --gpus 4
+        vtc run xray.vt --gpus all --nodes 2 --node-rank 0 --master 10.0.0.1:29500
     """
     from vtc.diagnostics import VtcError
 
     if (target is None) == (resume_dir is None):
         raise click.UsageError("give a recipe or plan to run, or `--resume RUN_DIR` (not both)")
     from vtc.runtime.checkpoints import RunInterrupted  # light: no torch
+    from vtc.runtime.distributed import under_launcher
 
     try:
+        from vtc.commands import plan_of
+        from vtc.runtime import launch as LA
+        from vtc.runtime.backends.base import plan_span
+
+        # Read (or compile) the plan once, for its `gpus`: one process on one machine runs here, as always; more
+        # are started through torchrun, each running this command without the launch options.
+        plan, compiled = plan_of(target, resume_dir)
+        span = plan_span(plan, "/hardware/gpus") if plan is not None else None
+        launch, notes = LA.decide(gpus, plan, nodes, node_rank, master, span=span)
+        _emit(notes, {}, fmt)
+        if launch is not None:
+            command = LA.run_command(target, resume_dir, backend=backend, runs_dir=runs_dir,
+                                     allow_changed=allow_changed, trust_remote_code=trust_remote_code, fmt=fmt)
+            sys.exit(LA.start(launch, command, plan))
         if resume_dir is not None:
             from vtc.runtime.run import resume_run
 
@@ -347,7 +375,7 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code,
             from vtc.commands import run_target
 
             run_target(target, backend=backend, runs_dir=runs_dir, allow_changed=allow_changed,
-                       trust_remote_code=trust_remote_code)
+                       trust_remote_code=trust_remote_code, compiled=compiled)
     except VtcError as exc:
         _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
         sys.exit(1)
@@ -356,6 +384,12 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code,
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if under_launcher():  # a process torchrun started: its parent names it (VT557) from the error file
+            from vtc.runtime.launch import record_error
+
+            record_error(exc)
+        raise
 
 
 @cli.command(context_settings=CONTEXT)

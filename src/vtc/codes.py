@@ -650,17 +650,20 @@ CODES: dict[str, Code] = _entries(
         "  |                                 ^^^^^^^\n"
         "  = help: remove `with packing`"),
     _recipe(
-        "VT261", "warning", "several GPUs",
-        "`gpus N` with N > 1: multi-GPU training is a later version; vtc trains on the first visible GPU and the "
-        "others stay idle.",
-        _XRAYS + "gpus 4\n",
-        "warning[VT261]: `gpus 4`: multi-GPU training is not supported yet; vtc trains on one GPU (the first "
-        "visible one) and the others stay idle\n"
-        " --> xray.vt:3:6\n"
+        "VT261", "error", "batch does not divide over the GPUs",
+        "With `gpus N` each of the N processes (one per GPU) trains an equal share of the batch (the "
+        "samples per update), so N must divide the batch, and a pinned `micro batch` must divide each "
+        "GPU's share. The help gives the nearest batches that divide and the GPU counts that divide the "
+        "batch. (Before multi-GPU training, VT261 warned that `gpus N` above 1 was not supported.) With "
+        "`gpus all` the number is known only at run time, where the run checks it.",
+        _XRAYS + "batch 6\ngpus 4\n",
+        "error[VT261]: `batch 6` does not divide over `gpus 4`: each GPU trains an equal share of the 6 "
+        "samples per update\n"
+        " --> xray.vt:4:6\n"
         "  |\n"
-        "3 | gpus 4\n"
+        "4 | gpus 4\n"
         "  |      ^\n"
-        "  = help: write `gpus 1`; multi-GPU (one process per GPU under torchrun) comes in a later version"),
+        "  = help: write `batch 8` or `batch 4` (2 or 1 per GPU), or `gpus 2` or `gpus 3`"),
     _recipe(
         "VT262", "warning", "learning rate very high",
         "A learning rate above 1e-2 for a real (not tiny) model usually makes the loss diverge. LoRA typically "
@@ -732,6 +735,55 @@ CODES: dict[str, Code] = _entries(
         " --> xray.vt:2:6\n"
         "  = help: write `./data/xrays` to say it is a folder (this note then goes), or `hf://data/xrays` to read "
         "it from the Hub instead"),
+    _recipe(
+        "VT267", "warning", "shard model with one GPU",
+        "`shard model` splits the model's weights, gradients and optimizer state across the run's GPUs; "
+        "with `gpus 1` (the default) there is no other GPU, so the one process holds the model whole and "
+        "`shard model` changes nothing. Write `gpus N` (or `gpus all`) beside it, or remove it. Under "
+        "torchrun the processes torchrun starts are the ones it shards across.",
+        _XRAYS + "using lora\nshard model\n",
+        "warning[VT267]: `shard model` with one GPU: there is no other GPU to split the model across, so "
+        "the one process holds it whole\n"
+        " --> xray.vt:4:7\n"
+        "  |\n"
+        "4 | shard model\n"
+        "  |       ^^^^^\n"
+        "  = help: write `gpus 2` (or more, or `gpus all`) beside `shard model`, or remove `shard model`"),
+    _recipe(
+        "VT268", "error", "shard model with 4-bit weights",
+        "`shard model` splits 16-bit weights across the GPUs (FSDP2 through the transformers backend); "
+        "vtc does not shard 4-bit (qlora) weights, whose quantisation state FSDP2 cannot split safely. "
+        "qlora's 4-bit weights usually fit one GPU anyway: remove `shard model`, or write `using lora` to "
+        "shard 16-bit weights.",
+        _XRAYS + "gpus 2\nshard model\n",
+        "error[VT268]: `shard model` cannot split 4-bit weights, and the default method, `using qlora`, "
+        "loads the model in 4 bit\n"
+        " --> xray.vt:4:7\n"
+        "  |\n"
+        "4 | shard model\n"
+        "  |       ^^^^^\n"
+        "  = help: write `using lora` (16-bit weights, split across the GPUs), or remove `shard model` "
+        "(4-bit weights usually fit one GPU)"),
+    _recipe(
+        "VT269", "warning", "bigger than one GPU",
+        "The memory model's estimate for one process, even one example at a time, is more than the "
+        "largest GPU vtc knows (registry/cards.json, less the CUDA context and the 10% safety margin): "
+        "every process would run out of memory. The help lists what would fit, each with its estimate per "
+        "GPU and the smallest card it fits: 4-bit weights (`using qlora`), fewer trained parts, `shard "
+        "model` with `gpus N` (the transformers backend splits the weights, gradients and optimizer state "
+        "across N GPUs; estimates for 2, 4 and 8), or a larger GPU.",
+        "finetune all on llama-3.2-vision-90b\nfrom ./xrays\nusing lora\n",
+        "warning[VT269]: `llama-3.2-vision-90b` with `using lora` needs about 169.1 GiB per GPU even one "
+        "example at a time: more than the largest GPU vtc knows (NVIDIA B200, 180 GiB, about 162 GiB of "
+        "it usable)\n"
+        " --> xray.vt:1:17\n"
+        "  |\n"
+        "1 | finetune all on llama-3.2-vision-90b\n"
+        "  |                 ^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: what would fit: `using qlora`: about 54.5 GiB, fits an NVIDIA A100 80GB (80 GiB); "
+        "`finetune language`: about 168.9 GiB, still too big; `finetune attention`: about 167.3 GiB, "
+        "still too big; `shard model` (the transformers backend splits the model across the GPUs), per "
+        "GPU: `gpus 2` 90.3 GiB, `gpus 4` 48.4 GiB, `gpus 8` 27.5 GiB; a GPU with more than 180 GiB"),
     # --- VT3xx: includes and files ------------------------------------------------------------------------------
     _recipe(
         "VT301", "error", "file not found",
@@ -1520,16 +1572,130 @@ CODES: dict[str, Code] = _entries(
         "  = help: delete ~/.cache/vtc/compile so that vtc makes it again as yours alone, or set VTC_CACHE to a "
         "folder of your own"),
     _situation(
-        "VT546", "error", "several processes",
-        "`vtc run` started by torchrun (or another launcher) as one of several processes (WORLD_SIZE above 1). vtc "
-        "trains in one process on one GPU for now: each process would write its own run folder and learn from its "
-        "own batch, so the updates would learn from several times the recipe's `batch`. Run `vtc run` on its own.",
-        "`torchrun --nproc-per-node 2 -m vtc run xray.vt`",
-        "error[VT546]: this process is one of 2 that torchrun (or another launcher) started (WORLD_SIZE=2), and vtc "
-        "does not train across several processes yet: each would write its own run folder and learn from 2 times "
-        "the recipe's batch\n"
-        "  = help: run `vtc run` on its own, one process on one GPU (`torchrun --nproc-per-node 1` also works); the "
-        "recipe's `batch` is what every update learns from"),
+        "VT546", "error", "processes see different data",
+        "Under torchrun (`torchrun --nproc-per-node N -m vtc run`, or `vtc run --gpus N`), every process trains its "
+        "share of one list of rows, so every process must read the same rows: rank 0 checks the data first, then "
+        "each process compares the number of its rows and a digest of their keys (data file, row, pages) with "
+        "rank 0's. One of them differs: a machine of a run over several sees other files at the data's path (no "
+        "shared file system, an older copy, a missing folder). Until vtc trained across processes, this code "
+        "refused to run under torchrun with several processes.",
+        "`vtc run xray.vt --nodes 2 ...` where the second machine has an older copy of ./xrays",
+        "error[VT546]: the processes do not see the same data: rank 1 (host gpu-02, local rank 0, pid 4711) read 412 "
+        "training and 46 evaluation rows (digest 3f0c5e1a9b2d7c44), rank 0 (gpu-01) 418 and 46 (digest "
+        "9d1e0b7f55a2c3e8)\n"
+        "  = help: every machine must see the same data files at the same path (a shared file system, or identical "
+        "copies); compare the folder on each machine, then run again"),
+    _situation(
+        "VT547", "error", "a process of the run failed",
+        "Under torchrun, the processes of a run work in step: each training step ends with every process's "
+        "gradients summed, and the processes agree after each step whether to stop. One of them failed (its own "
+        "error: out of memory, a bug), was killed (the machine's out-of-memory killer, the job scheduler, `kill "
+        "-9`), or stopped answering (a hung GPU, a lost machine or network, a paused process): the others' next "
+        "collective operation fails at once, or after the plan's hardware.distributed.timeout_s (600 s unless a "
+        "saved plan says otherwise). Rank 0 then finds out which process it was (each records its error where the "
+        "others can read it; a process gone or paused on the same machine is seen at once; one that does not "
+        "answer within a few seconds is named as such), marks the run folder failed, and says so. The run resumes "
+        "from its last checkpoint with `vtc run --resume`, with the same or another number of processes.",
+        "`torchrun --nproc-per-node 2 -m vtc run xray.vt` where process 1 is killed by the out-of-memory killer",
+        "error[VT547]: a process of the run stopped while training, after step 40, which every process finished: "
+        "rank 1 (host gpu-01, local rank 1, pid 4711): killed: its process no longer exists\n"
+        "  = help: a process killed without a message is most often the machine's out-of-memory killer (`dmesg` "
+        "says so) or the job scheduler; look at that machine; then continue from its checkpoint at step 40 with "
+        "`vtc run --resume runs/xray/run-003.failed`"),
+    _situation(
+        "VT548", "error", "batch does not divide over the processes",
+        "The recipe's `batch` (samples per update) is split evenly over the run's processes (torchrun's world size), "
+        "each process taking the same share in micro-batches: a batch the number of processes does not divide "
+        "cannot be split. Write a batch that it divides, or run a number of processes that divides the batch. "
+        "A recipe's `gpus N` is checked when the recipe is compiled; this is the check for the number torchrun "
+        "started.",
+        "`batch 6` run with `torchrun --nproc-per-node 4 -m vtc run xray.vt`",
+        "error[VT548]: the batch of 6 samples per update cannot be split evenly over the 4 processes of this run "
+        "(each process takes the same share)\n"
+        " --> xray.vt:12\n"
+        "  = help: write `batch 4` or `batch 8` in the recipe, or run 2, 3 or 6 processes"),
+    _situation(
+        "VT549", "error", "rank 0 did not start in time",
+        "Under torchrun, the first process (rank 0) checks the data, fills the image cache, loads the model and "
+        "creates the run folder while the other processes wait, for at most the plan's "
+        "hardware.distributed.startup_timeout_s (an hour unless a saved plan says otherwise). This process waited "
+        "that long without an answer: rank 0 is stuck, or its machine is gone. When rank 0 stops with a message "
+        "(bad data, a missing model), the others stop at once with it, quietly; this code is only for the silence.",
+        "a run over two machines whose first machine hangs while reading a network file system",
+        "error[VT549]: rank 1 (gpu-02): waited 3600 s for rank 0 (gpu-01) to check the data, without an answer "
+        "(DistStoreError: wait timeout after 3600000ms)\n"
+        "  = help: rank 0 is stuck or its machine is gone: look at its output (the first machine's); a data check "
+        "that needs longer (a first scan of very many images) needs a larger hardware.distributed.startup_timeout_s "
+        "in a saved plan (`vtc plan recipe.vt -o plan.json`)"),
+    # --- `vtc run --gpus`: the launcher (vtc.runtime.launch) ---
+    _situation(
+        "VT557", "error", "a process of the run died",
+        "`vtc run --gpus N` (or `--nodes`) started the run's processes through torchrun, and one of them ended "
+        "without a diagnostic of its own: killed by a signal, or failed with an unexpected error. The others were "
+        "stopped (each had up to hardware.distributed.timeout_s to save its checkpoint). The message names the "
+        "process (its rank over all machines, its local rank, the host) and what ended it: SIGKILL most often means "
+        "the machine ran out of memory (the kernel's out-of-memory killer) or the job scheduler or an administrator "
+        "killed it; SIGSEGV or SIGBUS too little shared memory (/dev/shm) or a GPU driver problem. The launcher's "
+        "log and the processes' error files are kept in the folder named. Fix the cause, then `vtc run --resume` "
+        "the run folder.",
+        "`vtc run xray.vt --gpus 2` on a machine whose memory runs out in process 1",
+        "error[VT557]: rank 1 (local rank 1, host gpu-07) was ended by SIGKILL: most often the machine ran out of "
+        "memory (the kernel's out-of-memory killer: `dmesg` or `journalctl -k` says so), or the job scheduler or an "
+        "administrator killed it (a time or memory limit)\n"
+        " --> /tmp/vtc-launch-k2j4x9\n"
+        "  = help: give the run more memory (fewer data-loading workers or processes per machine, a machine with "
+        "more RAM, a larger job memory limit), then continue it with `vtc run --resume RUN_FOLDER` (the folder rank "
+        "0 named; it keeps the last checkpoint) and the same launch options; the launcher's log and the processes' "
+        "error files are in /tmp/vtc-launch-k2j4x9"),
+    _situation(
+        "VT558", "error", "launch options",
+        "The options of `vtc run` that start several processes do not go together, or ask for GPUs this machine "
+        "does not have: `--gpus` takes a number from 1 or `all` (one process per visible GPU; without CUDA a number "
+        "starts that many CPU processes, for testing); `--gpus all` needs a CUDA GPU; a number may not exceed the "
+        "GPUs torch can see (CUDA_VISIBLE_DEVICES limits them); several machines need `--nodes N`, this machine's "
+        "`--node-rank` (0 to N-1) and `--master ADDR:PORT` (node rank 0's address and a free port) on every "
+        "machine. The recipe's `gpus` is checked the same way when `--gpus` is not given.",
+        "`vtc run xray.vt --gpus 8` on a machine with 4 GPUs",
+        "error[VT558]: `--gpus 8`, but this machine has 4 GPUs that torch can see\n"
+        "  = help: `--gpus 4` or `--gpus all` here (one process per GPU); CUDA_VISIBLE_DEVICES, when set, limits "
+        "which GPUs are visible"),
+    _situation(
+        "VT559", "error", "processes could not start",
+        "torchrun's rendezvous failed: the processes could not be started, or the machines of a run over several "
+        "(`--nodes`) did not meet at `--master ADDR:PORT`. The machine with `--node-rank 0` serves that address "
+        "(its port must be free there and reachable from the others: a firewall, a wrong address); every other "
+        "machine connects to it, and all must be started within hardware.distributed.startup_timeout_s of each "
+        "other. Nothing was trained and no run folder was made.",
+        "`vtc run xray.vt --nodes 2 --node-rank 1 --master 10.0.0.1:29500` while the first machine was never started",
+        "error[VT559]: the 2 machines did not meet at 10.0.0.1:29500 (this one is node rank 1): The client socket "
+        "has timed out after 3600000ms while trying to connect to (10.0.0.1, 29500).\n"
+        " --> /tmp/vtc-launch-3hd81q\n"
+        "  = help: the machine with `--node-rank 0` must be started with the same `--master` and reachable from "
+        "here (`nc -z ADDR PORT`); every machine must be started within 3600 s of the first "
+        "(hardware.distributed.startup_timeout_s); the launcher's log is in /tmp/vtc-launch-3hd81q"),
+    _situation(
+        "VT560", "warning", "launch options under torchrun",
+        "`vtc run` was started by torchrun (or another launcher: WORLD_SIZE and RANK are set) and was also given "
+        "`--gpus`, `--nodes`, `--node-rank` or `--master`. torchrun has already started the processes: its own "
+        "options (`--nproc-per-node`, `--nnodes`, `--node-rank`, `--rdzv-endpoint`) decide how many run, and vtc's "
+        "are ignored.",
+        "`torchrun --nproc-per-node 2 -m vtc run xray.vt --gpus 4`",
+        "warning[VT560]: --gpus ignored: torchrun (or another launcher) started this process, and its own options "
+        "decide how many processes run\n"
+        "  = help: give the counts to torchrun (`--nproc-per-node`, `--nnodes`, `--node-rank`), or run `vtc run "
+        "--gpus N` without torchrun"),
+    _situation(
+        "VT554", "error", "shard model with the unsloth backend",
+        "The recipe says `shard model` (plan hardware.distributed.strategy \"fsdp2\"): the model is split across "
+        "the GPUs by the transformers backend (FSDP2 through accelerate). Unsloth cannot split a vision model "
+        "across GPUs (each process holds it whole), so `--backend unsloth` is refused; `--backend auto` takes "
+        "transformers and says why in the log.",
+        "`vtc run --backend unsloth xray.vt` with `gpus 4` and `shard model` in the recipe",
+        "error[VT554]: the recipe says `shard model`, and the unsloth backend cannot split a model across GPUs: "
+        "Unsloth holds the whole model on each GPU\n"
+        " --> xray.vt:5:7\n"
+        "  = help: run without `--backend unsloth` (vtc then takes the transformers backend, which shards it), or "
+        "remove `shard model` from the recipe if the model fits one GPU"),
 )
 
 

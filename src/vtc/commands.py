@@ -2,6 +2,8 @@
 is read (and check) the plan, then run it. The runtime never imports the compiler; this module imports both.
 
     run_target(target, backend=..., runs_dir=..., allow_changed=..., trust_remote_code=...) -> the finished run folder
+    plan_of(target | None, resume_dir | None) -> (plan | None, compiled)   what `vtc run --gpus` reads to decide
+                                                                          how many processes to start (launch.py)
 """
 
 from __future__ import annotations
@@ -12,8 +14,30 @@ from pathlib import Path
 from vtc.diagnostics import VtcError, render_all
 
 
+def plan_of(target: str | None, resume_dir: str | None = None) -> tuple[dict | None, object]:
+    """The plan a `vtc run` would run, read without printing anything, for its ``hardware`` (how many processes to
+    start: vtc.runtime.launch); and the compile result of a recipe, for run_target(compiled=...) to use instead of
+    compiling again. The plan is None when it cannot be read: the run (in this process) then reports why."""
+    if resume_dir is not None:
+        from vtc.plans import read_plan
+
+        try:
+            return read_plan(Path(resume_dir) / "plan.json"), None
+        except (VtcError, OSError):
+            return None, None
+    if target.lower().endswith(".json"):
+        try:
+            return _read_plan(target)[0], None
+        except (VtcError, OSError):
+            return None, None
+    from vtc.compiler.pipeline import compile_file
+
+    result = compile_file(target)
+    return result.plan, result
+
+
 def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = None,
-               allow_changed: bool = False, trust_remote_code: bool = False) -> Path:
+               allow_changed: bool = False, trust_remote_code: bool = False, compiled=None) -> Path:
     """Run a recipe (.vt) or a saved plan (.json) end to end and return the finished run folder.
 
     A saved plan is checked against the plan schema (VT510/VT514), and refused (VT530) when its recipe (what it
@@ -21,7 +45,8 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
     records no fingerprints to compare, unless ``allow_changed``; and (VT508) when it lets the model run its own
     code (trust_remote_code) without ``trust_remote_code`` here too (--trust-remote-code: a plan file is easy to
     edit; a recipe's `with trust_remote_code` is enough for a recipe). Raises VtcError for problems (with
-    ``.sources`` for rendering), checkpoints.RunInterrupted after Ctrl-C or SIGTERM.
+    ``.sources`` for rendering), checkpoints.RunInterrupted after Ctrl-C or SIGTERM. ``compiled``: the recipe's
+    compile result when the caller has it already (plan_of), so that it is not compiled twice.
     """
     from vtc.runtime.progress import Reporter
     from vtc.runtime.run import run_plan
@@ -30,7 +55,7 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
     started = time.time()
     saved_plan = target.lower().endswith(".json")
     with rep.stage("read plan" if saved_plan else "compile") as st:
-        plan, sources = _read_plan(target) if saved_plan else _compile(target, rep)
+        plan, sources = _read_plan(target) if saved_plan else _compile(target, rep, compiled)
         st.detail = f"{plan['method']} on {plan['model']['id']} ({plan['model']['family'] or '?'})"
     if saved_plan:
         from vtc.runtime.lifecycle import check_saved_plan
@@ -55,11 +80,12 @@ def _recompile(plan: dict) -> dict | None:
     return result.plan
 
 
-def _compile(target: str, rep) -> tuple[dict, dict]:
-    """The plan of a recipe; its warnings are printed, its errors raised (VtcError with the recipe texts)."""
+def _compile(target: str, rep, compiled=None) -> tuple[dict, dict]:
+    """The plan of a recipe (``compiled``: its compile result, when made already); its warnings are printed, its
+    errors raised (VtcError with the recipe texts)."""
     from vtc.compiler.pipeline import compile_file
 
-    result = compile_file(target)
+    result = compiled if compiled is not None else compile_file(target)
     if result.plan is None:
         exc = VtcError(result.diagnostics)
         exc.sources = result.sources

@@ -26,11 +26,13 @@ from pathlib import Path
 from vtc import schema_engine
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 
-PLAN_VERSION = 3
+PLAN_VERSION = 4
 # What changed in each version, for a plan file of an older one (VT510): its values would mean something else now.
 _VERSION_CHANGES = {
     2: "version 3 changed what training.batch means (samples per update, no longer rows per forward pass) and "
        "moves the split into micro-batches to the runtime",
+    3: "version 4 trains on several processes: hardware.distributed is new and the batch is split over the run's "
+       "processes",
 }
 SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
 
@@ -134,26 +136,29 @@ def _rules(plan: dict) -> list[tuple[str, str]]:
     if plan["data"]["eval"] is not None and plan["data"]["holdout"] is not None:
         out.append(("/data/holdout", "must be null when /data/eval names evaluation data (one or the other)"))
     out.extend(_batch_rules(t))
+    gpus = plan["hardware"]["gpus"]
+    if gpus != "all" and t["batch"] % gpus:
+        out.append(("/hardware/gpus", f"must divide /training/batch ({t['batch']}): each GPU trains an equal share"))
+    if plan["hardware"]["distributed"]["strategy"] == "fsdp2" and plan["method"] == "qlora":
+        out.append(("/hardware/distributed/strategy", "must be \"ddp\" with method \"qlora\" (4-bit weights are "
+                    "not sharded)"))
     if t["responses_only"] and plan["model"]["markers"] is None:
         out.append(("/training/responses_only", "needs /model/markers (the chat markers of the model's family)"))
     return out
 
 
 def _batch_rules(t: dict) -> list[tuple[str, str]]:
-    """micro_batch x accumulate x processes = batch: every micro-batch the plan names divides the batch per process."""
+    """micro_batch x accumulate x processes = batch: every micro-batch the plan names divides the batch (the
+    processes are the run's world size, known at run time: the runtime checks the batch per process, VT548)."""
     out = []
     batch, micro, rule = t["batch"], t["micro_batch"], t["batching"]
-    processes = rule["processes"]
-    if batch % processes:
-        out.append(("/training/batching/processes", f"must divide /training/batch ({batch})"))
-        return out
-    if micro != "auto" and (batch // processes) % micro:
-        out.append(("/training/micro_batch", f"must divide /training/batch per process ({batch // processes})"))
+    if micro != "auto" and batch % micro:
+        out.append(("/training/micro_batch", f"must divide /training/batch ({batch})"))
     if (micro == "auto") == (rule["fallback"] is None):
         out.append(("/training/batching/fallback", "must be a micro-batch when /training/micro_batch is \"auto\", "
                     "and null when it is pinned"))
-    elif rule["fallback"] is not None and (batch // processes) % rule["fallback"]:
-        out.append(("/training/batching/fallback", f"must divide /training/batch per process ({batch // processes})"))
+    elif rule["fallback"] is not None and batch % rule["fallback"]:
+        out.append(("/training/batching/fallback", f"must divide /training/batch ({batch})"))
     listed = [row["micro_batch"] for row in rule["memory_gib"]]
     if any(batch % m for m in listed) or listed != sorted(set(listed)):
         out.append(("/training/batching/memory_gib", f"must list divisors of /training/batch ({batch}), each once, "

@@ -32,3 +32,11 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=reason)
         for item in gpu_items:
             item.add_marker(skip)
+        return
+    import torch
+
+    if torch.cuda.device_count() < 2:  # multigpu: two processes on two cards
+        skip = pytest.mark.skip(reason=f"{torch.cuda.device_count()} GPU visible; the multigpu tests need 2")
+        for item in gpu_items:
+            if item.get_closest_marker("multigpu"):
+                item.add_marker(skip)

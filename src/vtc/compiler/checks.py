@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-from vtc.compiler.resolve import Resolved, micro_batches
+from vtc.compiler import estimates as E
+from vtc.compiler.resolve import DEFAULTS, Lora, Resolved, micro_batches
 from vtc.diagnostics import Diagnostic, error, note, warning
 
 # Unsloth advises 300-1000 px for vision fine-tuning (unsloth#1326): above, image tokens (and activations) grow with
@@ -151,12 +152,8 @@ def check(r: Resolved) -> list[Diagnostic]:
                 "VT260", f"`{flag}` is not supported for vision-language models: TRL's SFTTrainer refuses it "
                 f"after the model has loaded ({why})", r.flags[flag].span, f"remove `with {flag}`"))
 
-    # VT261: several GPUs.
-    gpus = r.hardware.gpus
-    if gpus.value > 1:
-        out.append(warning("VT261", f"`gpus {gpus.value}`: multi-GPU training is not supported yet; vtc trains on one "
-                           "GPU (the first visible one) and the others stay idle", gpus.span,
-                           "write `gpus 1`; multi-GPU (one process per GPU under torchrun) comes in a later version"))
+    # VT261, VT267-VT269: several GPUs, `shard model`, a model bigger than one GPU.
+    out.extend(_gpu_problems(r))
 
     # VT262: learning rate.
     lr = written.get("/learning_rate")
@@ -240,6 +237,129 @@ def _batch_problems(r: Resolved) -> list[Diagnostic]:
     return out
 
 
+def _gpu_problems(r: Resolved) -> list[Diagnostic]:
+    """VT261: the batch (or a pinned micro-batch) does not divide over `gpus N`; VT267: `shard model` with one GPU;
+    VT268: `shard model` with 4-bit weights (qlora); VT269: the model and method do not fit the largest GPU vtc
+    knows even one example at a time, with what would fit."""
+    out = []
+    written = r.written
+    gpus, strategy = r.hardware.gpus, r.hardware.distributed.strategy
+    n = gpus.value
+    batch = r.training.batch.value
+    micro = r.training.micro_batch.value
+    if n != "all" and n > 1 and batch % n:
+        said = f"`batch {batch}`" if "/batch" in written or "/accumulate" in written else f"the default `batch {batch}`"
+        lower, upper = batch - batch % n, batch - batch % n + n
+        batches = [f"`batch {b}`" for b in (upper, lower) if b > 0]
+        counts = [d for d in micro_batches(batch) if 1 < d <= 64 and d != n]
+        nearest = sorted(counts, key=lambda d: (abs(d - n), d))[:2]
+        instead = " or ".join(batches) + (
+            f" ({_share(upper, n)})" if len(batches) == 1 else f" ({upper // n} or {lower // n} per GPU)")
+        out.append(error(
+            "VT261", f"{said} does not divide over `gpus {n}`: each GPU trains an equal share of the {batch} "
+            "samples per update", gpus.span,
+            f"write {instead}" + (f", or {' or '.join(f'`gpus {d}`' for d in sorted(nearest))}" if nearest else "")))
+    elif n != "all" and n > 1 and micro != "auto" and (batch // n) % micro:
+        share = batch // n
+        fits = ", ".join(str(m) for m in micro_batches(share))
+        out.append(error(
+            "VT261", f"`micro batch {micro}` does not divide each GPU's share of the batch: `batch {batch}` over "
+            f"`gpus {n}` is {share} a GPU", written.get("/micro_batch", written.get("/accumulate", gpus)).span,
+            f"choose a micro batch of {fits} (the divisors of {share}), or change `batch`"))
+    if strategy.value == "fsdp2":
+        if n == 1:
+            out.append(warning(
+                "VT267", "`shard model` with one GPU: there is no other GPU to split the model across, so the one "
+                "process holds it whole", strategy.span,
+                "write `gpus 2` (or more, or `gpus all`) beside `shard model`, or remove `shard model`"))
+        if r.method.value == "qlora":
+            said = "`using qlora`" if r.method.span is not None else "the default method, `using qlora`,"
+            out.append(error(
+                "VT268", f"`shard model` cannot split 4-bit weights, and {said} loads the model in 4 bit",
+                strategy.span, "write `using lora` (16-bit weights, split across the GPUs), or remove `shard model` "
+                "(4-bit weights usually fit one GPU)"))
+    out.extend(_bigger_than_one_card(r))
+    return out
+
+
+def _share(batch: int, n: int) -> str:
+    return f"{batch // n} per GPU"
+
+
+def _estimate(r: Resolved, method: str, parts: list[str] | None = None) -> float | None:
+    """The one-process estimate at micro-batch 1 (the smaller backend's) of this recipe with another method or
+    other parts."""
+    family, arch = r.model.family.value, r.model.architecture.value
+    total = r.estimates.total_parameters.value
+    chosen = E.selection(parts) if parts else {k: getattr(r.parts, k).value
+                                               for k in ("vision", "language", "attention", "mlp")}
+    rank = r.lora.rank.value if isinstance(r.lora, Lora) else DEFAULTS["lora.rank"]
+    trainable = E.trainable_parameters(method, chosen, family, arch, rank, total)
+    image = {"image_size": r.estimates.image_size.value,
+             "image_tokens_per_image": r.estimates.image_tokens_per_image.value,
+             "text_tokens_per_image": r.estimates.text_tokens_per_image.value, "tiles": r.estimates.tiles_per_image.value}
+    found = [E.memory_estimate(method=method, family=family, arch=arch, total=total, trainable=trainable, image=image,
+                               batch=1, max_length=r.training.max_length.value, optim=r.training.optimizer.value,
+                               checkpointing=r.training.gradient_checkpointing.value, backend=backend,
+                               geometry=r.model.geometry.value) for backend in ("unsloth", "transformers")]
+    totals = [f["total"] for f in found if f]
+    return min(totals) if totals else None
+
+
+def _bigger_than_one_card(r: Resolved) -> list[Diagnostic]:
+    """VT269: at micro-batch 1 the memory model's estimate per process is above the largest card vtc knows
+    (registry/cards.json; the language has no clause naming a card): say so, and what would fit, each with its
+    estimate per GPU and the smallest card it fits."""
+    table = r.training.batching.memory_gib.value
+    if not table or table[0]["micro_batch"] != 1:
+        return []
+    ones = [gib for backend, gib in table[0].items() if backend != "micro_batch" and gib is not None]
+    if not ones:
+        return []
+    margin = r.training.batching.safety_margin.value
+    card_gib, card = E.largest_card()
+    most = E.usable_gib(card_gib, margin)
+    sharded = {row["processes"]: row["gib"] for row in r.estimates.gpu_memory_sharded_gib.value or []}
+    n = r.hardware.gpus.value
+    strategy = r.hardware.distributed.strategy.value
+    need = min(ones)
+    if strategy == "fsdp2" and sharded:
+        # Sharded over `gpus N` (or, for `gpus all`, the most GPUs vtc estimates: 8 on one machine).
+        need = sharded.get(n) if n != "all" and n in sharded else sharded[max(sharded)]
+    if need <= most:
+        return []
+
+    def fits(gib: float) -> str:
+        found = E.smallest_card(gib, margin)
+        return f"fits an {found[1]} ({found[0]} GiB)" if found else "still too big"
+
+    method = r.method.value
+    options = []
+    for other in (("lora", "qlora") if method == "full" else ("qlora",) if method == "lora" else ()):
+        gib = _estimate(r, other)
+        if gib is not None:
+            options.append(f"`using {other}`: about {gib:g} GiB, {fits(gib)}")
+    current = [k for k in ("vision", "language", "attention", "mlp") if getattr(r.parts, k).value]
+    for parts in (["language"], ["attention"]):
+        if set(E.selection(parts).items()) < set(E.selection(current).items()) or (
+                E.selection(parts) != E.selection(current) and all(
+                    not v or E.selection(current)[k] for k, v in E.selection(parts).items())):
+            gib = _estimate(r, method, parts)
+            if gib is not None:
+                options.append(f"`finetune {parts[0]}`: about {gib:g} GiB, {fits(gib)}")
+    if method != "qlora" and sharded:
+        per = ", ".join(f"`gpus {k}` {v:g} GiB" for k, v in sorted(sharded.items()))
+        options.append(f"`shard model` (the transformers backend splits the model across the GPUs), per GPU: {per}")
+    options.append(f"a GPU with more than {card_gib} GiB")
+    where = "with `shard model` over " + (f"`gpus {n}`" if n != "all" else "8 GPUs") + ", " if strategy == "fsdp2" \
+        else ""
+    return [warning(
+        "VT269", f"`{r.model.name.value}` with `using {method}` needs about {need:g} GiB per GPU {where}even one "
+        f"example at a time: more than the largest GPU vtc knows ({card}, {card_gib} GiB, about {most:.0f} GiB of "
+        "it usable)", r.model.name.span or r.method.span,
+        "what would fit: " + "; ".join(options))]
+
+
 def _runs_folder(r: Resolved) -> str:
     """The recipe's runs folder (`save to` or its default), a relative one taken from the recipe's folder."""
     import os
@@ -269,7 +389,9 @@ def _earlier_batch(r: Resolved) -> tuple[str, int] | None:
             if plan.get("plan_version", 3) >= 3:
                 return None
             t = plan["training"]
-            return name, int(t["batch"]) * int(t.get("accumulate", 1)) * int(plan["hardware"].get("gpus", 1))
+            # One process trained, whatever `gpus` said (multi-GPU training came with plan version 4): the
+            # samples per update were the rows per step times the accumulation.
+            return name, int(t["batch"]) * int(t.get("accumulate", 1))
         except (Refused, ValueError, KeyError, TypeError, AttributeError):
             continue
     return None

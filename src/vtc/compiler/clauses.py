@@ -69,7 +69,8 @@ CLAUSES: tuple[Clause, ...] = (
     Clause("metric", "metric exact_match, cer", "a metric name (exact_match, cer, wer, ...)"),
     Clause("save to", "save to ./runs/xray", "a folder", key="save_to"),
     Clause("export", "export adapter, merged", "an export kind (adapter or merged)"),
-    Clause("gpus", "gpus 1", key="gpus"),
+    Clause("gpus", "gpus 2", "a number of GPUs or `all`", key="gpus"),
+    Clause("shard", "shard model", "what to split across the GPUs (model)", key="shard"),
     Clause("checkpoint every", "checkpoint every 50 steps"),
 )
 

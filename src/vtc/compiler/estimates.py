@@ -280,3 +280,64 @@ def card_fits(table: list[dict], backend: str, margin: float) -> list[tuple[int,
         fitting = [row["micro_batch"] for row in table if row[backend] is not None and row[backend] <= usable]
         out.append((gib, sizes[gib], max(fitting) if fitting else None))
     return out
+
+
+# --- several GPUs ----------------------------------------------------------------------------------------------------
+# Data parallel (DDP, the default): every process holds the whole model and its own training state and trains its
+# share of the batch, so the memory per GPU is the one-process estimate above at the micro-batch each process runs.
+# Sharded (`shard model`: FSDP2, the transformers backend): each of N processes keeps 1/N of every parameter, of its
+# gradient and of the optimizer state, and gathers a layer's whole weights only while it computes that layer. So:
+#   weights / N + training state / N + activations (each process's own rows: not divided) + the fixed overhead
+#   + the gathered layers: the layer being computed and the next one, fetched ahead (FSDP2's forward and backward
+#     prefetch of one layer), in 16 bits.
+# Not measured (no machine with several GPUs yet): the all-gather and reduce-scatter buffers are taken to fit in
+# the fixed overhead; docs/gpu.md gives the one-process calibration this rests on.
+SHARD_PROCESSES = (2, 4, 8)
+GATHERED_LAYERS = 2
+
+
+def layer_bytes(family: str | None, arch: dict | None) -> int:
+    """The 16-bit size of the largest layer of one tower (its Linear weights and biases, one of each repeated
+    module): what a process of a sharded run holds whole while it computes that layer. 0 without sizes."""
+    if not (family and arch):
+        return 0
+    per_tower: Counter = Counter()
+    for _name, tower, _kind, fan_in, fan_out, bias, _count in linear_layers(family, arch):
+        per_tower[tower] += fan_in * fan_out + (fan_out if bias else 0)
+    return 2 * max(per_tower.values(), default=0)
+
+
+def sharded_estimate(breakdown: dict | None, processes: int, layer: int) -> dict | None:
+    """A one-process estimate (memory_estimate's parts, in GiB) as each of ``processes`` sharded processes holds
+    it: weights and training state divided, activations and overhead not, GATHERED_LAYERS layers of ``layer``
+    bytes gathered (see above)."""
+    if breakdown is None:
+        return None
+    parts = {"weights": breakdown["weights"] / processes, "training_state": breakdown["training_state"] / processes,
+             "activations": breakdown["activations"], "overhead": breakdown["overhead"],
+             "gathered": GATHERED_LAYERS * layer / GIB}
+    parts = {k: round(v, 2) for k, v in parts.items()}
+    parts["total"] = round(sum(parts.values()), 1)
+    return parts
+
+
+def largest_card() -> tuple[int, str]:
+    """(GiB, name) of the card with the most memory in registry/cards.json."""
+    from vtc.registry import load_cards
+
+    card = max(load_cards()["cards"], key=lambda c: c["memory_gib"])
+    return card["memory_gib"], card["name"]
+
+
+def usable_gib(card_gib: float, margin: float) -> float:
+    """What a run may fill of a card: its memory less the CUDA context, leaving ``margin`` free (as card_fits)."""
+    return (card_gib - CUDA_CONTEXT_GIB) * (1 - margin)
+
+
+def smallest_card(gib: float, margin: float) -> tuple[int, str] | None:
+    """(GiB, name) of the smallest card an estimate fits (usable_gib), or None."""
+    from vtc.registry import load_cards
+
+    fitting = sorted((c["memory_gib"], c["name"]) for c in load_cards()["cards"]
+                     if gib <= usable_gib(c["memory_gib"], margin))
+    return fitting[0] if fitting else None

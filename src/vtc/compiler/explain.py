@@ -120,7 +120,11 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
              + _join([saved[e] for e in exports] + ["the plan", "the loss curve"]
                      + (["the model's answers to the test data with their scores"] if tested else [])) + ".")
     gib = est["gpu_memory_gib"]
-    if gib is not None and training["micro_batch"] == "auto":
+    split = plan["hardware"]["distributed"]["strategy"] == "fsdp2" and est["gpu_memory_sharded_gib"]
+    if gib is not None and split:  # the memory per GPU is the sharded estimate (_processes_sentences)
+        s.append(f"Whole, on one GPU, it would need roughly {gib} GiB of GPU memory with one example at a time (an "
+                 "estimate).")
+    elif gib is not None and training["micro_batch"] == "auto":
         s.append(f"It needs at least roughly {gib} GiB of GPU memory, with one example at a time (an estimate; a "
                  "smaller resize needs less).")
     elif gib is not None:
@@ -128,8 +132,9 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
                  "less).")
     else:
         s.append("vtc does not know this model's size, so it cannot estimate the GPU memory it needs.")
-    if gib is not None:
+    if gib is not None and not split:
         s.append(_cards_sentence(training))
+    s.extend(_processes_sentences(plan))
     every = plan["checkpoint"]["every_steps"]
     if every:
         s.append(f"It saves a checkpoint every {every} steps, so an interrupted run can continue where it stopped "
@@ -190,7 +195,9 @@ def _cards_sentence(training: dict) -> str:
             card_fits(training["batching"]["memory_gib"], "unsloth", training["batching"]["safety_margin"])
             if micro is not None]
     if not fits:
-        return "That is more than the largest GPU vtc knows: train fewer parts, use `using qlora`, or a smaller resize."
+        return ("That is more than the largest GPU vtc knows: use `using qlora`, train fewer parts, split the model "
+                "across several GPUs (`shard model` with `gpus N`), or a smaller resize; `vtc check` gives the "
+                "estimate of each.")
     gib, names, micro = fits[0]
     first = f"It fits a GPU with {gib} GiB (such as an NVIDIA {names[0]})" + ("" if micro == batch else f", {micro} at a time")
     whole = next(((g, n) for g, n, m in fits if m == batch), None)
@@ -199,12 +206,45 @@ def _cards_sentence(training: dict) -> str:
     return first + f"; one with {whole[0]} GiB (such as an NVIDIA {whole[1][0]}) takes all {batch} at once."
 
 
-def training_steps(plan: dict, train_rows: int) -> tuple[int, int]:
+def _processes_sentences(plan: dict) -> list[str]:
+    """Several GPUs: how many processes, what each holds and trains, the memory per GPU; nothing for one GPU."""
+    from vtc.compiler.plan import sharded_gib
+
+    gpus, t = plan["hardware"]["gpus"], plan["training"]
+    sharded = plan["hardware"]["distributed"]["strategy"] == "fsdp2"
+    if gpus == 1 and not sharded:
+        return []
+    batch = t["batch"]
+    how_many = ("one process per GPU the machine has (`gpus all`)" if gpus == "all" else
+                f"{gpus} processes, one per GPU" if gpus > 1 else "one process")
+    out = [f"It trains with {how_many}, on each machine it runs on (started by `vtc run` or torchrun; under "
+           "torchrun, on torchrun's processes)."]
+    share = (f"{batch // gpus} of each update's {batch} examples" if gpus not in ("all", 1) else
+             f"an equal share of each update's {batch} examples")
+    average = ("and the processes add up their gradients before every update, so the result is the same as one GPU "
+               f"taking all {batch}")
+    if not sharded:
+        out.append(f"Each process holds the whole model on its own GPU and trains {share}, {average}; each GPU needs "
+                   "the memory above.")
+        return out
+    part = f"1/{gpus}" if gpus not in ("all", 1) else "an equal part"
+    out.append(f"The model is split across the GPUs (`shard model`, with the transformers backend): each process "
+               f"holds {part} of the weights, of their gradients and of the optimizer state, gathers each layer "
+               f"whole only while computing it, and trains {share}, {average}.")
+    mine, rows = sharded_gib(plan), plan["estimates"]["gpu_memory_sharded_gib"]
+    if mine is not None:
+        out.append(f"Each GPU needs roughly {mine} GiB (an estimate).")
+    elif rows:
+        out.append("Each GPU needs roughly " + _join([f"{r['gib']:g} GiB with {r['processes']} GPUs" for r in rows])
+                   + " (estimates).")
+    return out
+
+
+def training_steps(plan: dict, train_rows: int, processes: int = 1) -> tuple[int, int]:
     """(optimizer steps per epoch, steps in all) for ``train_rows`` rows, as the Trainer counts them: the batch per
-    update over the processes (each has its share of the rows), a last short step counted; at least one step.
+    update over the ``processes`` (each has its share of the rows), a last short step counted; at least one step.
     However the batch is split into micro-batches, the count is the same: ceil(ceil(n / m) / a) = ceil(n / (m a))."""
     t = plan["training"]
-    processes = t["batching"]["processes"]
     per_process = math.ceil(train_rows / processes)
     per_epoch = max(math.ceil(per_process / (t["batch"] // processes)), 1)
     total = t["steps"] if t["steps"] is not None else math.ceil(t["epochs"] * per_epoch)

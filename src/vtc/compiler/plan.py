@@ -198,7 +198,8 @@ def summarize_plan(plan: dict) -> str:
     row("folder", "/outputs/dir")
     row("exports", "/outputs/exports")
     row("metrics", "/evaluation/metrics")
-    row("gpus", "/hardware/gpus")
+    lines.append("processes")
+    lines.extend(_process_lines(plan, row))
     e = plan["estimates"]
     lines.append("estimates (derived)")
     if e["image_size"]:
@@ -223,6 +224,50 @@ def summarize_plan(plan: dict) -> str:
     # For a terminal: control characters of recipe values and file names shown escaped (`vtc plan --json` keeps
     # them exact).
     return printable("\n".join(lines))
+
+
+def processes_text(plan: dict) -> str:
+    """How many training processes a run starts, in words (`vtc plan`, `vtc explain`)."""
+    gpus = plan["hardware"]["gpus"]
+    count = ("one per visible GPU on each machine" if gpus == "all" else
+             f"{gpus} on each machine, one per GPU" if gpus > 1 else "1")
+    return count + "; under torchrun, torchrun's own"
+
+
+def each_process_text(plan: dict) -> str:
+    """What each training process holds and trains, in words."""
+    gpus, t = plan["hardware"]["gpus"], plan["training"]
+    batch = t["batch"]
+    share = f"{batch // gpus} of the {batch} samples per update" if gpus not in ("all", 1) else \
+        f"its share of the {batch} samples per update (the batch divided by the processes)"
+    if gpus == 1:
+        share = f"all {batch} samples per update (one process: no share)"
+    if plan["hardware"]["distributed"]["strategy"] == "fsdp2":
+        part = f"1/{gpus}" if gpus not in ("all", 1) else "1/N (N processes)"
+        return f"{part} of the weights, gradients and optimizer state (sharded), and {share}"
+    return f"the whole model, and {share}"
+
+
+def sharded_gib(plan: dict) -> float | None:
+    """The per-GPU estimate of a sharded plan over its `gpus N` (None for `gpus all`, one GPU or no estimate)."""
+    gpus = plan["hardware"]["gpus"]
+    rows = plan["estimates"]["gpu_memory_sharded_gib"] or []
+    return next((row["gib"] for row in rows if row["processes"] == gpus), None)
+
+
+def _process_lines(plan: dict, row) -> list[str]:
+    """`vtc plan`'s lines on the processes: how many, what each holds, the memory per GPU with sharding."""
+    out: list[str] = []
+    row("gpus", "/hardware/gpus", processes_text(plan))
+    strategy = plan["hardware"]["distributed"]["strategy"]
+    row("each process holds", "/hardware/distributed/strategy", each_process_text(plan))
+    sharded = plan["estimates"]["gpu_memory_sharded_gib"]
+    if strategy == "fsdp2" and sharded:
+        mine = sharded_gib(plan)
+        text = (f"about {mine} GiB per GPU (transformers)" if mine is not None else
+                "; ".join(f"{r['processes']} GPUs: {r['gib']:g} GiB" for r in sharded) + " (transformers)")
+        out.append(f"  {'GPU memory, sharded':<24} {text}")
+    return out
 
 
 def memory_table_text(training: dict, backend: str = "unsloth", most: int = 6, unit: str = " GiB") -> str | None:

@@ -70,6 +70,21 @@ DEFAULTS: dict[str, Any] = {
     "metrics": ["exact_match"],
     "exports": ["adapter"],
     "gpus": 1,
+    # Several processes (one per GPU, under torchrun): PyTorch's distributed data parallel, each process holding the
+    # whole model ("ddp"; `shard model` makes it "fsdp2", the transformers backend's sharded weights). The
+    # collective library by the device: NCCL between GPUs, gloo between CPU processes (the tests run two CPU
+    # processes under gloo).
+    "distributed.strategy": "ddp",
+    "distributed.backend": {"gpu": "nccl", "cpu": "gloo"},
+    # How long a process waits at a collective (a gradient all-reduce, the agreement on stopping) for one that does
+    # not answer before the run ends with VT547 naming it: torch's own NCCL default (10 minutes), long enough for a
+    # checkpoint of a large model to be written while the others wait, short enough that a hung machine does not
+    # hold a cluster allocation for the 30 minutes of torch's gloo default.
+    "distributed.timeout_s": 600,
+    # How long the other processes wait for the first (rank 0) to check the data, fill the image cache and create
+    # the run folder before they start: an hour covers a cold scan of about a million images on one machine
+    # (docs/data.md), after which a process that still waits is stuck, not slow.
+    "distributed.startup_timeout_s": 3600,
     "flags": {"responses_only": False, "rslora": False, "gradient_checkpointing": True, "trust_remote_code": False,
               "packing": False, "padding_free": False},
     # What a run does with rows that fail the data check (vtc.runtime.validate): stop is the safe default.
@@ -188,7 +203,7 @@ class Images:
 class Batching:
     """How the runtime splits the batch: micro_batch x accumulate x processes = batch (docs/plan.md)."""
 
-    processes: Sourced  # 1: vtc trains in one process (several, one per GPU, come with multi-GPU training)
+    processes: Sourced  # "world_size": the run's processes (torchrun's WORLD_SIZE; 1 without torchrun)
     safety_margin: Sourced  # the share of the free memory the chosen micro-batch's estimate leaves free
     fallback: Sourced  # the micro-batch of an `auto` run that cannot compare; None when the micro-batch is pinned
     memory_gib: Sourced  # [{"micro_batch": m, "unsloth": GiB, "transformers": GiB}] for each divisor m of batch
@@ -243,8 +258,19 @@ class Checkpoint:
 
 
 @record
+class Distributed:
+    """How several processes train together (docs/plan.md, hardware; docs/distributed.md)."""
+
+    strategy: Sourced  # "ddp": each process holds the whole model; "fsdp2": the weights sharded across processes
+    backend: Sourced  # {"gpu": "nccl", "cpu": "gloo"}: the collective library by device
+    timeout_s: Sourced  # a collective's wait for a process that does not answer, then VT547
+    startup_timeout_s: Sourced  # the wait of the other processes for rank 0's data check and run folder
+
+
+@record
 class Hardware:
-    gpus: Sourced
+    gpus: Sourced  # processes per machine that `vtc run` starts: a number, or "all" (one per visible GPU)
+    distributed: Distributed
 
 
 @record
@@ -257,6 +283,10 @@ class Estimates:
     total_parameters: Sourced
     gpu_memory_gib: Sourced
     gpu_memory_breakdown_gib: Sourced
+    # [{"processes": N, "gib": per GPU}] with the model sharded over N processes (`shard model`; transformers
+    # backend, at the headline micro-batch), for N = 2, 4, 8 and the recipe's `gpus N`; None for qlora (not sharded)
+    # or without an estimate.
+    gpu_memory_sharded_gib: Sourced
     flops: Sourced  # model FLOPs per text token and per vision patch (compiler/flops.py), or None
 
 
@@ -414,7 +444,15 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
                             max_new_tokens=Sourced(DEFAULTS["max_new_tokens"], "default"))
     outputs = Outputs(dir=get("/save_to", f"runs/{stem}"), exports=_as(list, get("/exports", DEFAULTS["exports"])))
     checkpoint = Checkpoint(every_steps=_as(int, get("/checkpoint_every", DEFAULTS["checkpoint_every"])))
-    hardware = Hardware(gpus=_as(int, get("/gpus", DEFAULTS["gpus"])))
+    gpus = get("/gpus", DEFAULTS["gpus"])
+    shard = get("/shard")
+    hardware = Hardware(
+        gpus=gpus if gpus.value == "all" else _as(int, gpus),
+        distributed=Distributed(
+            strategy=Sourced("fsdp2", shard.origin, shard.span) if shard.value == "model" else
+            Sourced(DEFAULTS["distributed.strategy"], "default"),
+            **{name: Sourced(DEFAULTS[f"distributed.{name}"], "default")
+               for name in ("backend", "timeout_s", "startup_timeout_s")}))
 
     # --- estimates
     total = total_params(family, entry)
@@ -431,17 +469,23 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
     table = [{"micro_batch": m, **{b: _total(memory(m, b)) for b in BATCH_BACKENDS}}
              for m in micro_batches(training.batch.value)]
     training = _replace(training, batching=Batching(
-        processes=derived(1), safety_margin=Sourced(DEFAULTS["safety_margin"], "default"),
+        processes=derived("world_size"), safety_margin=Sourced(DEFAULTS["safety_margin"], "default"),
         fallback=derived(None if pinned else fallback_micro_batch(training.batch.value)),
         memory_gib=derived(table)))
     # The headline estimate: at the pinned micro-batch, else at 1 (the least a run needs; the table has the rest).
     breakdown = memory(pinned or 1, "unsloth")
+    # Sharded (compiler/estimates.py, "several GPUs"): from the transformers backend's estimate, the one that shards.
+    whole = memory(pinned or 1, "transformers")
+    counts = sorted(set(E.SHARD_PROCESSES) | ({hardware.gpus.value} if hardware.gpus.value not in ("all", 1) else set()))
+    layer = E.layer_bytes(family, arch)
+    sharded = None if whole is None or method.value == "qlora" else [
+        {"processes": n, "gib": E.sharded_estimate(whole, n, layer)["total"]} for n in counts]
     estimates = Estimates(
         image_size=derived(image["image_size"]), image_tokens_per_image=derived(image["image_tokens_per_image"]),
         text_tokens_per_image=derived(image["text_tokens_per_image"]), tiles_per_image=derived(image["tiles"]),
         trainable_parameters=derived(trainable), total_parameters=derived(total),
         gpu_memory_gib=derived(breakdown["total"] if breakdown else None),
-        gpu_memory_breakdown_gib=derived(breakdown),
+        gpu_memory_breakdown_gib=derived(breakdown), gpu_memory_sharded_gib=derived(sharded),
         flops=derived(model_flops(family, arch, geometry)))
 
     files = [main_file, *files] + [s.file for s in spans.values()]

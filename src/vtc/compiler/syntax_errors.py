@@ -22,7 +22,7 @@ __all__ = ["Problem", "explain", "SUB_KEYWORDS", "next_clause_start"]
 # Keywords inside clauses: grammar terminal -> spelling.
 SUB_KEYWORDS = {"ON": "on", "SPLIT": "split", "CAPTIONS": "captions", "FOLDERS": "folders", "COLUMN": "column",
                 "NONE": "none", "RANK": "rank", "ALPHA": "alpha", "DROPOUT": "dropout", "EPOCHS": "epochs",
-                "STEPS": "steps"}
+                "STEPS": "steps", "ALL": "all"}
 # Value terminals in user words. Keywords inside clauses are shown as written.
 _TERMINAL_WORDS = {
     "INT": "a whole number",

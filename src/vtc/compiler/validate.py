@@ -90,7 +90,7 @@ _KIND = {"integer": "a whole number", "number": "a number", "string": "a word or
          "boolean": "on or off", "array": "a list", "object": "settings"}
 _EXAMPLE = {"batch": "batch 8", "micro batch": "micro batch 2", "accumulate": "accumulate 4",
             "learning rate": "learning rate 2e-4",
-            "max length": "max length 2048", "seed": "seed 3407", "gpus": "gpus 1", "lora rank": "lora rank 16",
+            "max length": "max length 2048", "seed": "seed 3407", "gpus": "gpus 2", "lora rank": "lora rank 16",
             "lora alpha": "lora alpha 16", "lora dropout": "lora dropout 0.05", "holdout": "holdout 10%",
             "train for": "train for 1 epoch", "warmup": "warmup 5 steps", "weight decay": "weight decay 0.001"}
 # Words that mean a choice without being spelled like it (a misspelling is caught by did_you_mean): schema title ->
@@ -172,7 +172,12 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
         elif keyword in ("minLength", "minItems"):
             out.append(error("VT107", f"`{title}` is empty", span, "write a value, for example: "
                              + (f"`{_EXAMPLE[title]}`" if title in _EXAMPLE else f"`{title} ...`")))
-        else:  # oneOf / const: resize is the one field with several forms
+        elif title == "gpus" and isinstance(instance, (int, float)) and not isinstance(instance, bool):
+            # `gpus` is a number or `all`: a number out of range is a range problem, not a wrong form.
+            out.append(error("VT104", f"`gpus` must be from 1 to 64 (found {_shown(instance)})", span,
+                             "write the number of GPUs to train on, from 1 to 64, or `gpus all` (one process per "
+                             "visible GPU)"))
+        else:  # oneOf / const: resize and gpus are the fields with several forms
             out.append(error(
                 "VT108", f"`{title}` cannot be `{_shown(instance)}`", span,
                 "write `resize 512` (longest side in pixels), `resize 640x480` (exact size) or `resize none`"

@@ -96,6 +96,13 @@ class Split:
                 "memory": memory, "retry": self.retry}
 
 
+def world_size() -> int:
+    """The run's processes (the plan's `training.batching.processes` is "world_size"): torchrun's, or 1."""
+    from vtc.runtime.distributed import world
+
+    return world().size
+
+
 def divisors(n: int) -> list[int]:
     """The divisors of n, smallest first."""
     low = [d for d in range(1, int(n ** 0.5) + 1) if n % d == 0]
@@ -120,7 +127,7 @@ def _gib(x: float) -> str:
 def planned(plan: dict, processes: int | None = None) -> Split:
     """The split without measuring anything: the pinned micro-batch, or the plan's fallback."""
     t = plan["training"]
-    processes = processes or t["batching"]["processes"]
+    processes = processes or world_size()
     batch, micro = t["batch"], t["micro_batch"]
     if micro != "auto":
         return Split(batch, micro, _accumulate(batch, micro, processes), processes, "pinned", "pinned by the recipe")
@@ -137,10 +144,10 @@ def pick(plan: dict, backend: str, free: Free | None, processes: int | None = No
     * otherwise the largest micro-batch (a divisor of the batch per process) whose estimate fits the free memory
       less the safety margin; when none fits, the smallest, tried anyway (VT540).
 
-    ``processes``: the training processes (the plan's, 1 today; multi-GPU training passes its world size)."""
+    ``processes``: the training processes (the plan's rule: the run's world size, world_size() when not given)."""
     t = plan["training"]
     rule = t["batching"]
-    processes = processes or rule["processes"]
+    processes = processes or world_size()
     batch, margin = t["batch"], rule["safety_margin"]
     per_process = batch // processes
     table = _table(plan, backend, per_process)
@@ -181,8 +188,63 @@ def pick(plan: dict, backend: str, free: Free | None, processes: int | None = No
 
 
 def choose(plan: dict, backend: str, processes: int | None = None) -> Split:
-    """The split a new run trains with: pick() over the free memory measured now (before the model loads)."""
-    return pick(plan, backend, free_memory(), processes)
+    """The split a new run trains with: pick() over the free memory measured now (before the model loads). Under
+    torchrun with several processes, the least free memory over them all (one gather), so that every process
+    chooses the same micro-batch, one that fits the fullest card."""
+    from vtc.runtime.distributed import group
+
+    free = free_memory()
+    g = group()
+    if g.distributed:
+        least = g.least(None if free is None else free.gib)
+        free = None if least is None else Free(least, free.where + (f" (the least free of {g.size} processes)"
+                                                                    if least != free.gib else ""), free.gpu)
+    return pick(plan, backend, free, processes or g.size)
+
+
+def check_world(plan: dict, processes: int) -> None:
+    """VT548 when the batch per update does not divide over the run's processes (each must take the same share):
+    the batches near it that would, and the numbers of processes that would. A compile-time check says the same
+    for `gpus N` in a recipe; this one knows the number torchrun started."""
+    batch, micro = plan["training"]["batch"], plan["training"]["micro_batch"]
+    if processes <= 1:
+        return
+    from vtc.runtime.backends.base import plan_span
+
+    share = batch // processes
+    if batch % processes == 0 and micro != "auto" and share % micro:
+        fits = ", ".join(f"`micro batch {m}`" for m in divisors(share))
+        exc = VtcError(error(
+            "VT548", f"`micro batch {micro}` does not divide the share of each of the {processes} processes of this "
+            f"run ({share} of the batch of {batch} samples per update)", plan_span(plan, "/training/micro_batch"),
+            help=f"write one of {fits}, or remove `micro batch` to let vtc choose"))
+        exc.everyone = True
+        raise exc
+    if batch % processes == 0:
+        return
+
+    lower, higher = batch // processes * processes, (batch // processes + 1) * processes
+    batches = " or ".join(f"`batch {b}`" for b in (lower, higher) if b >= processes)
+    counts = [str(d) for d in divisors(batch) if 1 < d <= batch and d != processes][:6]
+    counts = ", ".join(counts[:-1]) + " or " + counts[-1] if len(counts) > 1 else "".join(counts)
+    others = f", or run {counts} processes" if counts else ""
+    exc = VtcError(error(
+        "VT548", f"the batch of {batch} samples per update cannot be split evenly over the {processes} processes "
+        f"of this run (each process takes the same share)", plan_span(plan, "/training/batch"),
+        help=f"write {batches} in the recipe{others}"))
+    exc.everyone = True  # every process finds it alike: rank 0 says it, the others stop quietly
+    raise exc
+
+
+def resplit(split: Split, processes: int) -> Split:
+    """A recorded split (a resumed run) for another number of processes: the same batch per update, the
+    micro-batch kept when it divides the new batch per process, else the largest divisor below it, and the
+    accumulation that makes up the rest. The retry record is kept."""
+    per_process = split.batch // processes
+    micro = max(m for m in divisors(per_process) if m <= split.micro_batch)
+    return Split(split.batch, micro, _accumulate(split.batch, micro, processes), processes, "resumed",
+                 f"split again for {processes} process{'es' * (processes != 1)} (the run had {split.processes})",
+                 split.backend, retry=split.retry)
 
 
 def does_not_fit(split: Split, span: Span | None) -> VtcError | None:

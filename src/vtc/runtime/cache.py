@@ -16,8 +16,25 @@ A stat index per dataset (``<root>/index/``, ImageCache.read_index / write_index
 size, mtime, ctime and inode with its content hash and check result, so that a check over unchanged files reads none
 of them (git's rule: any write changes the ctime). Clearing or trimming the cache drops the indexes.
 
-Writes are atomic (a temporary file renamed into place), so parallel workers and interrupted runs never leave a
-half-written entry behind.
+Several processes at once (the workers of one preparation, the processes of a run over several GPUs, several
+machines sharing the cache over a network file system; docs/distributed.md) need no lock, so none can be left held
+by a process that died:
+
+- Every write goes to a temporary file named after this host, process and thread (``.tmp-<host>-<pid>-<thread>-``
+  and a random part, created exclusively) in the entry's own folder, then renamed into place (atomic on one file
+  system), so a reader sees an entry whole or not at all, never half-written. Two processes preparing the same image
+  write the same bytes; the last rename wins.
+- The PNG is renamed into place before the JSON, and trimming removes the JSON first: an entry whose JSON exists
+  is complete. A reader that finds the JSON but not the image (trimmed in between) gets None from ``load`` and
+  decodes the source instead; a listing or a trim that finds a file gone (removed by another process) skips it; a
+  write whose folder was just removed (``vtc cache clear`` elsewhere) makes the folder again.
+- An image still without its JSON is a write in progress (or the leftover of a process killed in between): trimming
+  counts its own time as its last use, so it is not taken for the oldest entry. Temporary files older than an hour
+  are leftovers of a killed process, and trimming removes them.
+- The stat indexes are a memo, and losing an update does not matter: a write merges the index on disk (entries
+  other processes added since it was read) with this process's, and an entry lost to a race only means that file
+  is hashed again next time. An index entry is used only while its file's size, times and inode are unchanged, so
+  it is never wrong about the file; one naming a cache entry that was trimmed meanwhile costs a decode (above).
 """
 
 from __future__ import annotations
@@ -25,8 +42,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
+import re
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,6 +59,8 @@ DEFAULT_MAX_BYTES = 10 * 1024**3
 _BLOCK = 1 << 20
 # Entries used again within this many seconds are not re-touched (the LRU order needs no finer clock).
 _TOUCH_EVERY = 3600
+# A temporary file older than this was left by a process killed while writing (a write takes milliseconds).
+_STALE_TEMP = 3600
 _UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3,
           "T": 1024**4, "TB": 1024**4}
 
@@ -174,10 +196,16 @@ class ImageCache:
             return {}
 
     def write_index(self, name: str, memo: dict) -> None:
+        """Save the stat index ``name``: the entries on disk now (other processes may have added some since it
+        was read), updated with ``memo``'s. A memo: a write that cannot be made, or is lost to another process's
+        at the same moment, only means some files are hashed again next time."""
         path = self._index_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(memo, separators=(",", ":")).encode("utf-8")
-        _atomic(path, lambda f: f.write(data))
+        merged = {**self.read_index(name), **memo}
+        data = json.dumps(merged, separators=(",", ":")).encode("utf-8")
+        try:
+            _atomic(path, lambda f: f.write(data))
+        except OSError:
+            pass
 
     def _index_path(self, name: str) -> Path:
         return self.root / "index" / (hashlib.blake2b(name.encode(), digest_size=12).hexdigest() + ".json")
@@ -186,10 +214,10 @@ class ImageCache:
         shutil.rmtree(self.root / "index", ignore_errors=True)
 
     def stats(self) -> tuple[int, int]:
-        """(entries, bytes) of the cache."""
+        """(entries, bytes) of the cache (files removed by another process meanwhile are not counted)."""
         entries, size = 0, 0
-        for entry in self._files():
-            size += entry.stat().st_size
+        for entry, st in self._files():
+            size += st.st_size
             if entry.name.endswith(".json"):
                 entries += 1
         return entries, size
@@ -207,51 +235,93 @@ class ImageCache:
     def trim(self, limit: int | None = None) -> int:
         """Remove least recently used entries until the cache is under ``limit`` bytes; returns entries removed."""
         limit = self.limit if limit is None else limit
-        entries: dict[str, list] = {}  # key -> [last used, bytes, paths]
+        entries: dict[str, list] = {}  # key -> [last used, bytes, paths, has its JSON]
         total = 0
-        for entry in self._files():
-            st = entry.stat()
+        for entry, st in self._files(temporary=True):
+            if entry.name.startswith(".tmp-"):
+                if time.time() - st.st_mtime > _STALE_TEMP:  # left by a process killed while writing
+                    _unlink(entry.path)
+                continue
             total += st.st_size
-            item = entries.setdefault(entry.name.split(".")[0], [0.0, 0, []])
+            item = entries.setdefault(entry.name.split(".")[0], [0.0, 0, [], False])
             item[1] += st.st_size
             item[2].append(entry.path)
             if entry.name.endswith(".json"):
-                item[0] = st.st_mtime
+                item[0], item[3] = st.st_mtime, True
+            elif not item[3]:
+                item[0] = max(item[0], st.st_mtime)  # no JSON (yet): a write in progress counts as used now
         if total <= limit:
             return 0
         self._drop_indexes()  # they may name removed entries
         removed = 0
-        for used, size, paths in sorted(entries.values(), key=lambda t: t[0]):
+        for used, size, paths, _ in sorted(entries.values(), key=lambda t: t[0]):
             if total <= limit:
                 break
             for p in sorted(paths, key=lambda q: not q.endswith(".json")):  # the JSON ("complete") first
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
+                _unlink(p)
             total -= size
             removed += 1
         return removed
 
-    def _files(self):
-        if not self.root.is_dir():
+    def _files(self, temporary: bool = False):
+        """(DirEntry, stat) of every entry file (and, with ``temporary``, every temporary file, the indexes' too),
+        skipping what another process removes while this one lists."""
+        try:
+            subs = [sub.path for sub in os.scandir(self.root) if sub.is_dir() and len(sub.name) == 2]
+        except OSError:
             return
-        for sub in os.scandir(self.root):
-            if sub.is_dir() and len(sub.name) == 2:
-                for entry in os.scandir(sub.path):
-                    if entry.is_file() and entry.name.endswith((".json", ".png")):
-                        yield entry
+        if temporary:
+            subs.append(str(self.root / "index"))
+        for sub in subs:
+            try:
+                listing = list(os.scandir(sub))
+            except OSError:  # removed meanwhile (`vtc cache clear` elsewhere), or no index folder
+                continue
+            index = sub.endswith("index")
+            for entry in listing:
+                name = entry.name
+                if name.startswith(".tmp-") and temporary:
+                    pass
+                elif index or not name.endswith((".json", ".png")):
+                    continue
+                try:
+                    yield entry, entry.stat()
+                except OSError:
+                    continue
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:  # removed by another process already
+        pass
+
+
+def _temp_prefix() -> str:
+    """``.tmp-<host>-<pid>-<thread>-``: a temporary file's name says who writes it (mkstemp adds a random part and
+    creates it exclusively), so that processes on several machines sharing the cache never write the same file."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "_", platform.node())[:40] or "host"
+    return f".tmp-{host}-{os.getpid()}-{threading.get_ident()}-"
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
+    """Write ``path`` whole or not at all: a temporary file of this process's, then an atomic rename. The folder is
+    made when missing, also when another process removed it (`vtc cache clear`) during the write."""
+    for attempt in range(3):
+        tmp = None
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix())
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+            os.replace(tmp, path)
+            return
+        except FileNotFoundError:
+            if tmp is not None:
+                _unlink(tmp)
+            if attempt == 2:
+                raise
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except BaseException:
+            if tmp is not None:
+                _unlink(tmp)
+            raise

@@ -33,10 +33,11 @@ def answer_of(messages: list[dict]) -> str:
 
 
 def generate(model, processor, conversations: Sequence[list[dict]], *, max_new_tokens: int, batch_size: int,
-             on_batch=None) -> list[str]:
+             on_batch=None, synced_gpus: bool = False) -> list[str]:
     """Greedy answers, one per conversation (system/user turns with their images), in batches.
 
     Padding is on the left while generating (so every prompt ends where the answer starts) and restored after.
+    ``synced_gpus``: a model sharded across processes (FSDP2) steps with the others until all are done.
     """
     import torch
 
@@ -57,7 +58,7 @@ def generate(model, processor, conversations: Sequence[list[dict]], *, max_new_t
             inputs = processor(**kwargs).to(device)
             with torch.inference_mode():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=pad_id)
+                                     pad_token_id=pad_id, **({"synced_gpus": True} if synced_gpus else {}))
             new = out[:, inputs["input_ids"].shape[1]:]
             answers.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
             if on_batch:
@@ -76,12 +77,36 @@ def eval_batch_size(plan: dict) -> int:
     return 2 * in_force(plan).micro_batch
 
 
-def answer_rows(backend, model, processor, rows, plan: dict) -> list[str]:
-    """The model's greedy answers for every row (a Rows sequence of conversations)."""
+def answer_rows(backend, model, processor, rows, plan: dict) -> list[str] | None:
+    """The model's greedy answers for every row (a Rows sequence of conversations).
+
+    Under torchrun with several processes each answers its own contiguous share of the rows (distributed.shard)
+    and rank 0 gets every answer, in row order (the others get None): the same answers as one process, since a
+    greedy answer depends only on its row (left padding and the attention mask make a row's answer independent
+    of the rows batched with it; tests/test_distributed.py compares), in about 1/N of the time. The answer length
+    limit is computed over every row, the same in every process."""
+    from vtc.runtime.distributed import group
+
+    g = group()
     backend.for_inference(model)
-    conversations = [prompt_messages(rows[i]["messages"]) for i in range(len(rows))]
+    lo, hi = g.shard(len(rows))
+    conversations = [prompt_messages(rows[i]["messages"]) for i in range(lo, hi)]
     limit = answer_token_limit(processor, expected_answers(rows), plan["evaluation"]["max_new_tokens"])
-    return generate(model, processor, conversations, max_new_tokens=limit, batch_size=eval_batch_size(plan))
+    batch_size = eval_batch_size(plan)
+    if getattr(backend, "sharded_weights", lambda m: False)(model):
+        # FSDP2: every forward gathers each layer's weights from all the processes, so they must generate in step:
+        # the same number of batches (a shorter share is topped up with copies of a row, whose answers are dropped)
+        # and, inside each, generate's synced_gpus (a process whose answers are done keeps stepping with the rest).
+        mine = len(conversations)
+        most = -(-len(rows) // g.size)
+        filler = conversations[-1] if conversations else prompt_messages(rows[0]["messages"])
+        conversations += [filler] * (most - mine)
+        answers = generate(model, processor, conversations, max_new_tokens=limit, batch_size=batch_size,
+                           synced_gpus=True)[:mine]
+    else:
+        answers = generate(model, processor, conversations, max_new_tokens=limit, batch_size=batch_size) \
+            if conversations else []
+    return g.gather_in_order(answers)
 
 
 def answer_token_limit(processor, expected: Sequence[str], plan_limit: int) -> int:

@@ -1,5 +1,6 @@
 """Failures a user can act on, as diagnostics: out of GPU memory (VT520), a full disk (VT522), a run folder that
-cannot be written (VT538), a checkpoint that cannot be read back (VT539); and the redaction that keeps Hugging Face
+cannot be written (VT538), a checkpoint that cannot be read back (VT539), another process of a distributed run that
+failed or stopped answering (VT547); and the redaction that keeps Hugging Face
 tokens out of every message a run folder keeps.
 
     is_oom / is_disk_full / refused_write / checkpoint_unreadable (exc)   what an exception from a run means
@@ -183,3 +184,32 @@ def redact(text: str) -> str:
         if value and len(value) >= 8:
             text = text.replace(value, "<redacted>")
     return _TOKEN.sub("hf_<redacted>", text)
+
+
+def rank_failed_error(group, failure, plan: dict, stage: str, resume: str = ""):
+    """VT547: under torchrun, another process of the run failed, was killed, or stopped answering while ``stage``:
+    which one (rank, host, local rank, pid), what is known (its own recorded reason; its process gone or paused on
+    this machine; no answer within the plan's timeout), and what to do."""
+    culprits = failure.culprits
+    step = getattr(group, "step", None)
+    after = f", after step {step}, which every process finished" if step else ""
+    if culprits:
+        named = "; ".join(f"{group.name(r)}: {what}" for r, what in culprits)
+        head = f"{'processes' if len(culprits) != 1 else 'a process'} of the run stopped while {stage}{after}: {named}"
+    else:
+        head = f"a collective operation failed while {stage}{after}, and every process answered afterwards " \
+               f"({failure.reason})"
+    ideas = []
+    reasons = " ".join(what for _r, what in culprits)
+    if "OutOfMemoryError" in reasons or "out of memory" in reasons:
+        ideas.append("out of memory: write a smaller `micro batch` (the same batch per update, fewer rows at a "
+                     "time), smaller images (`resize`), or `using qlora`")
+    if "killed" in reasons:
+        ideas.append("a process killed without a message is most often the machine's out-of-memory killer (`dmesg` "
+                     "says so) or the job scheduler; look at that machine")
+    if "paused" in reasons or "no answer" in reasons:
+        ideas.append(f"a process that does not answer within {failure.timeout_s} s (hardware.distributed.timeout_s) "
+                     "is stuck (a hung GPU, a lost machine or network): look at that machine")
+    if not ideas:
+        ideas.append("its own messages (in its output, prefixed with its rank) say more")
+    return error("VT547", head, None, help="; ".join(ideas) + (resume or "; then run the recipe again"))

@@ -52,6 +52,17 @@ class Resume:
     checkpoint: object  # (step, folder) or None
     data_fp: dict
 
+    def shared(self) -> dict:
+        """What the other processes of a distributed resume get from rank 0 (JSON): they read the plan themselves."""
+        ckpt = self.checkpoint
+        return {"folder": str(self.folder), "manifest": self.manifest,
+                "checkpoint": [ckpt[0], str(ckpt[1])] if ckpt else None}
+
+    @classmethod
+    def from_shared(cls, shared: dict, plan: dict) -> "Resume":
+        ckpt = shared["checkpoint"]
+        return cls(Path(shared["folder"]), plan, shared["manifest"], (ckpt[0], Path(ckpt[1])) if ckpt else None, {})
+
 
 # ---- before a run --------------------------------------------------------------------------------------------
 
@@ -285,9 +296,11 @@ def check_lock(plan: dict, data_fp: dict, rep: Reporter) -> dict | None:
 # ---- the folder ------------------------------------------------------------------------------------------------
 
 def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, started: float, model_path: str,
-          data_check, rep: Reporter, batch: dict | None = None) -> tuple[Path, dict]:
-    """A new run-NNN.partial with plan.json, manifest.json, skipped_rows.jsonl and an empty metrics.jsonl.
-    ``batch``: how the run splits its batch (vtc.runtime.batching.Split.record), kept under "batch"."""
+          data_check, rep: Reporter, batch: dict | None = None, processes: dict | None = None) -> tuple[Path, dict]:
+    """A new run-NNN.partial with plan.json, manifest.json, skipped_rows.jsonl, an empty metrics.jsonl and the
+    checkpoints/ folder. ``batch``: how the run splits its batch (vtc.runtime.batching.Split.record), kept under
+    "batch"; ``processes``: the run's processes (distributed.Single.record: world size, rank, host, pid, device of
+    each), kept under "distributed". Only rank 0 of a distributed run calls it."""
     from vtc.lockfile import model_fingerprint
 
     data_fp = O.data_fingerprint(plan)
@@ -321,6 +334,7 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
         "checkpoint_every_steps": C.every_steps(plan),
         "compile_cache": CC.manifest_record(be.name),  # where compiled code went, warm or cold (compile_cache.py)
         "batch": batch,  # a resumed run splits its batch the same way (batching.recorded)
+        "distributed": processes,
         "timings": dict(rep.timings),
         "lock": lock,
     }
@@ -329,15 +343,19 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
         O.write_json(run_dir / "manifest.json", manifest)
         data_check.write_skipped(run_dir)
         (run_dir / "metrics.jsonl").touch()
+        (run_dir / C.CHECKPOINTS).mkdir(exist_ok=True)  # before the other processes' trainers save into it
     except OSError as exc:
         rep.current = "start"
         raise failed(run_dir, manifest, exc, rep, plan) from None
     return run_dir, manifest
 
 
-def reopen(resume: Resume, be, reason: str) -> tuple[Path, dict, list[dict], str | None]:
+def reopen(resume: Resume, be, reason: str, batch: dict | None = None,
+           processes: dict | None = None) -> tuple[Path, dict, list[dict], str | None]:
     """An interrupted or failed run's folder, running again: (run_dir, manifest, the metrics logged up to its
-    checkpoint, the checkpoint's folder name or None)."""
+    checkpoint, the checkpoint's folder name or None). ``batch``: the split it resumes with (another number of
+    processes splits it again), ``processes``: its processes now (both kept in the manifest, and the number of
+    processes in the resume's record)."""
     try:
         run_dir = O.move_run_dir(resume.folder, "running")
     except OSError as exc:
@@ -349,11 +367,17 @@ def reopen(resume: Resume, be, reason: str) -> tuple[Path, dict, list[dict], str
     history = C.trim_metrics(run_dir / "metrics.jsonl", step)
     manifest.update(state="running", pid=os.getpid(), host=platform.node())
     manifest.pop("error", None)
+    if batch is not None:
+        manifest["batch"] = batch
+    if processes is not None:
+        manifest["distributed"] = processes
     manifest.setdefault("resumes", []).append({
         "at": now(), "from_step": step, "backend": {"name": be.name, "reason": reason},
+        "processes": processes["world_size"] if processes else 1,
         "libraries": O.library_versions(), "device": O.device_info(),
         "compile_cache": CC.manifest_record(be.name)})
     O.write_json(run_dir / "manifest.json", manifest)
+    (run_dir / C.CHECKPOINTS).mkdir(exist_ok=True)
     return run_dir, manifest, history, checkpoint
 
 
@@ -440,11 +464,12 @@ _DOING = {"train": "training", "evaluate base": "evaluating the base model",
 
 
 def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, plan: dict,
-           resumed_from: str | None = None) -> BaseException:
+           resumed_from: str | None = None, failure=None) -> BaseException:
     """Mark the folder failed (its manifest, its name) and return the exception to raise: a diagnostic for every
     failure the user can act on -- out of GPU memory (VT520), a full disk (VT522), a write the file system refuses
     (VT538), a checkpoint that cannot be read back (VT539, ``resumed_from``: the checkpoint's folder name), the
-    model's own code (VT509) -- else ``exc`` itself (a bug in vtc or a library)."""
+    model's own code (VT509), another process of a distributed run that failed or stopped answering (VT547,
+    ``failure``: distributed.Failure, from the roll call) -- else ``exc`` itself (a bug in vtc or a library)."""
     from vtc.runtime.collator import carried, worker_died, worker_died_error
 
     exc = carried(exc)  # an error of a data-loading worker, as raised there
@@ -465,6 +490,12 @@ def failed(run_dir: Path, manifest: dict, exc: BaseException, rep: Reporter, pla
                                                       else []))
     resume = f"; then continue from its checkpoint at step {ckpt[0]} with `{again}`" if ckpt else ""
     doing = _DOING.get(rep.current or "", rep.current or "training")
+    if failure is not None and not failure.own:  # a collective failed: another process is the cause
+        from vtc.runtime.distributed import group
+
+        manifest["error"] = F.redact(f"{manifest['error']} ({'; '.join(f'rank {r}: {w}' for r, w in failure.culprits)})")
+        _try_write_manifest(folder, manifest)
+        return VtcError(F.rank_failed_error(group(), failure, plan, doing, resume))
     if F.is_oom(exc):
         F.free_gpu_memory()
         return VtcError(F.oom_error(plan, doing, recipe_span(plan), resume))

@@ -41,11 +41,21 @@ class Reporter:
     and written first). A run never depends on its output staying open: when the stream is closed under it
     (`vtc run ... | head`), the reporter says so once on stderr, stops writing to the stream, and the run goes on
     with its lines in the log.
+
+    In a process other than rank 0 of a distributed run (``quiet``, found from torchrun's environment unless
+    given), the run's lines are rank 0's to print and log: this reporter prints and logs nothing (the timings are
+    still kept). A process's own problems reach the user as diagnostics, prefixed with its rank and host
+    (distributed.running), and through own().
     """
 
     NAME_WIDTH = 20
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, quiet: bool | None = None) -> None:
+        if quiet is None:
+            from vtc.runtime.distributed import world
+
+            quiet = not world().leader
+        self.quiet = quiet
         self.stream = stream or sys.stdout
         self.timings: dict[str, float] = {}
         # The stage in progress (left set when a stage fails, so that the error can say where it happened).
@@ -56,19 +66,35 @@ class Reporter:
 
     @property
     def tty(self) -> bool:
-        return not self.closed and bool(getattr(self.stream, "isatty", lambda: False)())
+        return not self.closed and not self.quiet and bool(getattr(self.stream, "isatty", lambda: False)())
 
     def line(self, text: str = "") -> None:
         """Print a line (and log it). What a line holds may come from files (a data file's name, a path, a model's
         answer, a value of the plan): control characters are shown escaped (vtc.diagnostics.printable), so that
         nothing a file holds can move the cursor, erase lines or set a terminal's title."""
+        if self.quiet:
+            return
         text = printable(text)
         self.log(text)
         self.write(text + "\n")
 
+    def own(self, text: str) -> None:
+        """A line this process must say itself, also when quiet (prefixed there with its rank and host), on stderr
+        when quiet."""
+        if not self.quiet:
+            self.line(text)
+            return
+        from vtc.runtime.distributed import world
+
+        w = world()
+        try:
+            print(printable(f"rank {w.rank} ({w.host}): {text}"), file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
+
     def write(self, text: str) -> None:
-        """Write to the stream (no newline added), unless it was closed under the run."""
-        if self.closed:
+        """Write to the stream (no newline added), unless it was closed under the run (or the reporter is quiet)."""
+        if self.closed or self.quiet:
             return
         try:
             self.stream.write(text)
@@ -78,6 +104,8 @@ class Reporter:
 
     def log_to(self, path: str | Path) -> None:
         """From now on, append every line to ``path`` too (with the lines printed so far, when it is new)."""
+        if self.quiet:
+            return
         self.log_path = Path(path)
         pending, self._pending = self._pending, []
         self._append(pending)
@@ -190,12 +218,13 @@ def _hub_bars_on() -> bool:
     return not are_progress_bars_disabled()
 
 
-def training_callback(metrics_path: str | Path, reporter: Reporter, history: list[dict] | None = None):
+def training_callback(metrics_path: str | Path | None, reporter: Reporter, history: list[dict] | None = None):
     """A transformers TrainerCallback that writes metrics.jsonl and prints the progress line.
 
     ``history``: the records already in metrics.jsonl when a run resumes; new records continue them (their
-    ``elapsed`` counts on from the last one). Made by a function so that importing this module never imports
-    transformers.
+    ``elapsed`` counts on from the last one). ``metrics_path`` None: no file (a process other than rank 0; the
+    logged loss is the mean over every process, the Trainer's, so rank 0's record is the run's). Made by a function
+    so that importing this module never imports transformers.
     """
     earlier = list(history or [])
     offset = float(earlier[-1].get("elapsed") or 0.0) if earlier else 0.0
@@ -217,7 +246,7 @@ def training_callback(metrics_path: str | Path, reporter: Reporter, history: lis
             self.first = state.global_step  # > 0 when resuming from a checkpoint
             # In a log file: ten progress lines a run, not one per step.
             self.every = max(1, self.total // 10)
-            self._file = open(metrics_path, "a", encoding="utf-8")
+            self._file = open(metrics_path, "a", encoding="utf-8") if metrics_path is not None else None
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}

@@ -10,6 +10,12 @@ The runtime reads the plan (checked against its schema by whoever read or compil
 the recipe. Everything that can be wrong with the data or the model is found before the run folder exists, and
 raised as a VtcError (rendered by the CLI, exit 1). The folder's life (created, interrupted, failed, finished,
 resumed) is lifecycle.py's; training is train.py's; checkpoints, Ctrl-C and SIGTERM are checkpoints.py's.
+
+Under torchrun with several processes (distributed.py; docs/distributed.md) every process runs these same stages:
+rank 0 checks the data while the others wait, then they read the rows from the warm image cache and confirm they
+are the same; rank 0 alone checks the lengths and makes the run folder (the others get its path); all train their
+share of each batch and answer their share of the evaluation rows; rank 0 alone prints, writes and finishes the
+folder. One process (no torchrun, or one process) starts no process group and makes no collective.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 from vtc.diagnostics import VtcError, error, render_all
 from vtc.runtime import batching as B
 from vtc.runtime import checkpoints as C
+from vtc.runtime import distributed as D
 from vtc.runtime import lifecycle as L
 from vtc.runtime import outputs as O
 from vtc.runtime.backends.base import plan_span
@@ -31,24 +38,6 @@ from vtc.runtime.train import check_lengths, train
 EXAMPLES_SHOWN = 5
 
 
-def one_process_only(span) -> None:
-    """VT546 under a launcher of several processes (torchrun's WORLD_SIZE > 1): vtc trains in one process for now,
-    and each process would write its own run folder and learn from its own batch, N times the plan's."""
-    import os
-
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        world = 1
-    if world > 1:
-        raise VtcError([error(
-            "VT546", f"this process is one of {world} that torchrun (or another launcher) started "
-            f"(WORLD_SIZE={world}), and vtc does not train across several processes yet: each would write its own "
-            f"run folder and learn from {world} times the recipe's batch", span,
-            "run `vtc run` on its own, one process on one GPU (`torchrun --nproc-per-node 1` also works); the "
-            "recipe's `batch` is what every update learns from")])
-
-
 def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources: dict | None = None,
              backend: str = "auto", runs_dir: str | None = None, plan_file: str | None = None,
              trust_remote_code: bool = False) -> Path:
@@ -57,19 +46,25 @@ def run_plan(plan: dict, target: str, *, rep: Reporter, started: float, sources:
     was read from this file (not compiled from a recipe here), so the model's own code runs only with
     ``trust_remote_code`` (--trust-remote-code) as well as the plan's (VT508). Where the run folder goes (``runs_dir``
     or the plan's) is checked first (VT537, VT538). Raises VtcError for problems, checkpoints.RunInterrupted after
-    Ctrl-C or SIGTERM."""
+    Ctrl-C or SIGTERM.
+
+    Under torchrun with several processes (distributed.py), every process runs this with the same plan: rank 0
+    checks, prints and writes; the others wait for it, train their share and print only their own problems."""
     from vtc.runtime.backends.base import choose_backend
 
-    one_process_only(plan_span(plan, "/hardware/gpus"))
-    L.allow_remote_code(plan, rep, plan_file=plan_file, flag=trust_remote_code,
-                        again=O.command("vtc", "run", plan_file, "--trust-remote-code") if plan_file else "")
-    L.check_runs_folder(plan, runs_dir, plan_file)
-    be, reason = choose_backend(backend)  # before anything imports transformers (unsloth must come first)
-    rep.line(reason)
-    from vtc.runtime.progress import quiet_libraries
+    with D.running(plan) as group:
+        B.check_world(plan, group.size)  # VT548: the batch must divide over the processes
 
-    with quiet_libraries(), B.scope():
-        return _run(plan, sources or {}, target, be, reason, runs_dir, rep, started)
+        def before():  # rank 0 alone, the others waiting: the checks before any work, and the data check
+            L.allow_remote_code(plan, rep, plan_file=plan_file, flag=trust_remote_code,
+                                again=O.command("vtc", "run", plan_file, "--trust-remote-code") if plan_file else "")
+            L.check_runs_folder(plan, runs_dir, plan_file)
+        be, reason = choose_backend(backend, plan=plan)  # before anything imports transformers (unsloth first)
+        rep.line(reason)
+        from vtc.runtime.progress import quiet_libraries
+
+        with quiet_libraries(), B.scope():
+            return _run(plan, sources or {}, target, be, reason, runs_dir, rep, started, before=before)
 
 
 def resume_run(run_dir: str, *, backend: str = "auto", allow_changed: bool = False,
@@ -77,38 +72,69 @@ def resume_run(run_dir: str, *, backend: str = "auto", allow_changed: bool = Fal
     """Continue an interrupted or failed run in its own folder, from its newest complete checkpoint, with the
     run's own plan.json, to the same final step. Refuses (VT531) a folder that is not a resumable run, (VT532)
     one whose data or model changed since it started, unless ``allow_changed``, and (VT508) a plan that lets the
-    model run its own code, unless ``trust_remote_code`` (--trust-remote-code): the plan is read from a file."""
+    model run its own code, unless ``trust_remote_code`` (--trust-remote-code): the plan is read from a file.
+
+    Under torchrun, with the number of processes the run had or another (docs/distributed.md, "Resume"): the batch
+    per update stays, the split per process is made again for the new number (batching.resplit)."""
     from vtc.runtime.backends.base import choose_backend
 
-    one_process_only(None)
     rep = Reporter()
     started = time.time()
-    resume = L.resumable(Path(run_dir), allow_changed, rep)
-    L.allow_remote_code(resume.plan, rep, plan_file=str(resume.folder / "plan.json"), flag=trust_remote_code,
-                        again=C.resume_command(resume.folder, L.shown(resume.folder), "--trust-remote-code"))
-    split = B.recorded(resume.manifest, resume.plan, resume.folder)  # VT541: the split it started with, or none
-    be, reason = choose_backend(backend)
-    rep.line(reason)
-    from vtc.runtime.progress import quiet_libraries
+    folder = Path(run_dir)
+    # Under torchrun every process reads the run's own plan first: it says how the processes meet (the timeouts).
+    own_plan = L.read_plan(folder / "plan.json") if D.world().distributed else None
+    with D.running(own_plan) as group:
+        def check():  # rank 0 alone: the folder, its inputs and the split it recorded
+            resume = L.resumable(folder, allow_changed, rep)
+            L.allow_remote_code(resume.plan, rep, plan_file=str(resume.folder / "plan.json"),
+                                flag=trust_remote_code,
+                                again=C.resume_command(resume.folder, L.shown(resume.folder), "--trust-remote-code"))
+            B.recorded(resume.manifest, resume.plan, resume.folder)  # VT541: the split it started with, or none
+            return resume
 
-    with quiet_libraries(), B.scope():
-        return _run(resume.plan, {}, resume.manifest.get("target") or str(resume.folder / "plan.json"), be, reason,
-                    None, rep, started, resume=resume, split=split)
+        resume = group.leader_first("resume", check, share=L.Resume.shared)
+        if not group.leader:
+            resume = L.Resume.from_shared(resume, own_plan)
+        split = B.recorded(resume.manifest, resume.plan, resume.folder)
+        B.check_world(resume.plan, group.size)
+        if split.processes != group.size:  # another number of processes: the same batch, split again
+            was = split.processes
+            split = B.resplit(split, group.size)
+            rep.line(f"note: the run had {was} process{'es' * (was != 1)}, this resume has {group.size}: "
+                     f"{split.split_words()} (docs/distributed.md, \"Resume\")")
+        be, reason = choose_backend(backend, plan=resume.plan)
+        rep.line(reason)
+        from vtc.runtime.progress import quiet_libraries
+
+        with quiet_libraries(), B.scope():
+            return _run(resume.plan, {}, resume.manifest.get("target") or str(resume.folder / "plan.json"), be,
+                        reason, None, rep, started, resume=resume, split=split)
 
 
 def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: float,
-         resume: L.Resume | None = None, split: B.Split | None = None) -> Path:
+         resume: L.Resume | None = None, split: B.Split | None = None, before=None) -> Path:
+    group = D.group()
+
     # Every row is checked (and its standardised image prepared into the cache) before any model loads. Under
     # `bad rows stop` (the default) any bad row stops here with every problem listed; under `bad rows skip` the bad
-    # rows are left out and listed in the run folder's skipped_rows.jsonl.
+    # rows are left out and listed in the run folder's skipped_rows.jsonl. Under torchrun rank 0 checks while the
+    # others wait; they then read the same rows with the image cache warm, and every process confirms that it sees
+    # the same rows (VT546).
     with rep.stage("scan data") as st:
         from vtc.runtime.validate import validate_for_run
 
-        try:
-            data_check = validate_for_run(plan)
-        except VtcError as exc:
-            exc.sources = sources
-            raise
+        def check_data():
+            if before is not None:
+                before()
+            try:
+                return validate_for_run(plan)
+            except VtcError as exc:
+                exc.sources = sources
+                raise
+
+        data_check = group.leader_first("data", check_data)
+        if not group.leader:
+            data_check = validate_for_run(plan)  # the cache is warm: no image is decoded again
         report = data_check.report
         if report.diagnostics:
             rep.line(render_all(report.shown(), sources))
@@ -122,10 +148,12 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
         if len(train_rows) == 0:
             raise VtcError(error("VT402", f"no training rows in {train_rows.description}", recipe_span(plan),
                                  help="check the folder after `from`: it needs images and their answers"))
+        D.same_rows(group, train_rows, eval_rows)  # VT546 when a process sees other rows
         st.detail = f"{len(train_rows)} train, {len(eval_rows)} eval ({train_rows.description})"
 
     # How the batch is split, decided before the model loads (the free memory is then the card's): the recipe's
-    # pin or vtc's choice from the free memory; resuming, ``split`` is what the run chose when it started.
+    # pin or vtc's choice from the free memory (the least over the processes: every process splits alike);
+    # resuming, ``split`` is what the run chose when it started (split again for another number of processes).
     split = split or B.choose(plan, be.name)
     B.use(split)
     rep.line(split.line())
@@ -147,8 +175,19 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
                 + f", max {plan['training']['max_length']} tokens"
         notes.show()
 
-        with rep.stage("length check") as st:
-            st.detail = check_lengths(plan, processor, collator, train_rows, eval_rows)
+        def folder():  # rank 0 alone: the length check (the same rows everywhere), then the run folder
+            with rep.stage("length check") as st:
+                st.detail = check_lengths(plan, processor, collator, train_rows, eval_rows)
+            if resume is None:
+                run_dir, manifest = L.start(plan, target, runs_dir, be, reason, started, model_path, data_check, rep,
+                                            batch=split.record(), processes=group.record())
+                history, checkpoint = [], None
+            else:
+                run_dir, manifest, history, checkpoint = L.reopen(resume, be, reason, batch=split.record(),
+                                                                  processes=group.record())
+            return run_dir, manifest, history, checkpoint
+
+        opened = group.leader_first("folder", folder, share=lambda r: {"run_dir": str(r[0]), "checkpoint": r[3]})
     except VtcError:
         raise
     except Exception as exc:  # the processor's own code (trust_remote_code) runs here too
@@ -156,27 +195,39 @@ def _run(plan, sources, target, be, reason, runs_dir, rep: Reporter, started: fl
         if code is None:
             raise
         raise VtcError(code) from None
+    if group.leader:
+        run_dir, manifest, history, checkpoint = opened
+        rep.log_to(run_dir / L.RUN_LOG)
+        notes.keep_in(run_dir, manifest)
+        rep.line(f"run folder: {L.shown(run_dir)}")
+        if group.distributed:
+            rep.line(f"processes: {group.size} ({D.describe(group)}); rank 0 prints and writes the run folder")
+    else:  # the other processes write nothing there but their own part of each checkpoint (the trainer's)
+        run_dir, manifest, history, checkpoint = Path(opened["run_dir"]), None, [], opened["checkpoint"]
 
-    if resume is None:
-        run_dir, manifest = L.start(plan, target, runs_dir, be, reason, started, model_path, data_check, rep,
-                                    batch=split.record())
-        history: list[dict] = []
-        checkpoint = None
-    else:
-        run_dir, manifest, history, checkpoint = L.reopen(resume, be, reason)
-    rep.log_to(run_dir / L.RUN_LOG)
-    notes.keep_in(run_dir, manifest)
-    rep.line(f"run folder: {L.shown(run_dir)}")
-
-    with C.StopSignals(rep.stream) as stop:
+    with C.StopSignals(rep.stream, distributed=group.distributed, prefix=group.prefix()) as stop:
         try:
             return _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows, run_dir, rep,
                                    manifest, stop=stop, history=history, checkpoint=checkpoint, notes=notes)
         except KeyboardInterrupt:
+            stop.shield()  # another signal now (torchrun's, the scheduler's) must not cut the folder's marking short
             name = stop.received or "SIGINT"
-            raise L.interrupted(run_dir, manifest, name, rep, plan) from None
+            if group.distributed:
+                stop.exit_with(C.EXIT_CODES.get(name, 130))
+            if not group.leader:
+                group.barrier_quietly()  # rank 0 marks the folder; then every process exits alike
+                raise C.RunInterrupted(name, run_dir, None, "") from None
+            interrupted = L.interrupted(run_dir, manifest, name, rep, plan)
+            group.barrier_quietly()
+            raise interrupted from None
         except Exception as exc:
-            raise L.failed(run_dir, manifest, exc, rep, plan, resumed_from=checkpoint) from None
+            stop.shield()
+            if group.distributed:  # torchrun stops the others when one exits: each exits with its own status
+                stop.exit_with(1)
+            failure = group.failure(exc)  # one process: None; several: who failed, and why (the roll call)
+            if not group.leader:
+                raise D.other_rank_error(group, failure, exc, plan) from None
+            raise L.failed(run_dir, manifest, exc, rep, plan, resumed_from=checkpoint, failure=failure) from None
 
 
 def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows, run_dir: Path, rep: Reporter,
@@ -184,21 +235,29 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
                     checkpoint: str | None = None, notes: Notes | None = None) -> Path:
     from vtc.runtime import evaluate as E
 
+    # Under torchrun every process answers its share of the evaluation rows and rank 0 scores them all; rank 0
+    # alone writes the folder's files. The processes agree on a stop signal after every training step, and once
+    # more after the evaluation of the fine-tuned model (a signal then stops them all before saving).
+    group = D.group()
+    leader = group.leader
     names = list(plan["evaluation"]["metrics"])
     n_eval = len(eval_rows)
     before = before_answers = None
     expected = E.expected_answers(eval_rows) if n_eval else []
     if n_eval:
-        saved = L.read_base_eval(run_dir, n_eval)
-        if saved is not None:  # a resumed run: the base model was evaluated before the interruption
-            before_answers, before = saved
-            rep.line(f"{'evaluate base':<{rep.NAME_WIDTH}}  {_scores(before)}  (from before the interruption)")
+        saved = L.read_base_eval(run_dir, n_eval) if leader else None
+        if group.broadcast(saved is not None):  # a resumed run: the base model was evaluated before the interruption
+            if leader:
+                before_answers, before = saved
+                rep.line(f"{'evaluate base':<{rep.NAME_WIDTH}}  {_scores(before)}  (from before the interruption)")
         else:
             with rep.stage("evaluate base") as st:
                 before_answers = E.answer_rows(be, model, processor, eval_rows, plan)
-                before = E.score(names, before_answers, expected)
-                st.detail = _scores(before)
-            L.save_base_eval(run_dir, before_answers, before)
+                if leader:
+                    before = E.score(names, before_answers, expected)
+                    st.detail = _scores(before)
+            if leader:
+                L.save_base_eval(run_dir, before_answers, before)
     else:
         rep.line("evaluate base       skipped: no evaluation data (add `holdout 10%` or `evaluate on <folder>`)")
 
@@ -208,7 +267,7 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
         history = train(be, plan, model, processor, train_rows, collator, run_dir, rep, stop=stop,
                         history=history, resume_from=checkpoint, on_notes=notes.show if notes else None,
                         on_retry=lambda split: _record_batch(run_dir, manifest, split))
-        if stop is not None and stop.received:
+        if stop is not None and C.agree(stop, group):  # (several processes: any of them)
             raise KeyboardInterrupt(stop.received)  # the step finished and its checkpoint is saved
         last = history[-1]["loss"] if history else float("nan")
         first = history[0]["loss"] if history else float("nan")
@@ -218,8 +277,15 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
     if n_eval:
         with rep.stage("evaluate fine-tuned") as st:
             after_answers = E.answer_rows(be, model, processor, eval_rows, plan)
-            after = E.score(names, after_answers, expected)
-            st.detail = _scores(after)
+            if leader:
+                after = E.score(names, after_answers, expected)
+                st.detail = _scores(after)
+    if group.distributed and stop is not None and C.agree(stop, group):
+        raise KeyboardInterrupt(stop.received)  # a signal after the last step: its checkpoint is saved
+    if not leader:  # rank 0 saves the adapter, the exports and the report, and finishes the folder
+        if getattr(be, "sharded_weights", lambda m: False)(model):
+            _take_part_in_saving(be, model, processor, plan)
+        return run_dir
 
     with rep.stage("save") as st:
         # Each saved folder is written under a temporary name and renamed when complete (outputs.atomic_dir).
@@ -257,6 +323,17 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
     trust = ["--trust-remote-code"] if plan["model"]["trust_remote_code"] else []
     rep.line(f"  try it: {O.command('vtc', 'ask', L.shown(final))} <image>" + "".join(f" {w}" for w in trust))
     return final
+
+
+def _take_part_in_saving(be, model, processor, plan) -> None:
+    """A process other than rank 0 of a sharded model (FSDP2): gathering the whole weights for rank 0's saving is a
+    collective, so it makes the same calls as rank 0, in the same order; it writes nothing (the backend returns)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        be.save_adapter(model, processor, tmp)
+        if "merged" in plan["outputs"]["exports"]:
+            be.save_merged(model, processor, tmp)
 
 
 def _record_batch(run_dir: Path, manifest: dict, split) -> None:

@@ -34,10 +34,18 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
     RETRY_STEPS of a new run that vtc split itself, with no checkpoint saved yet: once, the trainable weights go back
     to what they were, the micro-batch is halved (the batch per update stays), VT540 is printed, ``on_retry`` gets
     the new split (for the manifest), and training starts again. Any other out-of-memory error goes up (VT520).
+
+    Under torchrun with several processes there is no retry: an out-of-memory error in one process leaves the
+    others waiting in the gradient all-reduce, and they could agree on a retry only after the timeout; the run
+    ends instead with VT547 naming the process (its VT520 says what to change), resumable from its checkpoint.
+    Only rank 0 writes metrics.jsonl, TensorBoard's logs and the throughput record.
     """
+    from vtc.runtime.distributed import group
+
     stop = stop or C.StopSignals()
     split = B.in_force(plan)
-    retryable = resume_from is None and split.how in ("fits", "smallest", "fallback") and split.retry is None
+    retryable = resume_from is None and split.how in ("fits", "smallest", "fallback") and split.retry is None \
+        and not group().distributed
     snapshot = B.Snapshot.take(model) if retryable else None
     while True:
         trainer, progress = _trainer(be, plan, model, processor, train_rows, collator, run_dir, rep, stop, history)
@@ -46,10 +54,13 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
             on_notes()
         try:
             if resume_from:
+                if group().distributed and group().backend == "gloo":
+                    _load_on_the_cpu(trainer)
                 trainer.train(resume_from_checkpoint=str(run_dir / C.CHECKPOINTS / resume_from))
             else:
                 trainer.train()
-            T.keep(run_dir, meter.summary())
+            if group().leader:
+                T.keep(run_dir, meter.summary())
             return progress.history
         except Exception as exc:
             step = trainer.state.global_step
@@ -74,11 +85,14 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
 
 def _trainer(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: Reporter, stop, history):
     """The backend's trainer with vtc's callbacks (progress, checkpoints, TensorBoard), and the progress callback."""
+    from vtc.runtime.distributed import group
+
     from vtc.runtime.progress import training_callback
 
-    progress = training_callback(run_dir / "metrics.jsonl", rep, history=history)
-    callbacks = [progress, C.checkpoint_callback(C.every_steps(plan), stop)]
-    if importlib.util.find_spec("tensorboard") is not None:
+    leader = group().leader
+    progress = training_callback(run_dir / "metrics.jsonl" if leader else None, rep, history=history)
+    callbacks = [progress, C.checkpoint_callback(C.every_steps(plan), stop, group=group())]
+    if leader and importlib.util.find_spec("tensorboard") is not None:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
@@ -86,7 +100,8 @@ def _trainer(be, plan, model, processor, train_rows, collator, run_dir: Path, re
     be.for_training(model)
     # The trainer's output_dir holds only the checkpoints (vtc saves the adapter itself).
     ckpt_dir = run_dir / C.CHECKPOINTS
-    ckpt_dir.mkdir(exist_ok=True)
+    if leader:  # (made with the run folder; again here for a retry)
+        ckpt_dir.mkdir(exist_ok=True)
     # vtc's own TensorBoard callback above is the one tracker; the trainer reports to nothing else.
     trainer = be.trainer(plan, model, processor, train_rows, collator, str(ckpt_dir), callbacks, report_to=["none"])
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -94,6 +109,32 @@ def _trainer(be, plan, model, processor, train_rows, collator, run_dir: Path, re
     trainer.remove_callback(PrinterCallback)  # our progress line replaces the per-step dict printing
     trainer.remove_callback(ProgressCallback)
     return trainer, progress
+
+
+def _load_on_the_cpu(trainer) -> None:
+    """A distributed run on the CPU: the Trainer reads the optimizer state back with map_location=args.device,
+    which accelerate makes "cpu:0" for a CPU process of a distributed run, and torch.load knows only "cpu"
+    (transformers 5.17, torch 2.14: "don't know how to restore data location ... (tagged with cpu:0)"). While it
+    reads the checkpoint, "cpu:N" is read as "cpu". On GPUs the location is "cuda:N" and nothing changes."""
+    import torch
+
+    real = trainer._load_optimizer_and_scheduler
+
+    def load(checkpoint):
+        original = torch.load
+
+        def cpu_load(*args, **kwargs):
+            if str(kwargs.get("map_location", "")).startswith("cpu:"):
+                kwargs["map_location"] = "cpu"
+            return original(*args, **kwargs)
+
+        torch.load = cpu_load
+        try:
+            return real(checkpoint)
+        finally:
+            torch.load = original
+
+    trainer._load_optimizer_and_scheduler = load
 
 
 def _release_memory() -> None:

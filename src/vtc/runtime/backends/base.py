@@ -97,6 +97,14 @@ def sft_arguments(plan: dict, output_dir: str, report_to: list[str]) -> dict:
         args["warmup_ratio"] = t["warmup_ratio"]
     else:
         args["warmup_steps"] = t["warmup_steps"]
+    from vtc.runtime.distributed import group
+
+    g = group()
+    if g.distributed:  # several processes under torchrun (vtc.runtime.distributed made the process group)
+        args.update(ddp_backend=g.backend, ddp_timeout=plan["hardware"]["distributed"]["timeout_s"],
+                    # every trainable weight gets a gradient each step: no search for unused ones (a full pass
+                    # over the graph every step)
+                    ddp_find_unused_parameters=False)
     return args
 
 
@@ -255,21 +263,33 @@ def _help_install_train() -> str:
     return "install the training libraries with `pip install 'vtc[train]'`"
 
 
-def choose_backend(requested: str = "auto") -> tuple[Backend, str]:
+def choose_backend(requested: str = "auto", plan: dict | None = None) -> tuple[Backend, str]:
     """Pick the backend: ``auto`` takes unsloth when a CUDA GPU is present and unsloth is installed, otherwise
-    transformers. Returns the backend and a one-line reason for the log and the manifest.
+    transformers; for a ``plan`` whose model is sharded (`shard model`: hardware.distributed.strategy "fsdp2"),
+    transformers, the one that can split a model across GPUs. Returns the backend and a one-line reason for the log
+    and the manifest.
 
-    Raises VtcError (VT505) when a forced backend cannot run here.
+    Raises VtcError (VT505) when a forced backend cannot run here, VT554 for `--backend unsloth` with a sharded plan.
     """
     if requested not in ("auto", *BACKENDS):
         raise VtcError(error("VT505", f"unknown backend `{requested}`", help="use auto, transformers or unsloth"))
+    sharded = plan is not None and plan["hardware"]["distributed"]["strategy"] == "fsdp2"
+    if sharded and requested == "unsloth":
+        raise VtcError(error(
+            "VT554", "the recipe says `shard model`, and the unsloth backend cannot split a model across GPUs: "
+            "Unsloth holds the whole model on each GPU", plan_span(plan, "/hardware/distributed/strategy"),
+            help="run without `--backend unsloth` (vtc then takes the transformers backend, which shards it), or "
+                 "remove `shard model` from the recipe if the model fits one GPU"))
     if importlib.util.find_spec("torch") is None:
         raise VtcError(error("VT505", "the training libraries (torch, transformers, peft, trl) are not installed",
                              help=_help_install_train()))
     cuda = cuda_available()
     has_unsloth = unsloth_installed()
     if requested == "auto":
-        if cuda and has_unsloth:
+        if sharded:
+            name, reason = "transformers", ("backend: transformers (`shard model`: only the transformers backend "
+                                            "splits a model across GPUs; Unsloth holds it whole on each)")
+        elif cuda and has_unsloth:
             name, reason = "unsloth", "backend: unsloth (CUDA GPU found and unsloth installed)"
         elif cuda:
             name, reason = "transformers", (

@@ -86,8 +86,10 @@ class TransformersBackend:
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=_SKIP_4BIT)
-        if cuda:
+        if cuda and not (for_training and sharded(plan)):
             kwargs["device_map"] = {"": torch.cuda.current_device()}
+        # Sharded (`shard model`, several processes): loaded on the CPU, then accelerate's fully_shard moves each
+        # process's 1/N to its GPU: the whole model never sits on one card.
         model = AutoModelForImageTextToText.from_pretrained(model_path, **kwargs)
         processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust)
         self.model_path = model_path
@@ -178,6 +180,7 @@ class TransformersBackend:
             self._note(note)
         if not cuda:
             args["use_cpu"] = True
+        args.update(fsdp_arguments(plan))
         return SFTConfig(**args)
 
     def trainer(self, plan: dict, model, processor, train_rows: Sequence, collator: Callable, output_dir: str,
@@ -195,8 +198,14 @@ class TransformersBackend:
                 return collator([train_rows[item["row"]] for item in batch])
 
         cls = sft_trainer_class(device_kind() == "cuda")
-        return cls(model=model, args=cfg, train_dataset=index, data_collator=collate, processing_class=processor,
-                   callbacks=callbacks)
+        trainer = cls(model=model, args=cfg, train_dataset=index, data_collator=collate, processing_class=processor,
+                      callbacks=callbacks)
+        if cfg.fsdp and not trainer.is_fsdp_enabled:
+            # accelerate 1.15 takes its FSDP plugin for GPU runs only (state.py: the MULTI_GPU kinds); on the CPU
+            # the processes train with DDP, each holding the whole model. Said, never silent.
+            self._note("`shard model`: accelerate shards a model across GPUs only; on the CPU each process holds "
+                       "the whole model (data parallel)")
+        return trainer
 
     def for_inference(self, model) -> None:
         model.eval()
@@ -209,8 +218,12 @@ class TransformersBackend:
     # ---- saving --------------------------------------------------------------------------------------------
     def save_adapter(self, model, processor, out_dir: str) -> None:
         """PEFT adapter (adapter_config.json + adapter_model.safetensors) and the processor; for full fine-tuning
-        the whole model."""
-        model.save_pretrained(out_dir)
+        the whole model. A sharded model (FSDP2) is gathered whole first: every process must call this (a
+        collective), and only rank 0 writes."""
+        gathered, state = full_state_dict(model)
+        if gathered and state is None:
+            return  # not rank 0: its part went into rank 0's copy
+        model.save_pretrained(out_dir, **({"state_dict": state} if gathered else {}))
         processor.save_pretrained(out_dir)
 
     def save_merged(self, model, processor, out_dir: str) -> None:
@@ -220,21 +233,79 @@ class TransformersBackend:
         from peft import PeftModel
         from transformers import AutoModelForImageTextToText
 
+        gathered, state = full_state_dict(model)  # sharded (FSDP2): every process calls, rank 0 writes
+        if gathered and state is None:
+            return
         if not hasattr(model, "merge_and_unload"):  # full fine-tuning: the model is already whole
-            model.to(torch.bfloat16).save_pretrained(out_dir)
+            if gathered:
+                model.save_pretrained(out_dir, state_dict={k: v.to(torch.bfloat16) if v.is_floating_point() else v
+                                                           for k, v in state.items()})
+            else:
+                model.to(torch.bfloat16).save_pretrained(out_dir)
             processor.save_pretrained(out_dir)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp, **({"state_dict": state} if gathered else {}))
             base = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=torch.bfloat16,
                                                                trust_remote_code=False)
             merged = PeftModel.from_pretrained(base, tmp).merge_and_unload()
             merged.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
 
+    def sharded_weights(self, model) -> bool:
+        """Whether FSDP2 split the model's weights across the processes: then generating and saving are collectives
+        that every process makes alike (evaluate.answer_rows, run._take_part_in_saving)."""
+        from torch.distributed.tensor import DTensor
+
+        return any(isinstance(p, DTensor) for p in model.parameters())
+
     def _note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+
+def sharded(plan: dict) -> bool:
+    """Whether this process trains a sharded model: the plan says `shard model` (hardware.distributed.strategy
+    "fsdp2") and the run has several processes (one process: nothing to shard across, nothing changes)."""
+    from vtc.runtime.distributed import world
+
+    return plan["hardware"]["distributed"]["strategy"] == "fsdp2" and world().size > 1
+
+
+def fsdp_arguments(plan: dict) -> dict:
+    """The Trainer's FSDP2 arguments for a sharded run (accelerate's FullyShardedDataParallelPlugin through
+    TrainingArguments.fsdp_config, transformers 5.17), else none.
+
+    * version 2: FSDP2 (torch's fully_shard: each parameter split across the processes);
+    * TRANSFORMER_BASED_WRAP: one shard unit per decoder layer and vision block (the classes the model lists in
+      _no_split_modules, e.g. Qwen2_5_VLDecoderLayer and Qwen2_5_VLVisionBlock), so that a process gathers one
+      layer's weights at a time;
+    * reshard_after_forward: each layer's gathered weights are freed after its forward (gathered again for the
+      backward): the least memory, which is why a recipe shards;
+    * FULL_STATE_DICT: checkpoints hold the whole model (gathered on rank 0), loadable with any number of
+      processes (resume with another world size);
+    * cpu_ram_efficient_loading off: every process loads the model on the CPU before it is sharded (host memory:
+      the model's size per process; turning it on loads it on rank 0 only: not yet tried on several GPUs)."""
+    if not sharded(plan):
+        return {}
+    return {"fsdp": True, "fsdp_config": {
+        "version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+        "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False}}
+
+
+def full_state_dict(model) -> tuple[bool, dict | None]:
+    """(sharded, state dict): for a model sharded by FSDP2 (its parameters are DTensors), the whole state dict,
+    gathered on rank 0 in host memory (None on the other ranks; every rank must call: it is a collective); for any
+    other model (False, None): save it as it is."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return False, None
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return True, (state if dist.get_rank() == 0 else None)
 
 
 @functools.cache  # one class per process, so that isinstance checks and pickling see the same class
