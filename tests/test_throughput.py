@@ -299,3 +299,30 @@ def test_figures_that_could_not_be_counted_are_left_out_not_guessed(monkeypatch)
     summary = unseen.summary()
     assert summary["samples"] is None and "no batch went through" in summary["counting_failed"]
     assert summary["data_wait_share"] is None  # get_batch_samples never ran either
+
+
+def test_the_processes_of_a_run_add_up_their_speed():
+    """Two processes, each with its own figures: rates and counts add up, MFU is the mean, memory the largest."""
+    def one(tokens, samples, mfu, reserved, wait):
+        return {"steps": {"first": 3, "last": 10, "counted": 8, "left_out": [1, 2], "why": ""}, "seconds": 4.0,
+                "samples": samples * 4, "text_tokens": tokens * 4, "vision_patches": None,
+                "samples_per_second": samples, "tokens_per_second": tokens, "vision_patches_per_second": None,
+                "model_tflops_per_second": 100.0 * mfu, "mfu": mfu, "mfu_reason": None, "card": "NVIDIA H200",
+                "peak_tflops": 989.0, "dtype": "bf16", "data_workers": 4, "data_wait_share": wait,
+                "whole_run": {"first": 1, "last": 10, "steps": 10, "seconds": 6.0, "samples": samples * 6,
+                              "text_tokens": tokens * 6, "vision_patches": None},
+                "peak_memory_gib": {"gpu_allocated": reserved - 1, "gpu_reserved": reserved, "gpu_total": 139.8,
+                                    "host": None}}
+
+    a, b = one(4000.0, 10.0, 0.12, 8.2, 0.01), one(3900.0, 9.75, 0.10, 9.0, 0.03)
+    assert T.combine([a]) is a
+    both = T.combine([a, b])
+    assert both["tokens_per_second"] == 7900.0 and both["samples_per_second"] == 19.75
+    assert both["text_tokens"] == 4 * 7900 and both["whole_run"]["text_tokens"] == 6 * 7900
+    assert both["vision_patches_per_second"] is None  # unknown in one process: unknown for the run
+    assert both["mfu"] == 0.11 and both["data_wait_share"] == 0.03
+    assert both["peak_memory_gib"]["gpu_reserved"] == 9.0
+    assert [p["rank"] for p in both["processes"]] == [0, 1] and both["processes"][1]["tokens_per_second"] == 3900.0
+    text = "\n".join(T.lines(both))
+    assert "7,900 tokens/s" in text and "the 2 processes together" in text
+    assert "of 2 x the NVIDIA H200's 989 TFLOP/s" in text and "(the process that used the most)" in text

@@ -378,6 +378,42 @@ def _n(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}" if value >= 10 else f"{value:,.2f}"
 
 
+# The figures that add up over the processes of a run (each trains its share of every update, at the same time).
+_ADDED = ("samples", "text_tokens", "vision_patches", "samples_per_second", "tokens_per_second",
+          "vision_patches_per_second", "model_tflops_per_second")
+
+
+def combine(summaries: list[dict]) -> dict:
+    """The run's figures from every process's summary (rank order), for a run of several processes: rank 0's,
+    with the counts and rates added over the processes (each trains its own share of every update in the same
+    seconds), the model FLOP utilisation the mean of theirs (every process has a card of its own), the data wait
+    the largest share, the peak memory the largest process's, and each process's own figures under "processes".
+    One summary: itself."""
+    if len(summaries) == 1:
+        return summaries[0]
+    out = dict(summaries[0])
+
+    def total(key: str, parts: list[dict]):
+        values = [p.get(key) for p in parts]
+        return None if any(v is None for v in values) else round(sum(values), 4)
+
+    for key in _ADDED:
+        out[key] = total(key, summaries)
+    if all(s.get("whole_run") for s in summaries):
+        out["whole_run"] = {**out["whole_run"], **{k: total(k, [s["whole_run"] for s in summaries])
+                                                   for k in ("samples", "text_tokens", "vision_patches")}}
+    mfus = [s.get("mfu") for s in summaries]
+    out["mfu"] = None if any(m is None for m in mfus) else round(sum(mfus) / len(mfus), 4)
+    waits = [s.get("data_wait_share") for s in summaries if s.get("data_wait_share") is not None]
+    out["data_wait_share"] = max(waits) if waits else None
+    memory = [s["peak_memory_gib"] for s in summaries]
+    out["peak_memory_gib"] = max(memory, key=lambda m: (m.get("gpu_reserved") or 0, m.get("host") or 0))
+    out["processes"] = [{"rank": rank, **{k: s.get(k) for k in ("tokens_per_second", "samples_per_second", "mfu",
+                                                                 "data_wait_share", "peak_memory_gib")}}
+                        for rank, s in enumerate(summaries)]
+    return out
+
+
 def lines(summary: dict, width: int = 20) -> list[str]:
     """The closing summary's lines: speed, utilisation, memory, data (``width``: the name column's)."""
     out: list[str] = []
@@ -401,23 +437,27 @@ def lines(summary: dict, width: int = 20) -> list[str]:
             f"steps {steps['first']}-{steps['last']}"
         left = steps["left_out"]
         which = f"{span}; the first {len(left)} left out as warm-up" if left else f"{span}, the warm-up included"
-        line("speed", ", ".join(speed) + f" ({which})")
+        together = f", the {len(summary['processes'])} processes together" if summary.get("processes") else ""
+        line("speed", ", ".join(speed) + f" ({which}{together})")
     if steps is not None:
         if summary["mfu"] is not None:
             achieved, peak = _n(summary["model_tflops_per_second"]), _n(summary["peak_tflops"])
-            line("utilisation", f"{100 * summary['mfu']:.1f}% model FLOP utilisation: {achieved} of the "
-                                f"{summary['card']}'s {peak} TFLOP/s ({summary['dtype']}, dense; 6 x parameters a "
-                                "token)")
+            cards = len(summary.get("processes") or [None])
+            of = f"{cards} x the {summary['card']}'s" if cards > 1 else f"the {summary['card']}'s"
+            line("utilisation", f"{100 * summary['mfu']:.1f}% model FLOP utilisation: {achieved} of {of} {peak} "
+                                f"TFLOP/s ({summary['dtype']}, dense; 6 x parameters a token)")
         else:
             achieved = (f"; {summary['model_tflops_per_second']:.3g} TFLOP/s of model arithmetic"
                         if summary.get("model_tflops_per_second") is not None else "")
             line("utilisation", f"no model FLOP utilisation: {summary['mfu_reason']}{achieved}")
     memory = summary["peak_memory_gib"]
     if memory["gpu_allocated"] is not None:
+        most = " (the process that used the most)" if summary.get("processes") else ""
         line("memory", f"peak {memory['gpu_allocated']:.1f} GiB allocated, {memory['gpu_reserved']:.1f} GiB reserved "
-                       f"of the GPU's {memory['gpu_total']:.1f} GiB")
+                       f"of the GPU's {memory['gpu_total']:.1f} GiB{most}")
     elif memory["host"] is not None:
-        line("memory", f"peak {memory['host']:.2f} GiB of host memory (the training process)")
+        which = "the training process that used the most" if summary.get("processes") else "the training process"
+        line("memory", f"peak {memory['host']:.2f} GiB of host memory ({which})")
     if summary.get("data_wait_share") is not None:
         workers = summary["data_workers"]
         made = (f"{workers} data-loading worker{'s' * (workers != 1)}" if workers

@@ -59,8 +59,9 @@ def train(be, plan, model, processor, train_rows, collator, run_dir: Path, rep: 
                 trainer.train(resume_from_checkpoint=str(run_dir / C.CHECKPOINTS / resume_from))
             else:
                 trainer.train()
+            summaries = group().all_gather(meter.summary())  # every process's share of the speed (one: itself)
             if group().leader:
-                T.keep(run_dir, meter.summary())
+                T.keep(run_dir, T.combine(summaries))
             return progress.history
         except Exception as exc:
             step = trainer.state.global_step
