@@ -295,6 +295,21 @@ def test_processes_that_stopped_with_their_checkpoint_give_its_exit_status(stand
     assert LA.start(two(), command, TIMEOUTS, echo=lambda line: None) == 143
 
 
+def test_a_process_the_agent_ended_while_the_others_stopped_is_still_an_interruption():
+    """Rank 0 exited 143 (stopped, checkpoint saved) and the agent's SIGTERM reached rank 1 before its own exit: the
+    run was interrupted (143), not a failure; a rank killed by SIGKILL beside it is one (VT557)."""
+    from types import SimpleNamespace
+
+    def failure(code, local_rank):
+        return SimpleNamespace(exitcode=code, local_rank=local_rank, timestamp=1.0, error_file="", pid=1)
+
+    assert LA._failed({0: failure(143, 0), 1: failure(-15, 1)}, two(), "/tmp") == 143
+    assert LA._failed({0: failure(130, 0), 1: failure(-2, 1)}, two(), "/tmp") == 130
+    with pytest.raises(VtcError) as info:
+        LA._failed({0: failure(143, 0), 1: failure(-9, 1)}, two(), "/tmp")
+    assert info.value.diagnostics[0].code == "VT557" and "rank 1" in info.value.diagnostics[0].message
+
+
 PARENT = textwrap.dedent("""
     import json, sys
     from vtc.diagnostics import VtcError, render_all

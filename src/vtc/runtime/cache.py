@@ -182,7 +182,7 @@ class ImageCache:
     def put(self, key: str, meta: dict, image=None) -> None:
         """Store an entry: the standardised image first, then its JSON (whose presence means "complete")."""
         meta_path, image_path = self._paths(key)
-        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(meta_path.parent)
         if image is not None:
             _atomic(image_path, lambda f: image.save(f, format="PNG", compress_level=1))
         data = json.dumps(meta, sort_keys=True).encode("utf-8")
@@ -304,6 +304,19 @@ def _temp_prefix() -> str:
     return f".tmp-{host}-{os.getpid()}-{threading.get_ident()}-"
 
 
+def _make_folder(folder: Path) -> None:
+    """``folder`` made (with its parents) when missing. Path.mkdir(exist_ok=True) raises FileExistsError when the
+    folder exists as it tries and is gone when it looks again (another process's `vtc cache clear` or trim removed
+    it in between): then it is tried again, a few times."""
+    for attempt in range(5):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        except (FileExistsError, FileNotFoundError):
+            if attempt == 4:
+                raise
+
+
 def _atomic(path: Path, write) -> None:
     """Write ``path`` whole or not at all: a temporary file of this process's, then an atomic rename. The folder is
     made when missing, also when another process removed it (`vtc cache clear`) during the write."""
@@ -320,7 +333,7 @@ def _atomic(path: Path, write) -> None:
                 _unlink(tmp)
             if attempt == 2:
                 raise
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(path.parent)
         except BaseException:
             if tmp is not None:
                 _unlink(tmp)

@@ -344,8 +344,11 @@ def _run_agent(launch: Launch, command: list[str], timeouts: dict, log_dir: str)
 def _failed(failures: dict, launch: Launch, log_dir: str) -> int:
     """The run's exit status when some processes failed, or VT557 for the one that explains the failure."""
     codes = {f.exitcode for f in failures.values()}
-    if codes <= STOPPED:
-        return max(codes)  # interrupted: each process printed where it stopped and the command that resumes
+    stopped = codes & STOPPED
+    if stopped and codes <= STOPPED | {-signal.SIGTERM, -signal.SIGINT}:
+        # Interrupted: each process printed where it stopped and the command that resumes. A process still exiting
+        # when the first one's exit made the agent stop the rest dies by the agent's SIGTERM instead of exiting 143.
+        return max(stopped)
     # The others were stopped by the launcher (SIGTERM: they exit 143, or die by it) because of the one that
     # explains the failure: one killed by a signal first, else one that failed without a diagnostic (an error
     # file, or an exit status other than 1), else one that printed its diagnostic; the earliest first.
