@@ -68,13 +68,25 @@ def check(files, fmt, data):
         diagnostics.extend(result.diagnostics)
         sources.update(result.sources)
         if data and result.plan is not None:
-            from vtc.runtime.validate import scan_data  # imports only pillow
+            from vtc.runtime.validate import scan_data_rows  # imports only pillow
 
-            report = scan_data(result.plan)
+            report, split = scan_data_rows(result.plan)
             errors = errors or bool(report.errors)
             # Text shows the first few of each kind (the table counts them all); JSON lists every one.
             diagnostics.extend(report.shown() if fmt == "text" else report.diagnostics)
             tables.append(report.table(result.plan["data"].get("bad_rows") or "stop"))
+            if not report.errors and split is not None:
+                # Every row trains on its whole answer (VT430/VT431/VT564/VT565), measured with the model's
+                # processor when it is on this machine (this imports transformers: with --data only).
+                from vtc.diagnostics import VtcError
+                from vtc.runtime.preview import token_check
+
+                try:
+                    found, line = token_check(result.plan, *split)
+                except VtcError as exc:  # the tiny model cannot be built here (VT503)
+                    found, line = list(exc.diagnostics), "token lengths: not checked"
+                diagnostics.extend(found)
+                tables.append(line)
     _emit(diagnostics, sources, fmt)
     if fmt == "text":
         for table in tables:
@@ -330,7 +342,7 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code,
     """Train, evaluate and save: a recipe (.vt) or a saved plan (.json), end to end.
 
     Each run gets a new folder (adapter, plan.json, manifest.json, metrics.jsonl, eval.json, loss.png,
-    predictions.jsonl, run.log: everything printed, also when the output was closed, as by `| head`). Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and prints the command
+    predictions.jsonl, report.html: the run in one page for a browser, run.log: everything printed, also when the output was closed, as by `| head`). Ctrl-C (or SIGTERM) finishes the current step, saves a checkpoint and prints the command
     that resumes.
 
     With `--gpus N` (or the recipe's `gpus N`) it starts N processes through torchrun, one per GPU, training
@@ -390,6 +402,49 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code,
 
             record_error(exc)
         raise
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--rows", "n_rows", type=click.IntRange(min=1), default=3, show_default=True,
+              help="How many training rows to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON (segments, counts) instead of text.")
+@FORMAT_OPTION
+def preview(file, n_rows, as_json, fmt):
+    """Show the first training rows exactly as the model will see them.
+
+    The chat text the model reads, each image as one marker with its token count, and every token marked by
+    whether it is trained (green, or between ⟦ ⟧ without colours or with NO_COLOR); per row the number of trained
+    tokens and whether `max length` cuts the answer. Exit code 1 when a shown row would stop `vtc run`.
+
+    \b
+    Examples:
+        vtc preview xray.vt
+        vtc preview xray.vt --rows 10
+    """
+    import json
+
+    from vtc.compiler.pipeline import compile_file
+    from vtc.diagnostics import VtcError
+
+    result = compile_file(file)
+    if result.plan is None or result.diagnostics:
+        _emit(result.diagnostics, result.sources, fmt)
+    if result.plan is None:
+        sys.exit(1)
+    try:
+        from vtc.runtime.preview import preview_plan, render_text, use_color
+
+        previews = preview_plan(result.plan, n_rows)
+    except VtcError as exc:
+        exc_sources = getattr(exc, "sources", None) or result.sources
+        _emit(exc.diagnostics, exc_sources, fmt)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(previews, ensure_ascii=False, indent=1))
+    else:
+        click.echo(render_text(previews, use_color(sys.stdout)))
+    sys.exit(1 if any(p["problem"] for p in previews) else 0)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -462,6 +517,39 @@ def ask(run_dir, image, question, output, backend, trust_remote_code, fmt):
     except VtcError as exc:
         _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
         sys.exit(1)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--review", type=click.Path(dir_okay=False),
+              help="Also write the worst evaluation rows to this CSV file, for an expert to correct.")
+@click.option("--worst", type=click.IntRange(min=1), default=50, show_default=True,
+              help="How many rows --review writes.")
+@FORMAT_OPTION
+def report(run_dir, review, worst, fmt):
+    """Write report.html for a run (finished, failed or interrupted): one page that opens in any browser, offline,
+    with the run in plain words, before and after, the loss curve, every evaluation row with its image, the data
+    and the plan. `vtc run` writes it at the end of every run; this writes it again, or for a run that stopped.
+
+    \b
+    Examples:
+        vtc report runs/demo-shapes/run-001
+        vtc report runs/demo-shapes/run-001 --review review.csv --worst 100
+    """
+    from vtc.diagnostics import VtcError, printable
+
+    try:
+        from vtc.commands import report_run
+
+        page, queue = report_run(run_dir, review, worst)
+    except VtcError as exc:
+        _emit(exc.diagnostics, getattr(exc, "sources", {}), fmt)
+        sys.exit(1)
+    click.echo(f"report written to {printable(str(page))} (opens in any browser)", err=True)
+    if queue is not None:
+        path, n = queue
+        click.echo(f"{n} worst row{'s' * (n != 1)} written to {printable(str(path))}: correct the `expected` column "
+                   "(docs/running.md, \"The run report\")", err=True)
 
 
 def main() -> None:

@@ -1696,6 +1696,62 @@ CODES: dict[str, Code] = _entries(
         " --> xray.vt:5:7\n"
         "  = help: run without `--backend unsloth` (vtc then takes the transformers backend, which shards it), or "
         "remove `shard model` from the recipe if the model fits one GPU"),
+    _situation(
+        "VT561", "error", "not a run folder",
+        "`vtc report` reads a run folder that `vtc run` made (runs/<recipe>/run-NNN, or one ending in .failed or "
+        ".interrupted): it needs the folder's plan.json and manifest.json. The folder given does not exist, is a "
+        "file, or has neither of them (a recipe's folder, the runs folder itself, a copy without those files).",
+        "`vtc report runs/demo-shapes` (the folder of all the recipe's runs, not one run)",
+        "error[VT561]: runs/demo-shapes is not a run folder: it has no plan.json and no manifest.json\n"
+        " --> runs/demo-shapes\n"
+        "  = help: give a folder that `vtc run` made (runs/<recipe>/run-NNN, also .failed or .interrupted ones)"),
+    _situation(
+        "VT562", "error", "cannot write the report",
+        "`vtc report` could not write report.html into the run folder, or the review file given with `--review`: "
+        "the folder does not exist, or the file system refuses the write (permissions, a read-only copy, a full "
+        "disk).",
+        "`vtc report runs/demo-shapes/run-001 --review /no/such/folder/review.csv`",
+        "error[VT562]: cannot write /no/such/folder/review.csv: No such file or directory\n"
+        " --> /no/such/folder/review.csv\n"
+        "  = help: give a file in a folder that exists and that you can write to (`--review review.csv`)"),
+    _situation(
+        "VT563", "error", "no evaluation rows to review",
+        "`vtc report --review` writes the worst evaluation rows for an expert to correct, and this run has none: "
+        "its recipe had no evaluation data (`holdout` or `evaluate on`), or the run stopped before the fine-tuned "
+        "model was evaluated (no predictions.jsonl). The report itself is still written.",
+        "`vtc report runs/xray/run-002.interrupted --review review.csv`",
+        "error[VT563]: runs/xray/run-002.interrupted has no evaluation rows (no predictions.jsonl): nothing to "
+        "review\n"
+        " --> runs/xray/run-002.interrupted/predictions.jsonl\n"
+        "  = help: the run needs evaluation data (`holdout 10%` or `evaluate on <folder>`) and must have finished; "
+        "`vtc run --resume` finishes an interrupted one"),
+    _situation(
+        "VT564", "error", "max length shortens the answer",
+        "A row whose tokens (its text, its image tokens and its answer) exceed the max length, so that the cut falls "
+        "inside its answer: the model would learn the answer's first part and never to end it (its end-of-turn "
+        "token is cut too). `vtc check --data` (when the model's processor is on this machine) and the start of "
+        "`vtc run` find such rows before any training; `vtc preview` shows where the cut falls. Raise `max "
+        "length`, use a smaller `resize` (fewer image tokens), or shorten the answer.",
+        "a row of 60 tokens whose answer ends at token 59, with `max length 58`",
+        "error[VT564]: shapes/train/metadata.jsonl:1: 60 tokens (42 text + 18 image) exceed the max length 58, "
+        "which cuts the last 1 of the answer's 2 tokens: the model would learn a cut answer and never to end it\n"
+        " --> shapes/train/metadata.jsonl:1\n"
+        "  = help: raise `max length` to at least 60, use a smaller `resize` (fewer image tokens), or shorten the "
+        "answer"),
+    _situation(
+        "VT565", "error", "a row would train on no token",
+        "Under `with responses_only` only the answer after the model's response marker is trained; when the "
+        "marker's tokens do not occur in a row as the chat template writes it (a template that writes the turns "
+        "otherwise, a marker edited in a plan file), every label of the row is masked and the row teaches nothing, "
+        "silently. Found per row by `vtc check --data` (when the model's processor is on this machine) and at the "
+        "start of `vtc run`, before training. `vtc preview` shows the row as the model sees it.",
+        "a plan file whose response marker was edited to `<|im_start|>assistant\\nA`",
+        "error[VT565]: shapes/train/metadata.jsonl:1: this row would train on 0 tokens: under `with "
+        "responses_only` only the answer after the response marker '<|im_start|>assistant\\nA' is trained, and "
+        "the marker's tokens do not occur in the row as the chat template writes it\n"
+        " --> shapes/train/metadata.jsonl:1\n"
+        "  = help: `vtc preview` shows the row as the model sees it; write `without responses_only` to train on "
+        "the whole text, or use a model whose chat template writes the family's markers (`vtc plan` shows them)"),
 )
 
 

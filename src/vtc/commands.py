@@ -2,6 +2,7 @@
 is read (and check) the plan, then run it. The runtime never imports the compiler; this module imports both.
 
     run_target(target, backend=..., runs_dir=..., allow_changed=..., trust_remote_code=...) -> the finished run folder
+    report_run(run_dir, review=None, worst=50) -> (report.html, (review.csv, rows) | None)   `vtc report`
     plan_of(target | None, resume_dir | None) -> (plan | None, compiled)   what `vtc run --gpus` reads to decide
                                                                           how many processes to start (launch.py)
 """
@@ -61,8 +62,31 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
         from vtc.runtime.lifecycle import check_saved_plan
 
         check_saved_plan(plan, target, allow_changed, rep, recompile=lambda: _recompile(plan))
+    from vtc.runtime import report
+
+    report.remember(plan, explain=_explainer(plan), sources=sources)  # for report.html at the end of the run
     return run_plan(plan, target, rep=rep, started=started, sources=sources, backend=backend, runs_dir=runs_dir,
                     plan_file=target if saved_plan else None, trust_remote_code=trust_remote_code)
+
+
+def report_run(run_dir: str, review: str | None = None, worst: int = 50) -> tuple:
+    """`vtc report RUN_DIR [--review review.csv]`: report.html written again from the run folder's files (any run:
+    finished, failed or interrupted), with `vtc explain`'s paragraph from its plan; and the ``worst`` worst rows as
+    CSV when ``review``. Returns (report path, (review path, rows) or None). Raises VtcError (VT561-VT563)."""
+    from vtc.runtime import report as R
+
+    folder = R.check_run_folder(run_dir)
+    plan = R.Run(folder).plan
+    page = R.write_report(folder, explain=_explainer(plan), sources={})
+    queue = R.write_review(folder, review, worst) if review else None
+    return page, queue
+
+
+def _explainer(plan: dict):
+    """`vtc explain`'s paragraph for a plan, as a function of the rows counted ({"train", "eval"})."""
+    from vtc.compiler.explain import explain_plan
+
+    return lambda rows: explain_plan(plan, rows)
 
 
 def _read_plan(target: str) -> tuple[dict, dict]:

@@ -202,6 +202,8 @@ class _Answers:
         self.records: list[dict] = []
         self.problems: list[Diagnostic] = []  # why each failed image could not be answered, in order
         self._file = self._csv = None
+        self.progress = None  # a folder's progress bar (vtc.runtime.progress), which steps aside for the screen
+        self.total = 0  # the images of a folder (0: one image, no progress shown)
         if self.path is None:
             return
         try:
@@ -227,11 +229,29 @@ class _Answers:
         elif self._file is not None:
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         elif self.folder:
-            print(json_line(record), flush=True)
+            self._print(json_line(record))
         elif record["answer"] is not None:
             print(printable(record["answer"]), flush=True)
         if self._file is not None:
             self._file.flush()
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def begin(self) -> None:
+        """Show a folder's progress from now on (the model is loaded): on stderr, since the answers may be on
+        stdout; a bar on a terminal, else a line each tenth (vtc.runtime.progress)."""
+        if self.total:
+            from vtc.runtime.progress import Reporter
+
+            self.progress = Reporter(sys.stderr, quiet=False).bar("images answered", self.total, "images")
+            self.progress.update(len(self.records))
+
+    def _print(self, text: str) -> None:
+        if self.progress is None:
+            print(text, flush=True)
+            return
+        with self.progress.above():
+            print(text, flush=True)
 
     def close(self) -> None:
         if self._file is not None:
@@ -277,8 +297,11 @@ def ask_command(run_dir, image, question=None, *, output=None, backend: str = "a
 
         with quiet_libraries(), B.scope():
             B.use(B.recorded_or_planned(read_manifest(run), plan))  # answers in batches of twice the run's micro-batch
+            sink.total = len(images) if folder else 0
             _answer(plan, model_dir, images, question, be, sink, folder)
     finally:
+        if sink.progress is not None:
+            sink.progress.close()
         sink.close()
     _summary(sink, Path(image))
     return sink.records
@@ -315,6 +338,7 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
     model_path = resolve_model_path(plan)
     model, processor = load_model(be, plan, model_path, trained=str(model_dir))
     be.for_inference(model)
+    sink.begin()
     batch = eval_batch_size(plan)
     done = False
     while not done:

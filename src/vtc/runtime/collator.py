@@ -17,7 +17,10 @@ For each batch (unsloth_zoo 2026.10.9, vision_utils.py and dataset_utils.train_o
 
 Sequences longer than ``max_seq_length`` are cut at the end, like the processor's truncation, but never through
 image tokens: that is an error naming the counts, and ``check_lengths`` finds such rows before training starts
-(instead of the model's "image features and image tokens do not match").
+(instead of the model's "image features and image tokens do not match"), with the rows whose answer the cut
+would shorten (VT564, or VT431 when nothing is left) and the rows with no token to train on (VT565: a response
+marker that does not match the row's tokens). ``labels(batch)`` is the labelling alone, unchecked: vtc preview
+(runtime/preview.py) shows it.
 
 Collators run in data-loading worker processes (forked; plan["training"]["data_loading"]), a batch or more ahead
 of the step: nothing in them touches CUDA. An error raised in a worker would reach the training process as torch's
@@ -65,17 +68,34 @@ class VisionCollator:
         self.eos_id = self.tokenizer.eos_token_id
         self.bos_id = self.tokenizer.bos_token_id
         self._warned = False
+        self.a_ids = None  # the response marker's tokens, when known: where each answer is (check_lengths, preview)
         if self.train_on_responses_only:
             self._setup_markers()
+        elif isinstance(instruction_part, str) and isinstance(response_part, str) and instruction_part \
+                and response_part:
+            try:  # not trained on responses only: the markers only find the answer, for the truncation check
+                self._setup_markers()
+            except VtcError:
+                self.a_ids = None
 
     # --- the batch ----------------------------------------------------------------------------------------------
 
     def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
         batch = self._encode(rows)
         if self.max_seq_length and batch["input_ids"].shape[1] > self.max_seq_length:
             batch = self._truncate(batch)
+        labels = self.labels(batch)
+        if self.train_on_responses_only:
+            self._check_supervised(labels, batch.get("attention_mask"))
+        batch["labels"] = labels
+        return dict(batch)
+
+    def labels(self, batch):
+        """The labels of an encoded (and truncated) batch: input_ids with ``ignore_index`` wherever nothing is
+        trained (images, padding, and under responses-only everything outside the answers). No check here:
+        ``__call__`` checks; vtc preview (runtime/preview.py) shows these labels as they are."""
+        import torch
+
         ids = batch["input_ids"]
         labels = ids.clone()
         labels[torch.isin(labels, torch.tensor(sorted(self.placeholder_ids), dtype=labels.dtype))] = self.ignore_index
@@ -88,9 +108,7 @@ class VisionCollator:
         if self.train_on_responses_only:
             keep = torch.tensor([self.response_mask(row) for row in ids.tolist()], dtype=torch.bool)
             labels[~keep] = self.ignore_index
-            self._check_supervised(labels, mask)
-        batch["labels"] = labels
-        return dict(batch)
+        return labels
 
     def render(self, messages: list[dict]) -> str:
         """The chat template's text for one conversation (what the model reads)."""
@@ -121,13 +139,14 @@ class VisionCollator:
                     )) from None
         return self.processor(**kwargs)
 
-    def _truncate(self, batch):
-        """Keep each row's first max_seq_length tokens (the processor's right-side truncation), padding kept."""
+    def _truncate(self, batch, keep: int | None = None):
+        """Keep each row's first max_seq_length (or ``keep``) tokens (the processor's right-side truncation),
+        padding kept."""
         import torch
 
         ids, mask = batch["input_ids"], batch["attention_mask"]
         n, length = ids.shape
-        keep = self.max_seq_length
+        keep = keep or self.max_seq_length
         lengths = mask.sum(dim=1)
         left = self.tokenizer.padding_side == "left"
         for r in range(n):
@@ -244,24 +263,40 @@ class VisionCollator:
 
     # --- before training ----------------------------------------------------------------------------------------
 
+    def answer_positions(self, ids: list[int]) -> list[int]:
+        """Where the answers are in a row's tokens (each answer and its end-of-turn token): found with the response
+        marker when it is known (Unsloth's span rule, response_mask), else the row's last end-of-turn token alone."""
+        if self.a_ids:
+            return [p for p, keep in enumerate(self.response_mask(ids)) if keep]
+        ends = [p for p, t in enumerate(ids) if t == self.eos_id]
+        return ends[-1:]
+
     def token_counts(self, row: dict, max_seq_length: int | None = None) -> dict:
-        """{"text", "image", "total", "image_last" (position, or -1), "trained" (answer tokens left after cutting
-        at the max length; responses-only only)} for one row; counts are before truncation."""
+        """One row measured as the collator makes it: {"total", "text", "image" (counts before truncation),
+        "image_last" (position, or -1), "answer" (the answers' token positions, before truncation), "answer_cut"
+        (how many of them the max length cuts off), "trained" (tokens whose label is not ignore_index once cut at
+        the max length: the collator's own labels; None when the cut would fall inside the image tokens)}."""
         batch = self._encode([row])
         ids = batch["input_ids"][0].tolist()
         image_pos = [p for p, t in enumerate(ids) if t in self.placeholder_ids]
+        limit = max_seq_length or self.max_seq_length
+        answer = self.answer_positions(ids)
         counts = {"total": len(ids), "image": len(image_pos), "text": len(ids) - len(image_pos),
-                  "image_last": image_pos[-1] if image_pos else -1}
-        if self.train_on_responses_only:
-            limit = max_seq_length or self.max_seq_length
-            mask = self.response_mask(ids[:limit] if limit else ids)
-            counts["trained"] = sum(mask)
+                  "image_last": image_pos[-1] if image_pos else -1, "answer": answer,
+                  "answer_cut": sum(1 for p in answer if limit and p >= limit)}
+        try:
+            cut = self._truncate(batch, limit) if limit and len(ids) > limit else batch
+        except VtcError:  # the cut falls inside the image tokens (VT430)
+            counts["trained"] = None
+            return counts
+        counts["trained"] = int((self.labels(cut) != self.ignore_index).sum())
         return counts
 
     def check_lengths(self, rows, max_seq_length: int | None = None) -> int:
-        """The longest row's token count; raises VtcError naming every row whose image tokens the max length would
-        cut (or, with responses only, whose answer it would cut away entirely), with its token counts.
-        Opens every row's images once."""
+        """The longest row's token count; raises VtcError naming every row that would train on nothing or on a cut
+        answer, with its token counts: the max length would cut its image tokens (VT430), its whole answer (VT431,
+        responses only) or the end of its answer (VT564), or it has no token to train on although it fits (VT565:
+        the response marker does not match the row's tokens). Opens every row's images once."""
         limit = int(max_seq_length or self.max_seq_length or 0)
         problems = []
         longest = 0
@@ -275,29 +310,48 @@ class VisionCollator:
                 if key is not None:
                     cache[key] = counts
             longest = max(longest, counts["total"])
-            if not limit:
-                continue
-            span = rows.origin(i) if hasattr(rows, "origin") else Span(f"row {i + 1}")
-            where = span.location
-            if counts["total"] > limit and counts["image_last"] >= limit:
-                problems.append(error(
-                    "VT430", f"{where}: {counts['total']} tokens ({counts['text']} text + {counts['image']} image) "
-                             f"exceed the max length {limit} and the cut would fall inside the image tokens", span,
-                    help=f"raise `max length` to at least {counts['total']}, or use a smaller `resize`",
-                ))
-            elif self.train_on_responses_only and counts.get("trained") == 0 and counts["total"] > limit:
-                problems.append(error(
-                    "VT431", f"{where}: {counts['total']} tokens ({counts['text']} text + {counts['image']} image) "
-                             f"exceed the max length {limit}, which cuts off the whole answer", span,
-                    help=f"raise `max length` to at least {counts['total']}, or use a smaller `resize`",
-                ))
+            problem = self.length_problem(counts, limit, rows.origin(i) if hasattr(rows, "origin")
+                                          else Span(f"row {i + 1}"))
+            if problem is not None:
+                problems.append(problem)
         if problems:
             if len(problems) > 20:
                 more = len(problems) - 20
-                problems = problems[:20] + [error("VT430", f"... and {more} more rows too long",
-                                                  help="raise `max length` or use a smaller `resize`")]
+                problems = problems[:20] + [error(problems[20].code, f"... and {more} more rows like these",
+                                                  help=problems[20].help)]
             raise VtcError(problems)
         return longest
+
+    def length_problem(self, counts: dict, limit: int, span: Span):
+        """The diagnostic of one measured row (token_counts), or None when it trains on its whole answer."""
+        where = span.location
+        sizes = f"{counts['total']} tokens ({counts['text']} text + {counts['image']} image)"
+        if limit and counts["total"] > limit and counts["image_last"] >= limit:
+            return error(
+                "VT430", f"{where}: {sizes} exceed the max length {limit} and the cut would fall inside the image "
+                         "tokens", span,
+                help=f"raise `max length` to at least {counts['total']}, or use a smaller `resize`")
+        if counts["trained"] == 0 and limit and counts["total"] > limit:
+            return error(
+                "VT431", f"{where}: {sizes} exceed the max length {limit}, which cuts off the whole answer", span,
+                help=f"raise `max length` to at least {counts['total']}, or use a smaller `resize`")
+        if counts["trained"] == 0:
+            return error(
+                "VT565", f"{where}: this row would train on 0 tokens: under `with responses_only` only the answer "
+                         f"after the response marker {self.response_part!r} is trained, and the marker's tokens "
+                         "do not occur in the row as the chat template writes it", span,
+                help="`vtc preview` shows the row as the model sees it; write `without responses_only` to train on "
+                     "the whole text, or use a model whose chat template writes the family's markers (`vtc plan` "
+                     "shows them)")
+        if counts["answer_cut"]:
+            n = len(counts["answer"])
+            return error(
+                "VT564", f"{where}: {sizes} exceed the max length {limit}, which cuts the last "
+                         f"{counts['answer_cut']} of the answer's {n} tokens: the model would learn a cut answer "
+                         "and never to end it", span,
+                help=f"raise `max length` to at least {counts['total']}, use a smaller `resize` (fewer image "
+                     "tokens), or shorten the answer")
+        return None
 
 
 def check_lengths(rows, max_seq_length: int, processor=None, *, collator: VisionCollator | None = None) -> int:

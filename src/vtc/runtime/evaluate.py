@@ -93,6 +93,18 @@ def answer_rows(backend, model, processor, rows, plan: dict) -> list[str] | None
     conversations = [prompt_messages(rows[i]["messages"]) for i in range(lo, hi)]
     limit = answer_token_limit(processor, expected_answers(rows), plan["evaluation"]["max_new_tokens"])
     batch_size = eval_batch_size(plan)
+    # Progress (vtc.runtime.progress): this process's rows; under several processes rank 0 shows its own share
+    # (the shares are the same size, give or take one row, so its time left is the stage's), the others nothing.
+    from vtc.runtime.progress import bar
+
+    label = "answers" if g.size == 1 else f"answers (rank 0's share of {len(rows)} rows)"
+    progress = bar(label, hi - lo, "rows")
+    shown = [0]
+
+    def on_batch(done: int, _total: int) -> None:
+        progress.update(min(done, hi - lo) - shown[0])
+        shown[0] = min(done, hi - lo)
+
     if getattr(backend, "sharded_weights", lambda m: False)(model):
         # FSDP2: every forward gathers each layer's weights from all the processes, so they must generate in step:
         # the same number of batches (a shorter share is topped up with copies of a row, whose answers are dropped)
@@ -101,11 +113,13 @@ def answer_rows(backend, model, processor, rows, plan: dict) -> list[str] | None
         most = -(-len(rows) // g.size)
         filler = conversations[-1] if conversations else prompt_messages(rows[0]["messages"])
         conversations += [filler] * (most - mine)
-        answers = generate(model, processor, conversations, max_new_tokens=limit, batch_size=batch_size,
-                           synced_gpus=True)[:mine]
+        with progress:
+            answers = generate(model, processor, conversations, max_new_tokens=limit, batch_size=batch_size,
+                               synced_gpus=True, on_batch=on_batch)[:mine]
     else:
-        answers = generate(model, processor, conversations, max_new_tokens=limit, batch_size=batch_size) \
-            if conversations else []
+        with progress:
+            answers = generate(model, processor, conversations, max_new_tokens=limit, batch_size=batch_size,
+                               on_batch=on_batch) if conversations else []
     return g.gather_in_order(answers)
 
 

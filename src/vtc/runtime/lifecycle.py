@@ -330,7 +330,7 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
                   "fingerprint": model_fingerprint(plan, content=False)},
         "data": {"fingerprint": data_fp, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
                  "train": train_rows.description, "eval": eval_rows.description,
-                 "skipped_rows": len(data_check.skipped)},
+                 "skipped_rows": len(data_check.skipped), **answer_summary(train_rows)},
         "checkpoint_every_steps": C.every_steps(plan),
         "compile_cache": CC.manifest_record(be.name),  # where compiled code went, warm or cold (compile_cache.py)
         "batch": batch,  # a resumed run splits its batch the same way (batching.recorded)
@@ -348,6 +348,23 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
         rep.current = "start"
         raise failed(run_dir, manifest, exc, rep, plan) from None
     return run_dir, manifest
+
+
+# Training answers counted as classes (the run report's "Training rows per class") when they are this few at most.
+MOST_CLASSES = 50
+
+
+def answer_summary(rows) -> dict:
+    """What the run report shows of the training rows (the run folder keeps no copy of them): the number of rows per
+    answer when the answers are a small set of short labels (classes), and the number of rows per answer length in
+    words."""
+    from collections import Counter
+
+    answers = [rows.answer(i) for i in range(len(rows))] if hasattr(rows, "answer") else []
+    counts = Counter(a.strip() for a in answers)
+    labels = len(counts) <= MOST_CLASSES and all(len(a.split()) <= 4 for a in counts)
+    return {"train_answers": dict(counts.most_common()) if answers and labels else None,
+            "train_answer_words": {str(n): k for n, k in sorted(Counter(len(a.split()) for a in answers).items())}}
 
 
 def reopen(resume: Resume, be, reason: str, batch: dict | None = None,

@@ -85,6 +85,12 @@ def check_model_folder(folder: Path, shown: str, span: Span | None, trust_remote
             help="fine-tune a vision-language model (e.g. qwen2.5-vl, llama-3.2-vision) or a folder holding one"))
 
 
+def local_folder(plan: dict) -> Path:
+    """A `local` model's folder: its id with ~ expanded, relative to the recipe's folder."""
+    p = Path(os.path.expanduser(plan["model"]["id"]))
+    return p if p.is_absolute() else Path(plan["base_dir"]) / p
+
+
 def resolve_model_path(plan: dict) -> str:
     """What from_pretrained gets: the built tiny model's folder, a local folder, or a Hub id that is cached or can
     be downloaded. Raises VtcError VT501/VT502/VT503/VT507."""
@@ -97,9 +103,7 @@ def resolve_model_path(plan: dict) -> str:
 
         return str(ensure_tiny_model(mid))
     if source == "local":
-        p = Path(os.path.expanduser(mid))
-        if not p.is_absolute():
-            p = Path(plan["base_dir"]) / p
+        p = local_folder(plan)
         check_model_folder(p, mid, span, trust)
         return str(p)
     # hub / registry: the local Hugging Face cache first, then the network (asked once: vtc.runtime.hub).

@@ -5,6 +5,8 @@ yields one result dict per task (in completion order) while worker processes dec
 however many images there are: tasks are read from the iterable as workers need them (at most ``workers * 4``
 chunks of ``CHUNK`` images in flight), no image outlives its worker's loop, and results are small dicts
 (path, frame, key, digest, ok, code, problem, size, format, frames, cached).
+Results come back as they are done, so the caller (validate._scan_rows) moves its progress bar one image at a time
+(vtc.runtime.progress): a chunk's images arrive together, a few dozen at once, never the whole set at the end.
 
 Each image: its bytes are hashed here, in this process (cache key, see vtc.runtime.cache); a key already in the
 cache is done (the recorded check result comes back, nothing is decoded, no worker is involved -- a run over

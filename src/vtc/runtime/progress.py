@@ -2,6 +2,13 @@
 
 The training line shows the step, the latest loss and the time left; on a terminal it rewrites itself in place,
 in a log file it appears every tenth of the run. Every logged step also goes to metrics.jsonl.
+
+The other long stages (the data scan and preparation, the evaluations, `vtc ask` on a folder, the exports) show
+their progress with ``bar(label, total, unit)``: on a terminal a tqdm bar with the time left, rewritten in place and
+erased when the stage ends (its stage line stays); when the output is not a terminal (CI, a log file, ``| tee``) a
+plain line each tenth of the stage (EVERY), with no control characters. A stage that ends within DELAY seconds
+shows no progress at all, only its line. The run's log (run.log) gets the tenth lines, never a bar's redraws. Only
+an open, not-quiet reporter shows progress: under several processes, rank 0's (the others' reporters are quiet).
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class Reporter:
         self.closed = False  # the stream was closed under the run (a broken pipe)
         self.log_path: Path | None = None
         self._pending: list[str] = []  # lines printed before the log file exists
+        self._bars: list[Progress] = []  # the progress bars open (closed when their stage ends)
 
     @property
     def tty(self) -> bool:
@@ -145,6 +153,11 @@ class Reporter:
         except (OSError, ValueError):
             pass
 
+    def bar(self, label: str, total: int, unit: str = "rows", *, delay: float | None = None) -> "Progress":
+        """The progress of ``total`` things of this stage (a Progress; a silent one when this reporter is quiet or
+        its stream was closed). ``label`` says what is counted ("evaluate base")."""
+        return Progress(self, label, total, unit, DELAY if delay is None else delay)
+
     @contextmanager
     def stage(self, name: str, *, announce: bool = False):
         """Time a stage and print ``name  detail  (time)`` when it ends.
@@ -159,12 +172,155 @@ class Reporter:
         elif self.tty:
             self.write(f"{name} ...\r")
         start = time.perf_counter()
-        yield st
+        _ACTIVE.append(self)
+        bars = len(self._bars)
+        try:
+            yield st
+        finally:
+            _ACTIVE.remove(self)
+            for b in self._bars[bars:]:  # a bar the stage left open (it failed, or its code has no `with`)
+                b.close()
         self.current = None
         took = time.perf_counter() - start
         self.timings[name] = round(took, 3)
         detail = f"  {st.detail}" if st.detail else ""
         self.line(f"{name:<{self.NAME_WIDTH}}{detail}  ({_fmt_seconds(took)})")
+
+
+# Seconds a stage runs before its progress shows: a stage that ends sooner prints only its own line.
+DELAY = 2.0
+# Not on a terminal: a progress line each time this share of the stage is done (and none between).
+EVERY = 0.10
+# The reporters of the stages in progress (the innermost last): bar() shows progress through the innermost.
+_ACTIVE: list[Reporter] = []
+
+
+def bar(label: str, total: int, unit: str = "rows", *, delay: float | None = None) -> "Progress":
+    """The progress of ``total`` things in the stage in progress (Reporter.stage), through its reporter; with no
+    stage in progress (`vtc check --data`), a bar on stderr when stderr is a terminal, else none at all (the
+    command's own output stays as it was)."""
+    if _ACTIVE:
+        return _ACTIVE[-1].bar(label, total, unit, delay=delay)
+    rep = Reporter(sys.stderr, quiet=not _isatty(sys.stderr))
+    return rep.bar(label, total, unit, delay=delay)
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+class _ToReporter:
+    """The file tqdm writes its bar to: the reporter's stream, through Reporter.write (a closed pipe stops it)."""
+
+    def __init__(self, rep: Reporter) -> None:
+        self.rep = rep
+
+    def write(self, text: str) -> None:
+        self.rep.write(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return self.rep.tty
+
+    def fileno(self) -> int:  # tqdm asks for the terminal's width through it
+        return self.rep.stream.fileno()
+
+
+class _Nowhere:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class Progress:
+    """How far a stage is: ``update(n)`` adds ``n`` done things, ``close()`` ends it (also as a context manager).
+
+    tqdm keeps the count, the rate and the time left. On a terminal it draws its bar (rewritten in place, erased
+    at the end: the stage's own line follows); elsewhere a line ``  label  n/total unit (p%), elapsed, left`` is
+    printed (and logged) each tenth of the stage. The run's log gets those tenth lines in both cases. Nothing shows
+    before ``delay`` seconds, nor ever from a quiet reporter."""
+
+    def __init__(self, rep: Reporter, label: str, total: int, unit: str, delay: float) -> None:
+        self.rep, self.label, self.unit = rep, printable(label), unit
+        self.total = max(0, int(total))
+        self.delay = delay
+        self.off = rep.quiet or rep.closed or self.total == 0
+        self.done = 0
+        self._next = 1  # the next tenth to report
+        self._tqdm = None
+        if self.off:
+            return
+        rep._bars.append(self)
+        from tqdm import tqdm
+
+        if rep.tty:
+            self._tqdm = tqdm(total=self.total, desc=f"  {self.label}", unit=f" {unit}", file=_ToReporter(rep),
+                              leave=False, delay=delay, dynamic_ncols=True, mininterval=0.2, ascii=False,
+                              bar_format="{desc} {bar} {n_fmt}/{total_fmt}{unit}  {elapsed}, {remaining} left")
+        else:  # the count, rate and time left only: the lines are ours, written without any control character
+            self._tqdm = tqdm(total=self.total, file=_Nowhere(), mininterval=float("inf"), leave=False)
+
+    def update(self, n: int = 1) -> None:
+        if self.off or n <= 0:
+            return
+        self.done = min(self.total, self.done + n)
+        self._tqdm.update(n)
+        tenth = int(self.done / self.total / EVERY + 1e-9)
+        if tenth < self._next:
+            return
+        self._next = tenth + 1
+        if self.elapsed < self.delay:
+            return
+        text = self.text()
+        if self.rep.tty:
+            self.rep.log(text)
+        else:
+            self.rep.line(text)
+
+    @property
+    def elapsed(self) -> float:
+        return float(self._tqdm.format_dict["elapsed"]) if self._tqdm is not None else 0.0
+
+    def text(self) -> str:
+        """The plain progress line: ``  label  n/total unit (p%), elapsed, time left``."""
+        elapsed = self.elapsed
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0.0
+        pct = 100 * self.done // self.total if self.total else 100
+        return (f"  {self.label}  {self.done}/{self.total} {self.unit} ({pct}%), {_fmt_seconds(elapsed)}, "
+                f"{_fmt_seconds(left)} left")
+
+    @contextmanager
+    def above(self):
+        """Print something else while the bar shows (``vtc ask``'s answers on the screen): the bar steps aside."""
+        if self._tqdm is None or not self.rep.tty:
+            yield
+            return
+        self._tqdm.clear()
+        try:
+            yield
+        finally:
+            self._tqdm.refresh()
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
+        self.off = True
+        if self in self.rep._bars:
+            self.rep._bars.remove(self)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextmanager

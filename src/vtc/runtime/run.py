@@ -289,13 +289,18 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
 
     with rep.stage("save") as st:
         # Each saved folder is written under a temporary name and renamed when complete (outputs.atomic_dir).
+        # Progress: one step a folder saved (the adapter or model, each export), then the results.
         name = "model" if plan["method"] == "full" else "adapter"
+        exports = [e for e in plan["outputs"]["exports"] if e == "merged"]
+        progress = rep.bar("saving", 2 + len(exports), "steps")  # closed with the stage
         with O.atomic_dir(run_dir / name) as tmp:
             be.save_adapter(model, processor, str(tmp))
+            progress.update(1)
         saved = [name + "/"]
-        if "merged" in plan["outputs"]["exports"]:
+        if "merged" in exports:
             with O.atomic_dir(run_dir / "merged") as tmp:
                 be.save_merged(model, processor, str(tmp))
+            progress.update(1)
             saved.append("merged/")
         if O.plot_loss(history, run_dir / "loss.png", title=f"training loss ({plan['model']['id']})"):
             saved.append("loss.png")
@@ -309,9 +314,14 @@ def _train_and_save(plan, be, model, processor, collator, train_rows, eval_rows,
                                    "change": after[m] - before[m]} for m in names},
             })
             saved += ["eval.json", "predictions.jsonl"]
+        progress.update(1)
         st.detail = ", ".join(saved)
 
     final = L.finish(run_dir, manifest, be, rep)
+    from vtc.runtime.report import at_end
+
+    if at_end(final, plan, rep, processor=processor, collator=collator, rows=train_rows) is not None:
+        rep.line(f"report: {L.shown(final / 'report.html')} (opens in any browser)")
     if n_eval:
         before_is = O.before_meaning(plan)
         rep.line()

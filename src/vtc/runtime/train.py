@@ -1,6 +1,6 @@
 """Training, and the length check before it: the backend's trainer over the rows, with vtc's callbacks.
 
-    check_lengths(plan, processor, collator, train_rows, eval_rows) -> str   VT430/VT431 before any step
+    check_lengths(plan, processor, collator, train_rows, eval_rows) -> str   VT430/431/564/565 before any step
     train(backend, plan, model, processor, rows, collator, run_dir, rep, ...) -> history
                                           (with one retry at half the micro-batch after an early out-of-memory error)
 """
@@ -147,8 +147,8 @@ def _release_memory() -> None:
 
 
 def check_lengths(plan, processor, collator, train_rows, eval_rows) -> str:
-    """Every row must fit the plan's max length with all its image tokens, before any training (VT430/VT431 from
-    the collator)."""
+    """Every row must fit the plan's max length with all its image tokens and its whole answer, and have tokens to
+    train on, before any training (VT430/VT431/VT564/VT565 from the collator; `vtc preview` shows the rows)."""
     limit = plan["training"]["max_length"]
     check = getattr(collator, "check_lengths", None)
     if check is None:  # a backend's own collator (unsloth): measure with vtc's collator

@@ -1,6 +1,7 @@
 """Row-level data validation before any model loads, and the preparation that comes with it.
 
     scan_data(plan) -> DataReport            every problem of every row, plus a summary table (vtc check --data)
+    scan_data_rows(plan) -> (DataReport, (train, eval) | None)   the same, and the rows a run would use
     scan_plan_data(plan) -> [Diagnostic]     the same problems as a list (kept for callers of the first version)
     validate_for_run(plan, run_dir=None) -> DataCheck   the start of `vtc run`: the rows to train on, bad rows
                                              stopped or skipped as the recipe says (`bad rows skip|stop`)
@@ -165,6 +166,13 @@ def scan_data(plan: dict, *, cache=None, workers: int | None = None, use_cache: 
     return _scan(plan, cache, workers, use_cache)[0]
 
 
+def scan_data_rows(plan: dict) -> tuple[DataReport, tuple | None]:
+    """scan_data, and the rows a run would use: (train, eval) of good rows, or None when they cannot be drawn
+    (`vtc check --data` measures their tokens with vtc.runtime.preview.token_check)."""
+    report, _read, split = _scan(plan, None, None, True)
+    return report, split if isinstance(split, tuple) else None
+
+
 def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[DataReport, dict, object]:
     """scan_data, also handing back what each source gave: {"train" | "eval": Rows, or the VtcError that stopped its
     reading}, the rows whole (no hold-out taken out) and without the rows that have problems of their own; and the
@@ -319,16 +327,22 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport,
     name = f"{rows.description.split(' (')[0]}|{getattr(rows.source, 'root', None)}"
     memo = cache.read_index(name) if cache is not None else None
     before = len(memo or {})
-    for result in prepare_images(tasks(), resize=resize, window=window, cache=cache, workers=workers, count=todo,
-                                 memo=memo):
-        if not result["cached"]:
-            remember(memo, result, resize, window)
-        seen[(result["path"], result["frame"])] = result
-        report.images += 1
-        if result["cached"]:
-            keys["hits"].append(result["key"])
-        elif result.get("key"):
-            keys["fresh"].add(result["key"])
+    from vtc.runtime.progress import bar
+
+    # Progress: one image checked (and prepared, or found in the cache) at a time (vtc.runtime.progress).
+    unique = len({(str(p), f) for i in file_rows for p, f in zip(rows.images(i), rows.frames(i))} - seen.keys())
+    with bar("images", unique, "images") as progress:
+        for result in prepare_images(tasks(), resize=resize, window=window, cache=cache, workers=workers, count=todo,
+                                     memo=memo):
+            progress.update(1)
+            if not result["cached"]:
+                remember(memo, result, resize, window)
+            seen[(result["path"], result["frame"])] = result
+            report.images += 1
+            if result["cached"]:
+                keys["hits"].append(result["key"])
+            elif result.get("key"):
+                keys["fresh"].add(result["key"])
     if memo is not None and (len(memo) != before or keys["fresh"]):
         cache.write_index(name, memo)
     first_copy: dict[tuple, Span] = {}
