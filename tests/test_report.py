@@ -77,6 +77,7 @@ def test_the_report_of_a_real_run_has_every_section(real_run):
     assert "# a tiny run for the report&#x27;s tests" in page
     assert '<p class="explain">' in page
     assert "<svg" in page and "<polyline" in page  # the loss curve, drawn inline
+    assert "tokens/s" in page and "left out as warm-up" in page  # the speed in the words the run printed
     # One gallery entry per evaluation row, each with an embedded thumbnail.
     data = page_data(page)
     preds = [json.loads(line) for line in (real_run / "predictions.jsonl").open()]

@@ -88,6 +88,24 @@ def at_end(run_dir: Path, plan: dict, rep, *, processor=None, collator=None, row
     return None
 
 
+def _speed_rows(speed: dict, memory: dict) -> list[tuple[str, str]]:
+    """The training's speed, utilisation, memory and data wait in the words the run printed at its end
+    (throughput.lines); a run that recorded none, or an older record: what is there, or "not recorded"."""
+    from vtc.runtime import throughput as T
+
+    if speed:
+        try:
+            return [(line[:T_NAME].strip(), line[T_NAME:].strip()) for line in T.lines(speed, T_NAME)]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass
+    peak = ", ".join(f"{k.replace('_', ' ')} {v:.2f} GiB" for k, v in memory.items() if isinstance(v, (int, float)))
+    return [("peak memory", peak or "not recorded"), ("speed", "not recorded")]
+
+
+# The name column of throughput.lines, split off again here.
+T_NAME = 12
+
+
 # --- reading the folder ----------------------------------------------------------------------------------------
 
 def check_run_folder(run_dir) -> Path:
@@ -354,10 +372,7 @@ def _run_section(run: Run, explain, sources, missing: list[str]) -> str:
             f"{k} {v:.1f} s" for k, v in t.items() if isinstance(v, (int, float)))) if t else "not recorded"),
         ("card", card or "not recorded"),
         ("backend", (m.get("backend") or {}).get("name", "?")),
-        ("peak memory", ", ".join(f"{k.replace('_', ' ')} {v:.2f} GiB" for k, v in mem.items()
-                                  if isinstance(v, (int, float))) or "not recorded"),
-        ("throughput", ", ".join(f"{k.replace('_', ' ')} {v:,.2f}" for k, v in speed.items()
-                                 if isinstance(v, (int, float)) and k not in ("peak_tflops",)) or "not recorded"),
+        *_speed_rows(speed, mem),
         ("run folder", str(run.folder)),
     ]
     out.append(_table(["", ""], [[_e(k), _e(v)] for k, v in facts], "facts"))
