@@ -126,17 +126,30 @@ def check_run_folder(run_dir) -> Path:
     return folder
 
 
-def _json(path: Path):
+# A run folder's files are read as regular files of bounded size (a run folder may come from elsewhere: vtc.confine).
+FILE_LIMIT = 256 * 2**20
+
+
+def _text(path: Path) -> str | None:
+    from vtc.confine import Refused, read_regular
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_regular(path, FILE_LIMIT).decode("utf-8")
+    except (Refused, UnicodeDecodeError):
+        return None
+
+
+def _json(path: Path):
+    text = _text(path)
+    try:
+        return json.loads(text) if text is not None else None
+    except (ValueError, RecursionError):
         return None
 
 
 def _jsonl(path: Path) -> list[dict] | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError:
+    text = _text(path)
+    if text is None:
         return None
     out = []
     for line in text.splitlines():
@@ -392,10 +405,9 @@ def _recipe_texts(run: Run, sources) -> dict:
     base = Path(run.plan.get("base_dir") or ".")
     out = {}
     for name in recipe.get("files") or ([recipe["file"]] if recipe.get("file") else []):
-        try:
-            out[name] = ((base / name).read_text(encoding="utf-8"), " (as it is on disk now)")
-        except (OSError, UnicodeDecodeError):
-            continue
+        text = _text(base / name)
+        if text is not None:
+            out[name] = (text, " (as it is on disk now)")
     return out
 
 
@@ -605,7 +617,9 @@ def _thumbnails(path: str, with_big: bool) -> tuple[str | None, str | None, tupl
     try:
         from PIL import Image
 
-        with Image.open(path) as im:
+        from vtc.confine import open_regular
+
+        with open_regular(path) as f, Image.open(f) as im:
             size = im.size
             im.seek(0)
             rgb = im.convert("RGB")
