@@ -317,10 +317,15 @@ def _make_folder(folder: Path) -> None:
                 raise
 
 
+# How many times a write starts again after its folder vanished under it (each a few milliseconds).
+ATOMIC_ATTEMPTS = 20
+
+
 def _atomic(path: Path, write) -> None:
     """Write ``path`` whole or not at all: a temporary file of this process's, then an atomic rename. The folder is
-    made when missing, also when another process removed it (`vtc cache clear`) during the write."""
-    for attempt in range(3):
+    made when missing, also when another process removed it (`vtc cache clear`) during the write: again and again
+    while a clear keeps removing it (seen in CI: three attempts were not enough under a clear in a loop)."""
+    for attempt in range(ATOMIC_ATTEMPTS):
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix())
@@ -331,7 +336,7 @@ def _atomic(path: Path, write) -> None:
         except FileNotFoundError:
             if tmp is not None:
                 _unlink(tmp)
-            if attempt == 2:
+            if attempt == ATOMIC_ATTEMPTS - 1:
                 raise
             _make_folder(path.parent)
         except BaseException:
