@@ -83,7 +83,6 @@ def test_oom_advice_fits_the_plan():
 @pytest.mark.slow
 def test_disk_full_while_saving_then_resume(tmp_path, monkeypatch):
     from vtc.runtime.backends.transformers_backend import TransformersBackend
-    from vtc.runtime.run import resume_run
 
     def save_adapter(self, model, processor, out_dir):
         Path(out_dir, "adapter_config.json").write_text("{}")  # half written when the disk fills up
@@ -98,8 +97,12 @@ def test_disk_full_while_saving_then_resume(tmp_path, monkeypatch):
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".adapter")]  # no temporary left-overs
 
     monkeypatch.undo()  # space freed: the run continues from its last checkpoint, without training again
-    final = resume_run(str(folder))
-    assert final == runs / "run-001" and (final / "adapter" / "adapter_model.safetensors").is_file()
+    result, text = run_cli("run", "--resume", str(folder))
+    assert result.exit_code == 0, text
+    final = runs / "run-001"
+    assert (final / "adapter" / "adapter_model.safetensors").is_file()
+    # The resumed run's report has `vtc explain`'s paragraph too (vtc.commands.resume), from the run's own plan.
+    assert '<p class="explain">' in (final / "report.html").read_text(encoding="utf-8")
     assert [json.loads(x)["step"] for x in (final / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 

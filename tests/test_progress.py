@@ -7,6 +7,7 @@ tenth of the stage and no control characters; run.log gets the tenth lines, neve
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import re
@@ -114,12 +115,16 @@ def test_a_closed_output_stops_the_bar_and_the_log_keeps_the_lines(tmp_path, cap
     assert "  answers  10/10 rows (100%)" in (tmp_path / "run.log").read_text()
 
 
-def test_no_stage_in_progress_and_no_terminal_prints_nothing(capsys):
-    """`vtc check --data` in CI: its output stays what it was (a bar shows on a terminal only)."""
+def test_no_stage_in_progress_and_no_terminal_plain_lines_on_stderr(capsys):
+    """`vtc check --data` in CI: the scan's tenth lines go to stderr, plain; stdout (the diagnostics, perhaps JSON)
+    stays as it was."""
     with P.bar("images", 10, "images", delay=0) as bar:
-        bar.update(10)
+        for _ in range(10):
+            bar.update(1)
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err == ""
+    assert captured.out == ""
+    assert captured.err.splitlines()[-1].startswith("  images  10/10 images (100%)"), captured.err
+    assert len(captured.err.splitlines()) == 10 and not CONTROL.search(captured.err)
 
 
 def test_the_data_scan_shows_its_progress(tmp_path, monkeypatch):
@@ -195,8 +200,7 @@ def test_ask_on_a_folder_counts_the_images_on_stderr(capsys, monkeypatch):
 
 
 def test_the_hubs_download_bars_stay_on():
-    """quiet_libraries hides the weight-loading bars, not huggingface_hub's download bars (they show on a
-    terminal; the Hub's own bars switch themselves off when the output is not one)."""
+    """quiet_libraries hides the weight-loading bars, not huggingface_hub's download bars."""
     pytest.importorskip("transformers")
     from huggingface_hub.utils import are_progress_bars_disabled
 
@@ -204,6 +208,55 @@ def test_the_hubs_download_bars_stay_on():
         pytest.skip("HF_HUB_DISABLE_PROGRESS_BARS is set in this environment")
     with P.quiet_libraries():
         assert not are_progress_bars_disabled()
+
+
+def _hub_download(total: int, chunks: int) -> None:
+    """What huggingface_hub's file download does with its progress (file_download.http_get): the bar from
+    _get_progress_bar_context, updated with each chunk written."""
+    import logging
+
+    from huggingface_hub.utils.tqdm import _get_progress_bar_context
+
+    with _get_progress_bar_context(desc="model.safetensors", log_level=logging.INFO, total=total,
+                                   name="huggingface_hub.http_get") as progress:
+        for _ in range(chunks):
+            progress.update(total // chunks)
+
+
+def test_a_download_not_on_a_terminal_prints_plain_lines_through_the_stage(tmp_path, monkeypatch):
+    """A model download in CI or a log: the Hub's bar becomes a line each tenth (size, share, time left) through
+    the stage's reporter, logged, with no carriage return; the Hub's own class is back afterwards."""
+    pytest.importorskip("transformers")
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    if are_progress_bars_disabled():
+        pytest.skip("HF_HUB_DISABLE_PROGRESS_BARS is set in this environment")
+    monkeypatch.setattr(P, "DELAY", 0)
+    own = hub_tqdm.tqdm
+    out = io.StringIO()
+    rep = Reporter(out, quiet=False)
+    rep.log_to(tmp_path / "run.log")
+    with rep.stage("load model"), P.quiet_libraries():
+        _hub_download(total=40_000_000, chunks=20)
+    assert hub_tqdm.tqdm is own
+    lines = _progress_lines(out.getvalue(), "download model.safetensors")
+    assert len(lines) == 10, out.getvalue()
+    assert lines[-1].startswith("  download model.safetensors  40.0MB/40.0MB (100%)"), lines[-1]
+    assert "left" in lines[0] and not CONTROL.search(out.getvalue())
+    assert lines[-1] in (tmp_path / "run.log").read_text()
+
+
+def test_a_download_on_a_terminal_keeps_the_hubs_own_bar(monkeypatch):
+    pytest.importorskip("transformers")
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
+
+    own = hub_tqdm.tqdm
+    monkeypatch.setattr(P, "_isatty", lambda stream: True)
+    with P.hub_download_lines():
+        assert hub_tqdm.tqdm is own
+    with P.hub_download_lines(on=False):
+        assert hub_tqdm.tqdm is own
 
 
 @pytest.mark.slow

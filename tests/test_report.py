@@ -8,6 +8,7 @@ import csv
 import html
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,13 @@ def test_the_report_of_a_real_run_has_every_section(real_run):
     trained = json.loads((real_run / "manifest.json").read_text())["data"]
     assert sum(trained["train_answers"].values()) == trained["train_rows"] == sum(trained["train_answer_words"].values())
     assert "<h3>Training rows per class</h3>" in page and "(words, training rows)</h3>" in page
+    # The training images' sizes as the data scan found them (before resize), every image counted once per use.
+    from PIL import Image
+
+    found = Counter("%dx%d" % Image.open(p).size for p in sorted((real_run.parent.parent / "train").glob("*.png")))
+    assert trained["train_image_sizes"] == dict(found)
+    assert sum(trained["train_image_longest"].values()) == trained["train_rows"]
+    assert "<h3>Image sizes (training images, as found, before `resize`)</h3>" in page
     assert network_references(page) == []
 
 

@@ -380,9 +380,9 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code,
                                      allow_changed=allow_changed, trust_remote_code=trust_remote_code, fmt=fmt)
             sys.exit(LA.start(launch, command, plan))
         if resume_dir is not None:
-            from vtc.runtime.run import resume_run
+            from vtc.commands import resume
 
-            resume_run(resume_dir, backend=backend, allow_changed=allow_changed, trust_remote_code=trust_remote_code)
+            resume(resume_dir, backend=backend, allow_changed=allow_changed, trust_remote_code=trust_remote_code)
         else:
             from vtc.commands import run_target
 

@@ -2,6 +2,7 @@
 is read (and check) the plan, then run it. The runtime never imports the compiler; this module imports both.
 
     run_target(target, backend=..., runs_dir=..., allow_changed=..., trust_remote_code=...) -> the finished run folder
+    resume(resume_dir, backend=..., allow_changed=..., trust_remote_code=...) -> the run folder   `vtc run --resume`
     report_run(run_dir, review=None, worst=50) -> (report.html, (review.csv, rows) | None)   `vtc report`
     plan_of(target | None, resume_dir | None) -> (plan | None, compiled)   what `vtc run --gpus` reads to decide
                                                                           how many processes to start (launch.py)
@@ -64,7 +65,7 @@ def run_target(target: str, *, backend: str = "auto", runs_dir: str | None = Non
         check_saved_plan(plan, target, allow_changed, rep, recompile=lambda: _recompile(plan))
     from vtc.runtime import report
 
-    report.remember(plan, explain=_explainer(plan), sources=sources)  # for report.html at the end of the run
+    report.remember(plan, explain=_explain, sources=sources)  # for report.html at the end of the run
     return run_plan(plan, target, rep=rep, started=started, sources=sources, backend=backend, runs_dir=runs_dir,
                     plan_file=target if saved_plan else None, trust_remote_code=trust_remote_code)
 
@@ -77,16 +78,25 @@ def report_run(run_dir: str, review: str | None = None, worst: int = 50) -> tupl
 
     folder = R.check_run_folder(run_dir)
     plan = R.Run(folder).plan
-    page = R.write_report(folder, explain=_explainer(plan), sources={})
+    page = R.write_report(folder, explain=lambda counts: _explain(plan, counts), sources={})
     queue = R.write_review(folder, review, worst) if review else None
     return page, queue
 
 
-def _explainer(plan: dict):
-    """`vtc explain`'s paragraph for a plan, as a function of the rows counted ({"train", "eval"})."""
+def resume(resume_dir: str, **options) -> Path:
+    """`vtc run --resume RUN_DIR`: runtime.run.resume_run, with `vtc explain`'s paragraph for its report."""
+    from vtc.runtime import report
+    from vtc.runtime.run import resume_run
+
+    report.remember(None, explain=_explain)  # the resumed run's own plan, read from its folder
+    return resume_run(resume_dir, **options)
+
+
+def _explain(plan: dict, counts: dict) -> str:
+    """`vtc explain`'s paragraph for a plan and the rows counted ({"train", "eval"})."""
     from vtc.compiler.explain import explain_plan
 
-    return lambda rows: explain_plan(plan, rows)
+    return explain_plan(plan, counts)
 
 
 def _read_plan(target: str) -> tuple[dict, dict]:

@@ -330,7 +330,7 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
                   "fingerprint": model_fingerprint(plan, content=False)},
         "data": {"fingerprint": data_fp, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
                  "train": train_rows.description, "eval": eval_rows.description,
-                 "skipped_rows": len(data_check.skipped), **answer_summary(train_rows)},
+                 "skipped_rows": len(data_check.skipped), **answer_summary(train_rows, getattr(getattr(data_check, "report", None), "image_sizes", None))},
         "checkpoint_every_steps": C.every_steps(plan),
         "compile_cache": CC.manifest_record(be.name),  # where compiled code went, warm or cold (compile_cache.py)
         "batch": batch,  # a resumed run splits its batch the same way (batching.recorded)
@@ -352,19 +352,36 @@ def start(plan: dict, target: str, runs_dir: str | None, be, reason: str, starte
 
 # Training answers counted as classes (the run report's "Training rows per class") when they are this few at most.
 MOST_CLASSES = 50
+# The run report's training image sizes: this many most common sizes, and the longest sides counted in these
+# bands (the lower edge of each; report.py labels them), which cover the 300-1000 px sweet spot and photographs.
+MOST_SIZES = 12
+SIDE_EDGES = (0, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
-def answer_summary(rows) -> dict:
+def answer_summary(rows, image_sizes: dict | None = None) -> dict:
     """What the run report shows of the training rows (the run folder keeps no copy of them): the number of rows per
-    answer when the answers are a small set of short labels (classes), and the number of rows per answer length in
-    words."""
+    answer when the answers are a small set of short labels (classes), the number of rows per answer length in
+    words, and the training images' sizes (``image_sizes``: (path, page) -> (width, height), from the data scan):
+    the most common ones, and the longest sides counted by band."""
     from collections import Counter
 
     answers = [rows.answer(i) for i in range(len(rows))] if hasattr(rows, "answer") else []
     counts = Counter(a.strip() for a in answers)
     labels = len(counts) <= MOST_CLASSES and all(len(a.split()) <= 4 for a in counts)
+    sizes: Counter = Counter()
+    if image_sizes and hasattr(rows, "images"):
+        for i in range(len(rows)):
+            for path, page in zip(rows.images(i), rows.frames(i)):
+                size = image_sizes.get((str(path), page))
+                if size:
+                    sizes[tuple(size)] += 1
+    sides: Counter = Counter()
+    for (w, h), k in sizes.items():
+        sides[max(e for e in SIDE_EDGES if e <= max(w, h))] += k
     return {"train_answers": dict(counts.most_common()) if answers and labels else None,
-            "train_answer_words": {str(n): k for n, k in sorted(Counter(len(a.split()) for a in answers).items())}}
+            "train_answer_words": {str(n): k for n, k in sorted(Counter(len(a.split()) for a in answers).items())},
+            "train_image_sizes": {f"{w}x{h}": k for (w, h), k in sizes.most_common(MOST_SIZES)} if sizes else None,
+            "train_image_longest": {str(e): k for e, k in sorted(sides.items())} if sides else None}
 
 
 def reopen(resume: Resume, be, reason: str, batch: dict | None = None,

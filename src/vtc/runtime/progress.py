@@ -197,12 +197,16 @@ _ACTIVE: list[Reporter] = []
 
 def bar(label: str, total: int, unit: str = "rows", *, delay: float | None = None) -> "Progress":
     """The progress of ``total`` things in the stage in progress (Reporter.stage), through its reporter; with no
-    stage in progress (`vtc check --data`), a bar on stderr when stderr is a terminal, else none at all (the
-    command's own output stays as it was)."""
+    stage in progress (`vtc check --data`), on stderr: a bar on a terminal, else the plain tenth lines."""
+    return _current().bar(label, total, unit, delay=delay)
+
+
+def _current() -> Reporter:
+    """The reporter of the innermost stage in progress; with none (`vtc check --data`, `vtc ask`), one on stderr:
+    the command's own output (its diagnostics, perhaps JSON) stays clean on stdout."""
     if _ACTIVE:
-        return _ACTIVE[-1].bar(label, total, unit, delay=delay)
-    rep = Reporter(sys.stderr, quiet=not _isatty(sys.stderr))
-    return rep.bar(label, total, unit, delay=delay)
+        return _ACTIVE[-1]
+    return Reporter(sys.stderr, quiet=False)
 
 
 def _isatty(stream) -> bool:
@@ -358,11 +362,70 @@ def quiet_libraries():
 
             enable_progress_bars()
         try:
-            yield
+            with hub_download_lines(on=hub_bars):
+                yield
         finally:
             hf_logging.set_verbosity(level)
             if bars:
                 hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def hub_download_lines(on: bool = True):
+    """Model and dataset downloads from the Hub show huggingface_hub's own bars on a terminal (stderr). Elsewhere
+    (CI, a log file, ``| tee``) those bars would fill the log with carriage returns: while this is open, each
+    download prints a plain line each tenth instead (HubLines), through the stage's reporter.
+
+    huggingface_hub makes every download's bar from the module attribute ``huggingface_hub.utils.tqdm.tqdm``
+    (_get_progress_bar_context, when the caller names no class); it is swapped for HubLines here and put back
+    after. A huggingface_hub without that attribute keeps its own bars."""
+    import importlib
+
+    try:  # the module (`import huggingface_hub.utils.tqdm as m` gives the class of that name instead)
+        hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
+    except ImportError:
+        hub_tqdm = None
+    own = getattr(hub_tqdm, "tqdm", None)
+    if not on or own is None or _isatty(sys.stderr):
+        yield
+        return
+    hub_tqdm.tqdm = _hub_lines(own)
+    try:
+        yield
+    finally:
+        hub_tqdm.tqdm = own
+
+
+def _hub_lines(hub_bar):
+    """A subclass of huggingface_hub's tqdm (it keeps the Hub's switches: HF_HUB_DISABLE_PROGRESS_BARS turns it off
+    too) that draws nothing and prints ``  download NAME  done/total (p%), elapsed, left`` each tenth of a download
+    that lasts over DELAY seconds, through the reporter of the stage in progress (Reporter.line: logged, no control
+    character)."""
+
+    class HubLines(hub_bar):
+        def __init__(self, *args, **kwargs):
+            kwargs.update(file=_Nowhere(), mininterval=float("inf"), leave=False)
+            self._vtc_next = 1
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            out = super().update(n)
+            if self.disable or not self.total:
+                return out
+            tenth = int(self.n / self.total / EVERY + 1e-9)
+            if tenth >= self._vtc_next:
+                self._vtc_next = tenth + 1
+                elapsed = float(self.format_dict["elapsed"])
+                if elapsed >= DELAY:
+                    left = elapsed / self.n * (self.total - self.n) if self.n else 0.0
+                    size = self.format_sizeof
+                    name = printable(str(self.desc or "file").strip().rstrip(":"))
+                    _current().line(f"  download {name}  {size(self.n)}B/{size(self.total)}B "
+                                    f"({100 * self.n // self.total}%), {_fmt_seconds(elapsed)}, "
+                                    f"{_fmt_seconds(left)} left")
+            return out
+
+    return HubLines
 
 
 def _hub_bars_on() -> bool:

@@ -54,9 +54,10 @@ _CONTEXT: dict = {}
 
 
 def remember(plan: dict | None = None, explain=None, sources: dict | None = None) -> None:
-    """What the caller of the runtime knows and the run folder does not: ``explain(rows) -> str`` (`vtc explain`'s
-    paragraph, from the compiler) and the recipe texts as written (``{file: text}``, with its includes), for the
-    run of ``plan`` (this very dict). The report written at the end of that run uses them (at_end)."""
+    """What the caller of the runtime knows and the run folder does not: ``explain(plan, rows) -> str`` (`vtc
+    explain`'s paragraph, from the compiler) and the recipe texts as written (``{file: text}``, with its includes),
+    for the run of ``plan`` (this very dict; None: the next run, whatever its plan: a resumed run reads its own). The
+    report written at the end of that run uses them (at_end)."""
     _CONTEXT.clear()
     _CONTEXT.update(plan=plan, explain=explain, sources=sources)
 
@@ -67,8 +68,11 @@ def at_end(run_dir: Path, plan: dict, rep, *, processor=None, collator=None, row
     not fail a finished run: it is said, and `vtc report RUN_DIR` writes it later."""
     from vtc.diagnostics import VtcError
 
-    context = dict(_CONTEXT) if _CONTEXT.get("plan") is plan else {}
+    kept = _CONTEXT.get("plan")
+    context = dict(_CONTEXT) if kept is None or kept is plan else {}
     _CONTEXT.clear()
+    explain = context.get("explain")
+    paragraph = (lambda counts: explain(plan, counts)) if callable(explain) else None
     preview = None
     if processor is not None and collator is not None and rows is not None:
         from vtc.runtime.preview import preview_rows
@@ -78,7 +82,7 @@ def at_end(run_dir: Path, plan: dict, rep, *, processor=None, collator=None, row
         except Exception as exc:  # the preview is a nicety here: the run's result does not depend on it
             rep.line(f"note: the preview of the training rows was left out of the report ({type(exc).__name__})")
     try:
-        return write_report(run_dir, explain=context.get("explain"), sources=context.get("sources") or {},
+        return write_report(run_dir, explain=paragraph, sources=context.get("sources") or {},
                             preview=preview)
     except VtcError as exc:
         rep.line(exc.diagnostics[0].render() if exc.diagnostics else str(exc))
@@ -666,7 +670,7 @@ def _data_section(run: Run, rows: list[dict], sizes: dict) -> str:
             out.append("<h3>Evaluation rows per class</h3>" + svg_bars([(c, counts[c]) for c in classes]))
         known = [s for s in sizes.values() if s]
         if known:
-            out.append("<h3>Image sizes (evaluation images)</h3>")
+            out.append("<h3>Image sizes (evaluation images, as found, before `resize`)</h3>")
             common = Counter(f"{w}\u00d7{h}" for w, h in known).most_common(12)
             out.append(svg_bars(common, "#1a7f37"))
             longest = Counter(_bucket(max(s)) for s in known)
@@ -685,9 +689,16 @@ def _data_section(run: Run, rows: list[dict], sizes: dict) -> str:
             words[_bucket(int(n), words=True)] += k
         out.append("<h3>Expected answer length (words, training rows)</h3>"
                    + svg_bars(sorted(words.items(), key=lambda kv: _bucket_key(kv[0])), "#9a6700"))
-    if rows or not trained:
-        out.append("<p>Image sizes are those of the evaluation images (the run folder keeps no list of the training "
-                   "images; `vtc check --data` scans them).</p>")
+    common, longest = d.get("train_image_sizes"), d.get("train_image_longest")
+    if common:
+        out.append("<h3>Image sizes (training images, as found, before `resize`)</h3>"
+                   + svg_bars([(s.replace("x", "\u00d7"), k) for s, k in common.items()], "#1a7f37"))
+    if longest:
+        out.append("<p>Longest side (training images):</p>"
+                   + svg_bars([(_bucket(int(lo)), k) for lo, k in longest.items()], "#1a7f37"))
+    if not common and not rows:
+        out.append(_missing("No image sizes: this run's manifest records none (a run of an older vtc, or rows "
+                            "without image files)."))
     skipped = run.skipped
     if skipped is None:
         out.append(_missing("skipped_rows.jsonl is missing."))

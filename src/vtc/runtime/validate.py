@@ -85,6 +85,8 @@ class DataReport:
     same_content: int = 0  # images with the content of another image of this check (prepared once, not cached)
     seconds: float = 0.0
     sources: list = field(default_factory=list)
+    # (path, page) -> (width, height) of every image read: the run report's training image sizes (lifecycle).
+    image_sizes: dict = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -217,6 +219,7 @@ def _scan(plan: dict, cache, workers: int | None, use_cache: bool) -> tuple[Data
     split = _split(plan, report, read, found)
     report.diagnostics = _dedupe(found)
     report.seconds = time.perf_counter() - started
+    report.image_sizes = {key: tuple(r["size"]) for key, r in seen_images.items() if r.get("size")}
     if cache is not None and use_cache and keys["fresh"]:
         cache.trim()  # only when this scan added entries (listing a large cache costs seconds)
     return report, read, split
