@@ -37,17 +37,20 @@ MODULES = {
 
 def make_plan(data_dir, *, model="tiny-qwen2.5-vl", parts=None, method="lora", steps=8, lr=2e-3, batch=4,
               holdout=None, eval_dir=None, metrics=("exact_match",), max_new_tokens=4, outputs_dir=None,
-              exports=("adapter",), responses_only=True, r=16, micro="batch") -> dict:
+              exports=("adapter",), responses_only=True, r=16, micro="batch", finetune=None, clauses=()) -> dict:
     """The plan the compiler makes for a small LoRA run on ``data_dir`` (the recipe is written here and compiled):
     constant learning rate ``lr``, no warmup, ``steps`` steps of ``batch`` rows, 112 px images. ``model`` is a
     registry name, a Hub id or a local folder; ``holdout`` a fraction; ``parts`` the four flags (towers x kinds).
     ``max_new_tokens`` has no clause (the compiler's default is 128): it is the one value set after compiling.
     ``micro``: the `micro batch` clause's value ("batch": the whole batch at once, pinned, so that a run's split does
-    not depend on this machine's free memory), or None for none (vtc chooses)."""
+    not depend on this machine's free memory), or None for none (vtc chooses). ``finetune``: the parts words as
+    written (`language, projector`), instead of ``parts``; ``clauses``: more statements (`projector full`,
+    `learning rate 1e-3, vision 1e-4`: a later `learning rate` replaces ``lr``'s)."""
     from vtc.compiler.pipeline import compile_source
 
     data_dir = Path(data_dir)
-    lines = [f"finetune {_parts_words(parts)} on {_word(str(model))}", f"using {method}", f"from {data_dir.name}",
+    lines = [f"finetune {finetune or _parts_words(parts)} on {_word(str(model))}", f"using {method}",
+             f"from {data_dir.name}",
              'ask "What colour is the shape?"', "resize 112", f"train for {steps} steps", f"batch {batch}",
              *([f"micro batch {batch if micro == 'batch' else micro}"] if micro is not None else []),
              f"learning rate {lr}", "warmup 0 steps", "schedule constant", "weight decay 0",
@@ -56,6 +59,9 @@ def make_plan(data_dir, *, model="tiny-qwen2.5-vl", parts=None, method="lora", s
              f"{'with' if responses_only else 'without'} responses_only"]
     if method != "full":
         lines.append(f"lora rank {r} alpha {r}")
+    if any(c.startswith("learning rate") for c in clauses):
+        lines = [line for line in lines if not line.startswith("learning rate")]
+    lines.extend(clauses)
     if holdout is not None:
         lines.append(f"holdout {round(holdout * 100, 6):g}%")
     if eval_dir is not None:

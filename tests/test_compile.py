@@ -36,7 +36,7 @@ def test_lower_by_hand():
         ast.From(v("./xrays"), None, sp(3)),
         ast.Resize(v("640x480"), sp(4)),
         ast.Lora((ast.Setting(v("rank"), v("8")), ast.Setting(v("dropout"), v("0.05"))), sp(5)),
-        ast.Number("learning rate", v("2e-4", 6, 15), sp(6)),
+        ast.LearningRate(v("2e-4", 6, 15), (), sp(6)),
         ast.Warmup(v("3"), v("%"), sp(7)),
     ), ())
     doc, spans, diags = lower(recipe, None)

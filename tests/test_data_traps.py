@@ -65,7 +65,7 @@ def test_an_org_name_folder_beside_the_recipe_is_read_from_there_whatever_the_wo
     monkeypatch.chdir(elsewhere)
     result = compile_file(str(path))
     assert result.plan is not None
-    assert result.plan["data"]["train"] == {"source": "data/xrays", "kind": "path", "split": None}
+    assert result.plan["data"]["train"] == {"source": "data/xrays", "kind": "path", "split": None, "format": "auto"}
     [d] = found(result, "VT270")
     assert d.severity.value == "note" and (d.span.line, d.span.column) == (2, 6)
     assert str(study / "data" / "xrays") in d.message and "not from the Hugging Face Hub" in d.message
@@ -87,7 +87,7 @@ def test_dot_slash_says_folder_and_the_note_goes(tmp_path):
 def test_an_org_name_not_beside_the_recipe_is_a_hub_dataset_and_plan_says_why(tmp_path):
     path = recipe(tmp_path / "study", "finetune all on tiny-qwen2.5-vl", "from data/xrays", "evaluate on org/test")
     result = compile_file(str(path))
-    assert result.plan["data"]["train"] == {"source": "data/xrays", "kind": "hub", "split": None}
+    assert result.plan["data"]["train"] == {"source": "data/xrays", "kind": "hub", "split": None, "format": "auto"}
     assert result.plan["data"]["eval"]["kind"] == "hub"
     assert not [d for d in result.diagnostics if d.code in ("VT270", "VT401")]
     described = dict(describe_sources(result.plan))
@@ -101,8 +101,8 @@ def test_hf_prefix_reads_the_hub_even_with_the_folder_there(tmp_path):
     result = compile_file(str(recipe(study, "finetune all on tiny-qwen2.5-vl", "from hf://data/xrays",
                                      "evaluate on hf://datasets/org/test split validation")))
     data = result.plan["data"]
-    assert data["train"] == {"source": "data/xrays", "kind": "hub", "split": None}
-    assert data["eval"] == {"source": "org/test", "kind": "hub", "split": "validation"}
+    assert data["train"] == {"source": "data/xrays", "kind": "hub", "split": None, "format": "auto"}
+    assert data["eval"] == {"source": "org/test", "kind": "hub", "split": "validation", "format": "auto"}
     assert not [d for d in result.diagnostics if d.code in ("VT270", "VT401")]
     assert result.plan["provenance"]["/data/train/source"] == "study.vt:2"
     assert "the folder data/xrays beside the recipe is not read" in dict(describe_sources(result.plan))["train"]

@@ -81,7 +81,8 @@ EDITS = {
     "a peft section": (lambda p: p.update(peft={"r": 8}), "/peft"),
     "an unknown key in the model": (lambda p: p["model"].update(revision="main", code_revision="evil"),
                                     "/model/code_revision"),
-    "an unknown key in lora": (lambda p: p["lora"].update(modules_to_save=["lm_head"]), "/lora/modules_to_save"),
+    # (modules_to_save is a plan field now: the projector's modules under `projector full`)
+    "an unknown key in lora": (lambda p: p["lora"].update(layers_to_transform=[0]), "/lora/layers_to_transform"),
     "an unknown key in the architecture": (lambda p: p["model"]["architecture"]["language"].update(push_to_hub=True),
                                            "/model/architecture/language/push_to_hub"),
     "an unknown key in the inputs": (lambda p: p.update(inputs={"fingerprint": "quick", "recipe": {

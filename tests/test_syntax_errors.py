@@ -57,14 +57,14 @@ TABLE = [
     ("holdout 10%x", ("VT012", 1, 9, 13, "expected a percentage like `10%` after `holdout`, found `10%x`",
                       "`holdout 10%`")),
     ("batch 2% seed 1", ("VT012", 1, 7, 9, "expected a whole number after `batch`, found `2%`", "`batch 8`")),
-    ("finetune v%ision on x", ("VT012", 1, 10, 17, "expected a part to train (vision, language, attention, mlp or "
-                                                   "all) after `finetune`, found `v%ision`", "`finetune vision, mlp")),
+    ("finetune v%ision on x", ("VT012", 1, 10, 17, "expected a part to train (vision, language, attention, mlp, "
+                                                   "projector or all) after `finetune`, found `v%ision`", "`finetune vision, mlp")),
     ("ask Describe it", ("VT012", 1, 5, 13, "expected text in double quotes after `ask`, found `Describe`",
                          'ask "Describe this X-ray."')),
     ("train for 3 epocs", ("VT012", 1, 13, 18, "expected `epochs` or `steps` after `train for 3`, found `epocs`",
                            "did you mean `epochs`?")),
-    ("resize big", ("VT012", 1, 8, 11, "expected a number of pixels, a size like `640x480` or `none` after "
-                                       "`resize`, found `big`", "`resize 512`")),
+    ("resize big", ("VT012", 1, 8, 11, "expected a number of pixels, a size like `640x480`, `none`, `between` or "
+                                       "`up to` after `resize`, found `big`", "`resize 512`")),
     ("answer from captoins", ("VT012", 1, 13, 21, "expected `captions`, `folders` or `column` after "
                                                   "`answer from`, found `captoins`", "did you mean `captions`?")),
     ("finetune vision mlp on x", ("VT012", 1, 17, 20, "expected `,` or `on` and a model name after "

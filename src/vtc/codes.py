@@ -317,7 +317,8 @@ CODES: dict[str, Code] = _entries(
         "  |\n"
         "3 | resize 0x480\n"
         "  |        ^^^^^\n"
-        "  = help: write `resize 512` (longest side in pixels), `resize 640x480` (exact size) or `resize none`"),
+        "  = help: write `resize 512` (longest side in pixels), `resize 640x480` (exact size), `resize none` or a "
+        "pixel budget such as `resize between 200k and 1m pixels`"),
     _situation(
         "VT109", "note", "base recipe",
         "`vtc check` only: a file with neither a `finetune` line nor a `from` line is a base recipe, made to be "
@@ -383,6 +384,70 @@ CODES: dict[str, Code] = _entries(
         "  = help: vtc cannot check markers, image tokens or parameter counts; point at a folder saved with "
         "save_pretrained (it holds config.json)"),
     _recipe(
+        "VT204", "error", "unknown data format",
+        "`format` after `from` or `evaluate on` names the format of a data file made for another tool: sharegpt "
+        "(LLaMA-Factory's ShareGPT, ms-swift's and Axolotl's messages with an images list), llava (LLaVA's "
+        "instruction files), prompt_completion (TRL) or messages (typed image and text parts). Leave it out to let "
+        "vtc detect the format from the rows.",
+        "finetune vision,mlp on qwen2.5-vl\nfrom ./chats.json format sharegp\n",
+        "error[VT204]: unknown data format `sharegp`\n"
+        " --> xray.vt:2:26\n"
+        "  |\n"
+        "2 | from ./chats.json format sharegp\n"
+        "  |                          ^^^^^^^\n"
+        "  = help: did you mean `format sharegpt`? the formats are sharegpt (LLaMA-Factory, ms-swift, Axolotl), "
+        "llava, prompt_completion (TRL), messages (typed parts); leave `format` out to detect it from the rows"),
+    _recipe(
+        "VT205", "error", "pixel budget minimum above maximum",
+        "A pixel budget (`resize between A and B pixels`) whose minimum is larger than its maximum, or `resize up "
+        "to B pixels` below the model's own smallest image. Write the smaller amount first.",
+        _XRAYS + "resize between 1m and 200k pixels\n",
+        "error[VT205]: the pixel budget's minimum (1,000,000 pixels) is above its maximum (200,000 pixels)\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | resize between 1m and 200k pixels\n"
+        "  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: write the smaller amount first: `resize between 200k and 1m pixels`"),
+    _recipe(
+        "VT206", "error", "pixel budget out of the model's range",
+        "An amount of a pixel budget below the model's smallest image (Qwen2.5-VL: 3,136 pixels, four 28x28 px "
+        "image tokens) or above what its image processor accepts (Qwen2.5-VL: 12,845,056 pixels; Llama 3.2 "
+        "Vision: 4 tiles of 560x560 px). The processor would resize such images again, so vtc's budget would not "
+        "hold.",
+        _XRAYS + "resize up to 20m pixels\n",
+        "error[VT206]: a maximum of 20,000,000 pixels is above what Qwen2.5-VL's processor accepts\n"
+        " --> xray.vt:3:14\n"
+        "  |\n"
+        "3 | resize up to 20m pixels\n"
+        "  |              ^^^\n"
+        "  = help: Qwen2.5-VL takes 3,136 to 12,845,056 pixels an image; write at most 12,845,056"),
+    _recipe(
+        "VT207", "error", "no pixel budget for this model",
+        "A pixel budget needs a model whose image tokens follow each image's area (Qwen-VL, Pixtral) or its tiles "
+        "(Llama 3.2 Vision). Gemma 3 gives every image one input size, and for a model of unknown family vtc "
+        "cannot say what a budget does; use `resize N` there.",
+        "finetune vision,mlp on gemma-3-4b with responses_only\nfrom ./xrays\nresize up to 1m pixels\n",
+        "error[VT207]: vtc cannot budget pixels for this model: `gemma-3-4b` gives every image one input size "
+        "(896x896 px), so a budget would change nothing\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | resize up to 1m pixels\n"
+        "  | ^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: write `resize 512` (one standard size) instead, or use a Qwen-VL or Llama 3.2 Vision model"),
+    _recipe(
+        "VT208", "error", "malformed pixel amount",
+        "An amount of a pixel budget in none of the accepted forms: a whole number (200000), a number with k "
+        "(thousand) or m (million) (200k, 1.2m), or a product of whole numbers as Qwen's min_pixels/max_pixels "
+        "are written (256x28x28, 448x448).",
+        _XRAYS + "resize between 200k and 1mb pixels\n",
+        "error[VT208]: `1mb` is not a number of pixels\n"
+        " --> xray.vt:3:25\n"
+        "  |\n"
+        "3 | resize between 200k and 1mb pixels\n"
+        "  |                         ^^^\n"
+        "  = help: did you mean `1m`? A pixel amount is a whole number (200000), with k or m (200k, 1.2m), or a "
+        "product (256x28x28)"),
+    _recipe(
         "VT210", "error", "clause written twice",
         "The same clause twice in one file (the first one is shown too), or `with x` and `without x` in one file. "
         "Keep one. Across files the later one wins: to change a value from an included file, write the clause "
@@ -427,6 +492,93 @@ CODES: dict[str, Code] = _entries(
         "3 | holdout 10%\n"
         "  | ^^^^^^^^^^^\n"
         "  = help: keep one: `holdout 10%` sets aside part of the training data, `evaluate on` names other data"),
+    _recipe(
+        "VT213", "error", "not a part with a learning rate",
+        "`learning rate <base>, <part> <rate>, ...` gives some parts a rate of their own; the parts are vision (the "
+        "image encoder), projector (the bridge from image features to the language model) and language. Another "
+        "word there is a misspelling or a part without a rate of its own (attention, mlp, all).",
+        _XRAYS + "learning rate 2e-4, visoin 2e-5\n",
+        "error[VT213]: `visoin` is not a part that can have a learning rate of its own\n"
+        " --> xray.vt:3:21\n"
+        "  |\n"
+        "3 | learning rate 2e-4, visoin 2e-5\n"
+        "  |                     ^^^^^^\n"
+        "  = help: did you mean `vision`? write `learning rate 2e-4, vision 2e-5, projector 1e-4` (parts: "
+        "vision, projector, language)"),
+    _recipe(
+        "VT214", "error", "learning rate for a frozen part",
+        "A part given a learning rate of its own must train: name it in `finetune` (vision and language through "
+        "their layers, the projector by `projector`). A rate for a frozen part would change nothing.",
+        _XRAYS + "learning rate 2e-4, projector 1e-4\n",
+        "error[VT214]: a learning rate for `projector`, which does not train in this recipe\n"
+        " --> xray.vt:3:21\n"
+        "  |\n"
+        "3 | learning rate 2e-4, projector 1e-4\n"
+        "  |                     ^^^^^^^^^\n"
+        "  = help: add `projector` to `finetune`, or remove `projector 0.0001`"),
+    _recipe(
+        "VT215", "error", "part given two learning rates",
+        "Each part takes one learning rate in the `learning rate` clause.",
+        _XRAYS + "learning rate 2e-4, vision 2e-5, vision 1e-5\n",
+        "error[VT215]: `vision` has two learning rates in one `learning rate` clause\n"
+        " --> xray.vt:3:34\n"
+        "  |\n"
+        "3 | learning rate 2e-4, vision 2e-5, vision 1e-5\n"
+        "  |                                  ^^^^^^\n"
+        " --> xray.vt:3:21: first given here\n"
+        "  |\n"
+        "3 | learning rate 2e-4, vision 2e-5, vision 1e-5\n"
+        "  |                     ^^^^^^\n"
+        "  = help: give `vision` one rate"),
+    _recipe(
+        "VT216", "error", "projector setting without the projector",
+        "`projector full` or `projector lora` says how the projector trains, so `finetune` must name it "
+        "(`finetune language, projector on ...`). Under LoRA `all` trains the towers' layers, not the projector; "
+        "under `using full`, `all` trains every weight, the projector's too.",
+        _XRAYS + "projector full\n",
+        "error[VT216]: `projector full` says how the projector trains, but `finetune` does not name it\n"
+        " --> xray.vt:3:11\n"
+        "  |\n"
+        "3 | projector full\n"
+        "  |           ^^^^\n"
+        "  = help: add it to the parts: `finetune vision, mlp, projector on ...`, or remove `projector full`"),
+    _recipe(
+        "VT217", "error", "projector lora with full fine-tuning",
+        "`using full` changes the model's own weights and has no LoRA adapter, so the projector trains in full "
+        "there: `projector lora` cannot apply.",
+        "finetune language, projector on qwen2.5-vl\nusing full\nprojector lora\nfrom ./xrays\n",
+        "error[VT217]: `projector lora` with `using full`: full fine-tuning has no LoRA adapters; the projector trains in full\n"
+        " --> xray.vt:3:11\n"
+        "  |\n"
+        "3 | projector lora\n"
+        "  |           ^^^^\n"
+        "  = help: remove `projector lora`, or write `using lora` to train the rest with LoRA"),
+    _recipe(
+        "VT218", "error", "part unknown in this model",
+        "vtc finds the projector and the parts that take a learning rate of their own from the module names it "
+        "knows for each model family (Qwen-VL's merger, Llama 3.2 Vision's multi_modal_projector). For a family "
+        "without them (Gemma 3's projector has no Linear layer; a model of unknown family) it cannot train the "
+        "projector or give a part its own rate.",
+        "finetune language, projector on gemma-3\nfrom ./xrays\n",
+        "error[VT218]: vtc does not know where the projector is in gemma-3\n"
+        " --> xray.vt:1:1\n"
+        "  |\n"
+        "1 | finetune language, projector on gemma-3\n"
+        "  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: leave `projector` out of `finetune`, or use a model family vtc knows (Qwen-VL, Llama 3.2 Vision)"),
+    _recipe(
+        "VT219", "error", "projector full alone under LoRA",
+        "Under lora/qlora, `projector full` trains the projector in full beside a LoRA adapter on the other "
+        "parts. With only the projector in `finetune` there is no layer left for the adapter: train it alone "
+        "with `using full`, or with LoRA (`projector lora`), or add parts.",
+        "finetune projector on qwen2.5-vl\nprojector full\nfrom ./xrays\n",
+        "error[VT219]: `projector full` with only the projector in `finetune`: under LoRA nothing is left for the adapter to train\n"
+        " --> xray.vt:2:11\n"
+        "  |\n"
+        "2 | projector full\n"
+        "  |           ^^^^\n"
+        "  = help: write `using full` to train the projector alone in full, `projector lora`, or add parts: "
+        "`finetune language, projector on ...`"),
     _situation(
         "VT220", "error", "parts train nothing",
         "The parts chosen in `finetune ...` select no layer of this model, so nothing would train. Choose parts "
@@ -1251,6 +1403,89 @@ CODES: dict[str, Code] = _entries(
         " --> xrays/metadata.jsonl:3\n"
         "  = help: pip install 'vtc[dicom]' (it adds python-gdcm), then check again; or export the images "
         "uncompressed (Explicit VR Little Endian) from the scanner or PACS. The file itself is fine"),
+    _situation(
+        "VT441", "error", "image placeholder that is not an image",
+        "A row's text holds an `<image>` (or `<video>`) placeholder that would not become an image: in the "
+        "`messages` format (typed parts) a placeholder is literal text, and vtc does not read videos. vtc never "
+        "trains on the literal marker. Give the image as a part ({\"type\": \"image\", \"image\": \"1.png\"}), "
+        "read the file as `format sharegpt` (placeholders plus an `images` list), or remove the video rows.",
+        "row 2 of chats.jsonl has `{\"type\": \"text\", \"text\": \"<image>What is shown?\"}`",
+        "error[VT441]: line 2 of chats.jsonl: the text holds `<image>`, which the `messages` format does not turn "
+        "into an image (it would be trained as literal text)\n"
+        " --> data/chats.jsonl:2\n"
+        "  = help: give the image as a part: {\"type\": \"image\", \"image\": \"1.png\"}, or write `format "
+        "sharegpt` after `from` if the row's `images` list holds the images"),
+    _situation(
+        "VT442", "error", "placeholders and images differ",
+        "A row has a different number of `<image>` placeholders in its text than images in its `images` list "
+        "(LLaMA-Factory and ms-swift refuse such rows too). Each placeholder becomes the next image of the list, at "
+        "its place in the text; a row with no placeholder at all gets its images at the start of the first user "
+        "turn.",
+        "a ShareGPT row with two `<image>` markers and one image",
+        "error[VT442]: line 4 of chats.json has 2 <image> placeholders but 1 image\n"
+        " --> data/chats.json:4\n"
+        "  = help: write one <image> in the text for each path in `images` (or remove the extra placeholders)"),
+    _situation(
+        "VT443", "error", "unknown role",
+        "A turn's role (`role` or `from`) is not one vtc trains: system, user (human) or assistant (gpt). Tool "
+        "and function turns (function_call, observation, tool) are not trained by vtc yet.",
+        "a ShareGPT row with `{\"from\": \"function_call\", \"value\": ...}`",
+        "error[VT443]: line 3 of chats.json: unknown role `function_call`\n"
+        " --> data/chats.json:3\n"
+        "  = help: the roles are system, user (human) and assistant (gpt); vtc does not train tool calls: leave "
+        "such rows out"),
+    _situation(
+        "VT444", "error", "conversation ends with the user",
+        "A conversation whose last turn is the user's: there is no answer after it to learn. End every row with "
+        "the assistant's answer.",
+        "a row whose conversations end with a `human` turn",
+        "error[VT444]: line 7 of chats.json: the conversation ends with the user, so it has no answer to learn\n"
+        " --> data/chats.json:7\n"
+        "  = help: end the conversation with the assistant's answer, or remove the last user turn"),
+    _situation(
+        "VT445", "error", "image URL",
+        "A row names its image by a URL (http://, https://). vtc downloads nothing while it reads data: the run "
+        "must be repeatable and work offline. Download the images into the data folder and give their paths.",
+        "`\"images\": [\"https://example.org/1.png\"]`",
+        "error[VT445]: line 2 of chats.jsonl names an image by URL: https://example.org/1.png\n"
+        " --> data/chats.jsonl:2\n"
+        "  = help: download the image into the data folder and give its path (relative to the data file)"),
+    _situation(
+        "VT446", "error", "empty turn",
+        "A turn with no text and no image. Fill it in or remove the turn (an empty answer is VT412).",
+        "a ShareGPT row with `{\"from\": \"human\", \"value\": \"\"}`",
+        "error[VT446]: line 5 of chats.json: turn 1 (user) is empty\n"
+        " --> data/chats.json:5\n"
+        "  = help: write the turn's text, or remove the turn"),
+    _situation(
+        "VT447", "error", "data file beside image folders",
+        "A folder given to `from` holds a data file (.json or .jsonl) beside image folders, and vtc cannot read it "
+        "as a conversation file (or finds several and cannot tell which one). vtc does not fall back to reading "
+        "the image folders as classes, which would make a folder's name every answer.",
+        "`from ./data` where data/ holds notes.json (rows of another shape) and images/",
+        "error[VT447]: data holds notes.json beside image folders, and notes.json is not a conversation file vtc "
+        "reads (sharegpt, llava, prompt_completion, messages)\n"
+        " --> data/notes.json\n"
+        "  = help: name the data file in `from` (from ./data/notes.json) with its `format`, or move it out if the "
+        "sub-folders are classes"),
+    _situation(
+        "VT448", "error", "dataset_info.json does not name one file",
+        "LLaMA-Factory's dataset_info.json in the data folder names several datasets (vtc cannot tell which one to "
+        "read), names a file that is not there, or cannot be read as JSON.",
+        "`from ./data` where data/dataset_info.json names `mllm_demo` and `mllm_video`",
+        "error[VT448]: data/dataset_info.json names 2 datasets (mllm_demo, mllm_video)\n"
+        " --> data/dataset_info.json\n"
+        "  = help: name the data file in `from`: from ./data/mllm_demo.json"),
+    _situation(
+        "VT449", "error", "row not in the pinned format",
+        "`format ...` pins a data file's format, and a row does not have that format's shape (for example a "
+        "`format llava` row without `conversations`). Fix the row, or pin the right format (or leave `format` out "
+        "to detect it).",
+        "`from ./chats.json format llava` on a row with `messages`",
+        "error[VT449]: line 2 of chats.json is not a llava row: it has messages, images\n"
+        " --> data/chats.json:2\n"
+        "  = help: a llava row has `image` and `conversations` (from/value); write `format sharegpt` for this file, "
+        "or leave `format` out to detect it"),
     # --- VT5xx: model and runtime -------------------------------------------------------------------------------
     _situation(
         "VT501", "error", "model not found",

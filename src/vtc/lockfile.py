@@ -143,8 +143,57 @@ def data_fingerprint(plan: dict, *, content: bool) -> dict[str, Any]:
             out[key] = {"hub": src["source"], "split": src["split"],
                         "revision": hub_revision(src["source"], "dataset")}
         else:
-            out[key] = {"source": src["source"], **folder_fingerprint(source_path(plan, src), content=content)}
+            path = source_path(plan, src)
+            out[key] = {"source": src["source"], **folder_fingerprint(path, content=content)}
+            named = _named_images(plan, key, path)
+            if named:  # a data file's images (or images in `images from folder`) are data too
+                extra = _files_fingerprint(named, content=content)
+                out[key]["sha256"] = hashlib.sha256((out[key]["sha256"] + extra["sha256"]).encode()).hexdigest()
+                out[key]["files"] += extra["files"]
+                out[key]["bytes"] += extra["bytes"]
     return out
+
+
+def _named_images(plan: dict, key: str, path: Path) -> list[tuple[str, Path]]:
+    """The image files that the rows of a data file name (relative to the file's folder), or, with `images from
+    folder`, those outside the source folder: the source's own fingerprint does not cover them. [] when the rows
+    cannot be read (the data check reports why). Reads the rows, never the images."""
+    folder = plan["data"].get("images_folder")
+    if path.is_dir() and folder is None:
+        return []
+    try:
+        from vtc.runtime.sources import source_rows
+
+        rows = source_rows(plan, key, problems=[])
+    except Exception:  # noqa: BLE001 -- a source that cannot be read has no named images; the data check says why
+        return []
+    base = path.parent if path.is_file() else path
+    roots = [os.path.realpath(base)] + ([os.path.realpath(Path(plan["base_dir"]) / folder)] if folder else [])
+    found: dict[str, Path] = {}
+    for i in range(len(rows)):
+        for p in rows.images(i):
+            real = os.path.realpath(p)
+            if path.is_dir() and real.startswith(roots[0] + os.sep):
+                continue  # in the folder, counted already
+            if any(real.startswith(r + os.sep) for r in roots):  # base64 images live in the data file itself
+                found[os.path.relpath(p, base)] = Path(p)
+    return sorted(found.items())
+
+
+def _files_fingerprint(files: list[tuple[str, Path]], *, content: bool) -> dict[str, Any]:
+    h = hashlib.sha256()
+    total = 0
+    for rel, p in files:
+        try:
+            size = p.stat().st_size
+        except OSError:
+            continue
+        h.update(rel.encode("utf-8") + b"\0" + str(size).encode() + b"\0")
+        if content:
+            _hash_file(h, p)
+        h.update(b"\0")
+        total += size
+    return {"sha256": h.hexdigest(), "files": len(files), "bytes": total}
 
 
 # ---- the model ------------------------------------------------------------------------------------------------

@@ -66,21 +66,23 @@ class Flags:
 
 @node
 class From:
-    """from <path or hub dataset> [split <name>]"""
+    """from <path or hub dataset> [split <name>] [format <name>]"""
 
     source: Value
     split: Value | None
     span: Span
+    format: Value | None = None  # `format sharegpt`: the data file's format, pinned
     keyword = "from"
 
 
 @node
 class EvaluateOn:
-    """evaluate on <path or hub dataset> [split <name>]"""
+    """evaluate on <path or hub dataset> [split <name>] [format <name>]"""
 
     source: Value
     split: Value | None
     span: Span
+    format: Value | None = None  # `format sharegpt`: the data file's format, pinned
     keyword = "evaluate on"
 
 
@@ -105,10 +107,11 @@ class Answer:
 
 @node
 class Images:
-    """images from column <name>"""
+    """images from column <name> | images from folder <path>"""
 
-    column: Value
+    column: Value | None  # None for `images from folder`
     span: Span
+    folder: Value | None = None  # `images from folder ./media`: where the rows' image paths start
     keyword = "images from"
 
 
@@ -117,6 +120,17 @@ class Resize:
     """resize 512 (longest side) | resize 640x480 (exact) | resize none"""
 
     size: Value
+    span: Span
+    keyword = "resize"
+
+
+@node
+class PixelBudget:
+    """resize between 200k and 1m pixels | resize up to 1m pixels: each image keeps its aspect, its area within the
+    budget (``low`` None: the model's own minimum). The amounts as written (200000, 200k, 1.2m, 256x28x28)."""
+
+    low: Value | None
+    high: Value
     span: Span
     keyword = "resize"
 
@@ -167,6 +181,16 @@ class Number:
     @property
     def keyword(self) -> str:
         return self.name
+
+
+@node
+class LearningRate:
+    """learning rate 2e-4 | learning rate 2e-4, vision 2e-5, projector 1e-4 (the base rate, then per-part rates)"""
+
+    value: Value
+    parts: tuple[tuple[Value, Value], ...]  # (part word, its rate), as written
+    span: Span
+    keyword = "learning rate"
 
 
 @node
@@ -222,8 +246,8 @@ class Checkpoint:
 
 
 Statement = Union[
-    Finetune, Include, Flags, From, EvaluateOn, Holdout, Answer, Images, Resize, Window, Lora, TrainFor, Warmup,
-    Metric, Export, Checkpoint, Number, Choice,
+    Finetune, Include, Flags, From, EvaluateOn, Holdout, Answer, Images, Resize, PixelBudget, Window, Lora, TrainFor, Warmup,
+    Metric, Export, Checkpoint, LearningRate, Number, Choice,
 ]
 
 

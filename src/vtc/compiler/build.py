@@ -67,6 +67,10 @@ def _statement(node, locate: Locate, diagnostics: list):
         return ast.Number(BY_TERMINAL[toks[0].type].keyword, value(toks[1]), span)
     if kind == "choice":
         return ast.Choice(BY_TERMINAL[toks[0].type].keyword, value(toks[1]), span)
+    if kind == "learning_rate":  # LEARNING_RATE NUMBER ("," word NUMBER)*: the commas are not tokens here
+        rest = toks[2:]
+        return ast.LearningRate(value(toks[1]), tuple((value(rest[i]), value(rest[i + 1]))
+                                                      for i in range(0, len(rest) - 1, 2)), span)
     if kind == "finetune":
         on = next(i for i, t in enumerate(toks) if t.type == "ON")
         return ast.Finetune(tuple(value(t) for t in toks[1:on]), value(toks[on + 1]), span)
@@ -75,17 +79,24 @@ def _statement(node, locate: Locate, diagnostics: list):
     if kind == "flags":
         return ast.Flags(toks[0].type == "WITH", tuple(value(t) for t in toks[1:]), span)
     if kind in ("from_", "evaluate_on"):
-        split = value(toks[3]) if len(toks) > 3 else None
+        after = {t.type: value(toks[i + 1]) for i, t in enumerate(toks[:-1])
+                 if i >= 2 and t.type in ("SPLIT", "FORMAT")}
         cls = ast.From if kind == "from_" else ast.EvaluateOn
-        return cls(value(toks[1]), split, span)
+        return cls(value(toks[1]), after.get("SPLIT"), span, after.get("FORMAT"))
     if kind == "holdout":
         return ast.Holdout(value(toks[1]), span)
     if kind == "answer":
         column = value(toks[2]) if len(toks) > 2 else None
         return ast.Answer(value(toks[1]), column, span)
     if kind == "images":
+        if toks[1].type == "FOLDER":
+            return ast.Images(None, span, value(toks[2]))
         return ast.Images(value(toks[2]), span)
     if kind == "resize":
+        if toks[1].type == "BETWEEN":  # resize between A and B pixels
+            return ast.PixelBudget(value(toks[2]), value(toks[4]), span)
+        if toks[1].type == "UP_TO":  # resize up to B pixels
+            return ast.PixelBudget(None, value(toks[2]), span)
         return ast.Resize(value(toks[1]), span)
     if kind == "window":
         return ast.Window(value(toks[1]), value(toks[2]), span)

@@ -13,7 +13,7 @@ import re
 
 from vtc.compiler import estimates as E
 from vtc.compiler.resolve import DEFAULTS, Lora, Resolved, micro_batches
-from vtc.diagnostics import Diagnostic, error, note, warning
+from vtc.diagnostics import Diagnostic, did_you_mean, error, note, warning
 
 # Unsloth advises 300-1000 px for vision fine-tuning (unsloth#1326): above, image tokens (and activations) grow with
 # the area and run out of memory; below, Qwen-VL's 28 px tokens and Llama's 560 px tiles lose the detail that
@@ -22,6 +22,85 @@ MIN_SIDE, MAX_SIDE = 300, 1000
 # Text that must fit beside the image tokens: chat template, instruction and a short answer.
 MIN_TEXT_TOKENS = 64
 LR_SUSPICIOUS = 1e-2
+
+
+RATE_PARTS = ("vision", "projector", "language")
+
+
+def _projector_and_rates(r: Resolved) -> list[Diagnostic]:
+    """VT213 a word of `learning rate ..., <part> <rate>` that is no part; VT214 a rate for a part that does not
+    train; VT215 a part given two rates; VT216 `projector full|lora` without the projector in `finetune`; VT217
+    `projector lora` with `using full`; VT218 a projector or a part that vtc cannot find in this model; VT219
+    `projector full` as the only part under LoRA (no layer left for the adapter)."""
+    out: list[Diagnostic] = []
+    written = r.written
+    model_name = r.model.name.value
+    family, arch = r.model.family.value, r.model.architecture.value
+    known = r.model.source.value != "unknown"
+    parts = r.parts
+    chosen = written["/parts"].value if "/parts" in written else []
+    setting = written.get("/projector")
+    if setting is not None and "projector" not in chosen:
+        if "all" in chosen:
+            why = "`all` trains the towers' layers, not the projector, under LoRA" if r.method.value != "full" \
+                else "`all` with `using full` trains the projector in full already"
+        else:
+            why = "`finetune` does not name it"
+        out.append(error("VT216", f"`projector {setting.value}` says how the projector trains, but {why}",
+                         setting.span, "add it to the parts: `finetune " + ", ".join(
+                             [p for p in chosen if p != "all"] or ["language"]) + ", projector on ...`, or remove "
+                         f"`projector {setting.value}`"))
+    if setting is not None and setting.value == "lora" and r.method.value == "full" and "projector" in chosen:
+        out.append(error("VT217", "`projector lora` with `using full`: full fine-tuning has no LoRA adapters; the "
+                         "projector trains in full", setting.span,
+                         "remove `projector lora`, or write `using lora` to train the rest with LoRA"))
+    if r.method.value != "full" and parts.projector.value == "full" and not any(
+            getattr(parts, k).value for k in ("vision", "language")):
+        out.append(error("VT219", "`projector full` with only the projector in `finetune`: under LoRA nothing is "
+                         "left for the adapter to train", setting.span if setting is not None else
+                         written["/parts"].span, "write `using full` to train the projector alone in full, "
+                         "`projector lora`, or add parts: `finetune language, projector on ...`"))
+    proj_known = bool(E.projector_modules(family, arch)) if family else False
+    if known and parts.projector.value != "frozen" and "projector" in chosen and not proj_known:
+        out.append(error("VT218", f"vtc does not know where the projector is in {model_name}",
+                         written["/parts"].span, "leave `projector` out of `finetune`, or use a model family vtc "
+                         "knows (Qwen-VL, Llama 3.2 Vision)"))
+    rates = written.get("/part_learning_rates")
+    if rates is None:
+        return out
+    patterns = (E.part_patterns(family, arch) or {}) if family else {}
+    trains = {"vision": parts.vision.value and (parts.attention.value or parts.mlp.value),
+              "language": parts.language.value and (parts.attention.value or parts.mlp.value),
+              "projector": parts.projector.value != "frozen"}
+    first: dict[str, object] = {}
+    for i, item in enumerate(rates.value):
+        word = written.get(f"/part_learning_rates/{i}/part")
+        span = word.span if word is not None else rates.span
+        part = item.get("part") if isinstance(item, dict) else None
+        if not isinstance(part, str):
+            continue
+        if part not in RATE_PARTS:
+            hint = did_you_mean(part, RATE_PARTS)
+            out.append(error("VT213", f"`{part}` is not a part that can have a learning rate of its own", span,
+                             (hint + " " if hint else "") + "write `learning rate 2e-4, vision 2e-5, projector 1e-4`"
+                             " (parts: vision, projector, language)"))
+            continue
+        if part in first:
+            out.append(error("VT215", f"`{part}` has two learning rates in one `learning rate` clause", span,
+                             f"give `{part}` one rate", related=((first[part], "first given here"),)))
+            continue
+        first[part] = span
+        if not trains[part]:
+            what = {"projector": "add `projector` to `finetune`",
+                    "vision": "add `vision` to `finetune`", "language": "add `language` to `finetune`"}[part]
+            out.append(error("VT214", f"a learning rate for `{part}`, which does not train in this recipe", span,
+                             f"{what}, or remove `{part} {item.get('learning_rate')}`"))
+            continue
+        if known and not patterns.get(part):
+            out.append(error("VT218", f"vtc does not know which parameters of {model_name} are its `{part}`", span,
+                             f"remove `{part} {item.get('learning_rate')}` (every part then trains at the base "
+                             "rate)"))
+    return out
 
 
 def check(r: Resolved) -> list[Diagnostic]:
@@ -41,14 +120,18 @@ def check(r: Resolved) -> list[Diagnostic]:
     if trainable is not None and trainable["total"] == 0:
         out.append(error("VT220", f"`{', '.join(parts.value)}` trains nothing in {model_name}", parts.span,
                          "choose parts this model has, e.g. `finetune all`"))
-    if "all" in parts.value and len(parts.value) > 1:
+    # (`all, projector` adds the projector, which `all` leaves out under LoRA: no warning for it)
+    if "all" in parts.value and len(set(parts.value) - {"projector"}) > 1:
         out.append(warning("VT221", "`all` already trains every part; the other parts listed add nothing",
                            parts.span, "write `finetune all on ...` or list only the parts you want"))
+
+    # VT213-VT218: the projector and the per-part learning rates.
+    out.extend(_projector_and_rates(r))
 
     # VT230-VT233: image standardisation.
     resize = r.images.resize.value
     resize_span = r.images.resize.span
-    sides = [] if resize["mode"] == "none" else (
+    sides = [] if resize["mode"] in ("none", "pixels") else (
         [resize["size"]] if resize["mode"] == "longest" else list(resize["size"]))
     zero = 0 in sides
     if zero:
@@ -66,6 +149,14 @@ def check(r: Resolved) -> list[Diagnostic]:
                 "VT230", f"images standardised to {longest} px on the longest side: below {MIN_SIDE} px fine "
                 "detail (text, small findings) is lost", resize_span,
                 f"Unsloth advises {MIN_SIDE}-{MAX_SIDE} px; try `resize 512`"))
+    if resize["mode"] == "pixels" and not tiny and "/resize" in written and resize["max_pixels"] > MAX_SIDE ** 2:
+        out.append(warning(
+            "VT230", f"a pixel budget of up to {resize['max_pixels']:,} pixels an image: above {MAX_SIDE ** 2:,} "
+            f"pixels ({MAX_SIDE}x{MAX_SIDE}) the image tokens and memory grow with the area and training often runs "
+            "out of GPU memory", resize_span,
+            f"Unsloth advises {MIN_SIDE}-{MAX_SIDE} px a side; try " + (
+                f"`resize between {resize['min_pixels']} and 1m pixels`" if "/resize/min_pixels" in written
+                else "`resize up to 1m pixels`")))
     if resize["mode"] == "none" and not tiny:
         out.append(warning(
             "VT233", "`resize none` keeps every image's own size, so image tokens and memory depend on the largest "

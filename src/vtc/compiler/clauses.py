@@ -31,7 +31,7 @@ class Clause:
     key: str = ""
 
 
-_PART = "a part to train (vision, language, attention, mlp or all)"
+_PART = "a part to train (vision, language, attention, mlp, projector or all)"
 _OPTION = "an option name"
 _DATA = "a folder or a dataset name"
 _COLUMN = "a column name"
@@ -55,11 +55,13 @@ CLAUSES: tuple[Clause, ...] = (
     Clause("window", "window 40 400"),
     Clause("tiff pages", "tiff pages all", "which pages (all or first)", key="tiff_pages"),
     Clause("lora", "lora rank 16 alpha 16 dropout 0"),
+    Clause("projector", "projector full", "how the projector trains (full or lora)", key="projector"),
     Clause("train for", "train for 60 steps"),
     Clause("batch", "batch 8", key="batch"),
     Clause("micro batch", "micro batch 2", key="micro_batch"),
     Clause("accumulate", "accumulate 4", key="accumulate"),
-    Clause("learning rate", "learning rate 2e-4", key="learning_rate"),
+    Clause("learning rate", "learning rate 2e-4",
+           "a part with a rate of its own (vision, projector or language)"),
     Clause("warmup", "warmup 5 steps"),
     Clause("schedule", "schedule cosine", "a schedule name (linear, cosine, ...)", key="schedule"),
     Clause("optimizer", "optimizer adamw_8bit", "an optimizer name (adamw_8bit, adamw_torch, ...)", key="optimizer"),

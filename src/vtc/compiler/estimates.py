@@ -3,7 +3,11 @@ parameters per part), image sizes and tokens, and the GPU memory estimate. Pure 
 architecture sizes; no I/O.
 
     selection(parts) -> the four Unsloth flags
-    image_estimate(geometry, resize) -> image size and tokens after standardisation
+    projector_modules(family, arch) -> the projector's modules; part_patterns(...) -> parameter-name regexes per part
+    lora_targets(family, arch, flags, projector) -> the LoRA target regex with the projector's Linear layers
+    image_estimate(geometry, resize) -> image size and tokens after standardisation (a pixel budget: its largest)
+    budget_limits(geometry) -> what a pixel budget may ask of this model (None: vtc cannot budget for it)
+    budget_token_range(geometry, resize) -> image tokens (or tiles) of the smallest and the largest image
     peft_regex(family, arch, flags) -> (regex, Linear layers it selects)
     trainable_parameters(method, flags, family, arch, rank, total) -> parameters per part
     memory_estimate(...) -> peak GPU memory in GiB, by part
@@ -15,7 +19,7 @@ import math
 import re
 from collections import Counter
 
-from vtc.registry import linear_layers
+from vtc.registry import linear_layers, smart_resize
 
 # unsloth_zoo.peft_utils.get_peft_regex's tags (unsloth-zoo 2026.10.9; "mixer" is in both component lists there).
 VISION_TAGS = ["vision", "image", "visual", "patch"]
@@ -37,25 +41,79 @@ def selection(parts: list[str]) -> dict[str, bool]:
     chosen = set(parts)
     if "all" in chosen:
         return {"vision": True, "language": True, "attention": True, "mlp": True}
+    if not chosen - {"projector"}:  # `finetune projector on ...`: the projector alone, no layer of the towers
+        return {"vision": False, "language": False, "attention": False, "mlp": False}
     towers = chosen & {"vision", "language"} or {"vision", "language"}
     kinds = chosen & {"attention", "mlp"} or {"attention", "mlp"}
     return {"vision": "vision" in towers, "language": "language" in towers, "attention": "attention" in kinds,
             "mlp": "mlp" in kinds}
 
 
-def smart_resize(width: int, height: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen-VL's smart_resize: both sides to multiples of ``factor`` (patch x merge), area within the bounds."""
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return w_bar, h_bar
+# The smallest area a pixel budget takes for a tiled model (Llama 3.2 Vision): one 14 px patch of its vision encoder.
+_TILES_LOWEST = 14 * 14
+
+
+def budget_limits(geometry: dict | None) -> dict | None:
+    """What a pixel budget (`resize between A and B pixels`) may ask of a model with this image geometry:
+    {"multiple": the side multiple, "lowest"/"highest": the smallest and largest area vtc accepts, "default_min":
+    the minimum of `resize up to B pixels`}; None for a geometry vtc cannot budget for (a fixed input size, an
+    unknown model).
+
+    - patches (Qwen-VL, Pixtral): sides a multiple of patch x merge (Qwen2.5-VL: 14 x 2 = 28 px, one image token
+      each 28x28 px), the area within the processor's own min_pixels..max_pixels, so that the processor (whose
+      smart_resize rounds to the same multiple within those bounds) leaves vtc's images as they are.
+    - tiles (Llama 3.2 Vision): multiple 1. Its processor fits every image, aspect kept, onto a canvas of whole
+      560 px tiles (at most max_tiles) and pads the rest, so no side multiple of vtc's would survive it: the budget
+      decides the image's detail and how many tiles it covers. The largest area is max_tiles whole tiles (above, the
+      processor scales the image down again); the smallest is one 14 px patch.
+    - fixed (Gemma 3: every image becomes 896x896 px): a budget would change nothing, so none is offered.
+    """
+    if not geometry:
+        return None
+    if geometry["kind"] == "patches":
+        multiple = geometry["patch_size"] * geometry.get("merge_size", 1)
+        return {"multiple": multiple, "lowest": max(multiple * multiple, geometry["min_pixels"]),
+                "highest": geometry["max_pixels"], "default_min": geometry["min_pixels"]}
+    if geometry["kind"] == "tiles":
+        return {"multiple": 1, "lowest": _TILES_LOWEST,
+                "highest": geometry["max_tiles"] * geometry["tile_size"] ** 2, "default_min": _TILES_LOWEST}
+    return None
+
+
+def _budget_tokens(geometry: dict, pixels: int, largest: bool) -> dict:
+    """Image size and tokens of an image of about ``pixels`` px under a budget: for the largest, the near-square
+    image of whole patches whose area is at most ``pixels``; for the smallest, the fewest patches that reach it."""
+    if geometry["kind"] == "patches":
+        factor = geometry["patch_size"] * geometry.get("merge_size", 1)
+        patches = pixels // (factor * factor) if largest else -(-pixels // (factor * factor))
+        rows = max(1, math.isqrt(max(1, patches)))
+        cols = max(1, patches // rows if largest else -(-patches // rows))
+        tokens = rows * cols
+        if geometry.get("row_break_tokens"):
+            tokens += rows
+        return {"image_size": [cols * factor, rows * factor], "image_tokens_per_image": tokens,
+                "text_tokens_per_image": tokens, "tiles": None}
+    # Llama 3.2 Vision: a square image of this area, on the canvas of whole tiles its processor chooses (the one
+    # that needs the least enlarging: a side over one tile takes two), at most max_tiles.
+    tile = geometry["tile_size"]
+    side = max(1, math.isqrt(pixels))
+    tiles = min(geometry["max_tiles"], math.ceil(side / tile) ** 2)
+    return {"image_size": [side, side], "image_tokens_per_image": tiles * geometry["tokens_per_tile"],
+            "text_tokens_per_image": geometry.get("text_tokens_per_image", 1), "tiles": tiles}
+
+
+def budget_token_range(geometry: dict | None, resize: dict) -> dict | None:
+    """For a pixel budget: {"unit": "tokens" | "tiles", "low": n, "high": n} for the smallest and the largest image
+    the budget allows (Qwen2.5-VL: about min_pixels/784 .. max_pixels/784 tokens; Llama 3.2 Vision: tiles), or None
+    when the plan's resize is no budget or the geometry has none."""
+    if resize.get("mode") != "pixels" or budget_limits(geometry) is None:
+        return None
+    low = _budget_tokens(geometry, resize["min_pixels"], largest=False)
+    high = _budget_tokens(geometry, resize["max_pixels"], largest=True)
+    if geometry["kind"] == "tiles":
+        return {"unit": "tiles", "low": low["tiles"], "high": high["tiles"]}
+    return {"unit": "tokens", "low": min(low["image_tokens_per_image"], high["image_tokens_per_image"]),
+            "high": high["image_tokens_per_image"]}
 
 
 def image_estimate(geometry: dict | None, resize: dict) -> dict:
@@ -70,6 +128,8 @@ def image_estimate(geometry: dict | None, resize: dict) -> dict:
     out = {"image_size": None, "image_tokens_per_image": None, "text_tokens_per_image": None, "tiles": None}
     if geometry is None or resize["mode"] == "none":
         return out
+    if resize["mode"] == "pixels":  # the largest image the budget allows: memory and max length are set by it
+        return _budget_tokens(geometry, resize["max_pixels"], largest=True) if budget_limits(geometry) else out
     size = resize["size"]
     width, height = (size, size) if resize["mode"] == "longest" else (size[0], size[1])
     if width <= 0 or height <= 0:
@@ -138,18 +198,94 @@ def peft_regex(family: str | None, arch: dict | None, flags: dict[str, bool]) ->
     return regex, selected
 
 
+def _layers(family: str | None, arch: dict | None) -> list[tuple]:
+    layers = linear_layers(family, arch) if family and arch else []
+    if family and not layers:
+        layers = linear_layers(family, _SHAPE_ONLY)
+    return layers
+
+
+def _module_prefix(name: str, stop: tuple[str, ...]) -> str:
+    """A module name up to its first component that contains one of ``stop`` (`model.visual.merger.mlp.0` ->
+    `model.visual.merger`), else its first two components."""
+    comps = name.split(".")
+    for i, comp in enumerate(comps):
+        if any(word in comp for word in stop):
+            return ".".join(comps[: i + 1])
+    return ".".join(comps[:2])
+
+
+def projector_modules(family: str | None, arch: dict | None) -> list[str]:
+    """The projector's modules (Qwen-VL: model.visual.merger (+ deepstack_merger_list); Llama 3.2 Vision:
+    model.multi_modal_projector), from the registry's Linear layers; [] when vtc does not know them."""
+    names = [layer[0] for layer in _layers(family, arch) if layer[1] == "projector"]
+    return list(dict.fromkeys(_module_prefix(n, ("merger", "projector")) for n in names))
+
+
+def _projector_linear_regex(family: str | None, arch: dict | None) -> str:
+    """The projector's Linear layers as a regex for re.fullmatch over module names (stack indices as any number)."""
+    names = [layer[0] for layer in _layers(family, arch) if layer[1] == "projector"]
+    alts = [re.escape(n).replace(r"\.0\.", r"\.\d+\.") for n in names]
+    return r"(?:.*\.)?(?:" + "|".join(dict.fromkeys(alts)) + r")"
+
+
+def part_patterns(family: str | None, arch: dict | None) -> dict[str, str] | None:
+    """For each part (vision, projector, language) a regex that re.search finds in the names of its parameters
+    (also under PEFT's prefixes: base_model.model.<name>, ...modules_to_save.default...). None when the family's
+    module names are unknown. The vision pattern leaves out the projector where it sits inside the vision tower."""
+    layers = _layers(family, arch)
+    if not layers:
+        return None
+    proj = projector_modules(family, arch)
+    vision = list(dict.fromkeys(_module_prefix(n, ()) for n, tower, *_ in layers if tower == "vision"))
+    language = list(dict.fromkeys(_module_prefix(n, ()) for n, tower, *_ in layers if tower == "language"))
+    language += [n for n, tower, *_ in layers if tower == "head"]
+
+    def alt(names: list[str]) -> str:
+        return "|".join(re.escape(n) + r"\." for n in names)
+
+    out = {}
+    if vision:
+        skip = [p[len(v) + 1:] for p in proj for v in vision if p.startswith(v + ".")]
+        ahead = r"(?!(?:" + "|".join(re.escape(x) + r"\." for x in skip) + r"))" if skip else ""
+        out["vision"] = r"(?:^|\.)(?:" + alt(vision) + r")" + ahead
+    if proj:
+        out["projector"] = r"(?:^|\.)(?:" + alt(proj) + r")"
+    if language:
+        out["language"] = r"(?:^|\.)(?:" + alt(language) + r")"
+    return out
+
+
+def lora_targets(family: str | None, arch: dict | None, flags: dict[str, bool], projector: str) -> str:
+    """The LoRA target regex: get_peft_regex's for the four flags (none when all four are off: the projector
+    alone), with the projector's Linear layers added when it trains with LoRA."""
+    parts = []
+    if any(flags.values()):
+        parts.append(peft_regex(family, arch, flags)[0])
+    if projector == "lora":
+        parts.append(_projector_linear_regex(family, arch))
+    if len(parts) == 1:
+        return parts[0]
+    return "|".join(r"(?:" + p + r")" for p in parts)
+
+
 def trainable_parameters(method: str, flags: dict[str, bool], family: str | None, arch: dict | None, rank: int,
-                         total: int | None) -> dict | None:
+                         total: int | None, projector: str = "frozen") -> dict | None:
     """Trainable parameters per part. LoRA adds rank x (in + out) per targeted Linear (A is rank x in, B is
     out x rank; bias "none" adds nothing). Full fine-tuning trains the selected Linear layers' weights and biases,
-    or every parameter when all four flags are on (as Unsloth's full_finetuning does)."""
+    or every parameter when all four flags are on (as Unsloth's full_finetuning does). The projector (``projector``
+    frozen | lora | full) counts its Linear layers: with LoRA rank x (in + out), in full weights and biases."""
     if not family or not arch:
         return None
-    _regex, selected = peft_regex(family, arch, flags)
+    selected = peft_regex(family, arch, flags)[1] if any(flags.values()) else []
+    selected = [layer for layer in selected if layer[1] != "projector"]
+    if projector != "frozen":
+        selected += [layer for layer in linear_layers(family, arch) if layer[1] == "projector"]
     table = {"vision": {"attention": 0, "mlp": 0}, "language": {"attention": 0, "mlp": 0}, "projector": 0,
              "other": 0, "total": 0}
     for _name, tower, kind, fan_in, fan_out, bias, count in selected:
-        n = rank * (fan_in + fan_out) if method != "full" else fan_in * fan_out + (fan_out if bias else 0)
+        lora = method != "full" and not (tower == "projector" and projector == "full")
+        n = rank * (fan_in + fan_out) if lora else fan_in * fan_out + (fan_out if bias else 0)
         if tower in ("vision", "language") and kind in ("attention", "mlp"):
             table[tower][kind] += n * count
         else:

@@ -33,10 +33,59 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def _pixel_budget_sentence(plan: dict) -> str:
+    """`resize between A and B pixels` in words: the budget, then the image tokens (or tiles) it gives, from the
+    smallest image to the largest, and that memory is estimated at the largest."""
+    from vtc.compiler.estimates import budget_token_range
+
+    r = plan["images"]["resize"]
+    sides = f", each side a multiple of {r['multiple']} pixels" if r["multiple"] > 1 else ""
+    text = (f"Images keep their own shape and are scaled to between {_amount(r['min_pixels'])} and "
+            f"{_amount(r['max_pixels'])} pixels each{sides}")
+    spread = budget_token_range(plan["model"]["geometry"], r)
+    if spread is None:
+        return text
+    if spread["unit"] == "tiles":
+        text += (f"; each covers {spread['low']} to {_plural(spread['high'], 'tile')} of "
+                 f"{plan['model']['geometry']['tile_size']} pixels, which reach the text through cross-attention")
+    else:
+        text += (f", which makes between {spread['low']:,} and {spread['high']:,} image tokens (pieces the model "
+                 "reads) each")
+    return text + "; the memory estimate is for the largest"
+
+
+def _amount(pixels: int) -> str:
+    """A number of pixels said aloud: 200 thousand, 1 million, 1.2 million, 3,136."""
+    if pixels >= 1_000_000 and pixels % 100_000 == 0:
+        return f"{pixels / 1_000_000:g} million"
+    if pixels >= 10_000 and pixels % 1000 == 0:
+        return f"{pixels // 1000:,} thousand"
+    return f"{pixels:,}"
+
+
 def _plural(n, word: str, plural: str | None = None) -> str:
     """`1 tile`, `4 tiles`, `1,200 rows`."""
     shown = f"{n:,}" if isinstance(n, int) else f"{n:g}"
     return f"{shown} {word if n == 1 else plural or word + 's'}"
+
+
+_PART_NAMES = {"vision": "the image encoder", "projector": "the projector (the bridge from image features to the "
+               "language model)", "language": "the language model"}
+
+
+def _projector_sentence(plan: dict) -> list[str]:
+    """The projector in words: only when it trains (a frozen projector is the usual case and needs no sentence)."""
+    how = plan["parts"]["projector"]
+    if how == "frozen":
+        return []
+    if how == "lora":
+        return ["The projector, the small network that turns the image encoder's output into words the language "
+                "model reads, learns LoRA add-on weights too."]
+    if plan["method"] == "full" and plan["trainable_regex"] == ".*":
+        return []  # every weight trains: the sentence above says so
+    return ["The projector, the small network that turns the image encoder's output into words the language model "
+            "reads, trains in full (all its weights change" + (", and are saved beside the adapter)."
+                                                              if plan["lora"] else ").")]
 
 
 def explain_plan(plan: dict, rows: dict | None = None) -> str:
@@ -59,6 +108,7 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
         bits = "4-bit compressed" if plan["method"] == "qlora" else "16-bit"
         s.append(f"The original model stays frozen (loaded {bits}); it learns small add-on weights called a LoRA "
                  f"adapter (rank {plan['lora']['rank']}, a measure of its capacity) for " + _join(areas) + ".")
+    s.extend(_projector_sentence(plan))
     t = est["trainable_parameters"]
     if t and est["total_parameters"]:
         s.append(f"That is {_count(t['total'])} trainable numbers, {100 * t['total'] / est['total_parameters']:.2f}% "
@@ -67,11 +117,18 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
     where = (f"the Hugging Face dataset {src['source']}" if src["kind"] == "hub" else f"the data in {src['source']}")
     if src["split"]:
         where += f" (split {src['split']})"
+    tool = {"sharegpt": "ShareGPT conversations (LLaMA-Factory, ms-swift, Axolotl)", "llava": "LLaVA's conversations",
+            "prompt_completion": "TRL's prompt/completion rows", "messages": "conversations with image parts"}
+    if src["format"] in tool:  # `format ...` written: the rows' own turns are trained, not the `ask` question
+        s.append(f"It trains on {where}, read as {tool[src['format']]}: each row's own turns are the conversation, "
+                 "with its `<image>` placeholders as the images.")
+        where = ""
     answer = {"auto": "the answers vtc finds beside the images (captions, a metadata column or folder names)",
               "captions": "the caption file beside each image", "folders": "the name of each image's folder",
               "column": f"the `{data['answer']['column']}` column"}[data["answer"]["from"]]
-    s.append(f"It trains on {where}: each image is shown with the question \"{data['instruction']}\" and the model "
-             f"learns to reply with {answer}.")
+    if where:
+        s.append(f"It trains on {where}: each image is shown with the question \"{data['instruction']}\" and the "
+                 f"model learns to reply with {answer}.")
     if data["system"]:
         s.append(f"Every conversation starts with the instruction \"{data['system']}\".")
     r = plan["images"]["resize"]
@@ -79,9 +136,11 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
         img = f"Images are resized so that their longest side is {r['size']} pixels"
     elif r["mode"] == "exact":
         img = f"Images are resized to exactly {r['size'][0]}x{r['size'][1]} pixels"
+    elif r["mode"] == "pixels":
+        img = _pixel_budget_sentence(plan)
     else:
         img = "Images are used at their own size"
-    if est["image_tokens_per_image"]:
+    if est["image_tokens_per_image"] and r["mode"] != "pixels":
         if est["tiles_per_image"]:
             img += (f"; each becomes {_plural(est['tiles_per_image'], 'tile')}, {est['image_tokens_per_image']} "
                     "image tokens (pieces the model reads), which reach the text through cross-attention")
@@ -98,6 +157,9 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
         length = f"{n} pass{'es' * (n != 1)} over the training data (epoch{'s' * (n != 1)})"
     s.append(f"Training runs for {length}, each step learning from {_plural(eff, 'example')} (the batch), at a "
              f"learning rate (step size) of {training['learning_rate']:g}.")
+    if training["part_learning_rates"]:
+        own = [f"{_PART_NAMES[x['part']]} at {x['learning_rate']:g}" for x in training["part_learning_rates"]]
+        s.append("Some parts take steps of their own size: " + _join(own) + "; the rest at the base rate.")
     s.append(_split_sentence(training))
     if rows is not None:
         s.extend(_with_the_data(plan, rows))

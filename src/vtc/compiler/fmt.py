@@ -58,6 +58,8 @@ def render_statement(st) -> str:
     """One statement in canonical form, e.g. `finetune vision, mlp on qwen2.5-vl`."""
     if isinstance(st, (ast.Number, ast.Choice)):
         return f"{st.name} {_value(st.value, text=st.name in ('ask', 'system'))}"
+    if isinstance(st, ast.LearningRate):
+        return "learning rate " + ", ".join([_value(st.value)] + [f"{_value(p)} {_value(r)}" for p, r in st.parts])
     if isinstance(st, ast.Finetune):
         return f"finetune {_values(st.parts)} on {_value(st.model)}"
     if isinstance(st, ast.Include):
@@ -66,6 +68,7 @@ def render_statement(st) -> str:
         return f"{'with' if st.enabled else 'without'} {_values(st.flags)}"
     if isinstance(st, (ast.From, ast.EvaluateOn)):
         split = f" split {_value(st.split)}" if st.split is not None else ""
+        split += f" format {_value(st.format)}" if st.format is not None else ""
         return f"{st.keyword} {_value(st.source)}{split}"
     if isinstance(st, ast.Holdout):
         return f"holdout {st.share.text}%"
@@ -73,9 +76,15 @@ def render_statement(st) -> str:
         column = f" {_value(st.column)}" if st.column is not None else ""
         return f"answer from {st.source.text}{column}"
     if isinstance(st, ast.Images):
+        if st.folder is not None:
+            return f"images from folder {_value(st.folder)}"
         return f"images from column {_value(st.column)}"
     if isinstance(st, ast.Resize):
         return f"resize {st.size.text}"
+    if isinstance(st, ast.PixelBudget):
+        if st.low is None:
+            return f"resize up to {st.high.text} pixels"
+        return f"resize between {st.low.text} and {st.high.text} pixels"
     if isinstance(st, ast.Window):
         return f"window {st.center.text} {st.width.text}"
     if isinstance(st, ast.Checkpoint):

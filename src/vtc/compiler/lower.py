@@ -44,6 +44,8 @@ Loader = Callable[[str, str], tuple[str, str]]
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _SIZE_RE = re.compile(r"^(\d+)x(\d+)$")
+_PIXEL_PRODUCT_RE = re.compile(r"^\d+(x\d+)*$")
+_PIXEL_SCALED_RE = re.compile(r"^(\d+)(?:\.(\d+))?([km])$")
 _MAX_INCLUDE_DEPTH = 32
 
 
@@ -233,6 +235,18 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
             if claim(key, st.span, f"`{st.name}` is written twice in this file"):
                 value = number(st.value.text) if isinstance(st, ast.Number) else st.value.text
                 state.set(f"/{key}", value, st.value.span)
+        elif isinstance(st, ast.LearningRate):
+            if claim("learning_rate", st.span, "`learning rate` is written twice in this file"):
+                state.drop("part_learning_rates")
+                state.set("/learning_rate", number(st.value.text), st.value.span)
+                if st.parts:
+                    state.set("/part_learning_rates", [{"part": p.text, "learning_rate": number(r.text)}
+                                                       for p, r in st.parts], st.span)
+                    for i, (p, r) in enumerate(st.parts):
+                        state.span(f"/part_learning_rates/{i}", Span(p.span.file, p.span.line, p.span.column,
+                                                                     r.span.end_line, r.span.end_column))
+                        state.span(f"/part_learning_rates/{i}/part", p.span)
+                        state.span(f"/part_learning_rates/{i}/learning_rate", r.span)
         elif isinstance(st, ast.Finetune):
             if not claim("finetune", st.span, "`finetune ... on ...` is written twice in this file"):
                 continue
@@ -263,6 +277,8 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
             state.span(f"/{key}", st.span)
             if st.split is not None:
                 state.set(f"/{key}/split", st.split.text, st.split.span)
+            if st.format is not None:
+                state.set(f"/{key}/format", st.format.text, st.format.span)
         elif isinstance(st, ast.Holdout):
             if "eval_data" in seen:
                 claim("eval_data", st.span, "`holdout` and `evaluate on` both say what to evaluate on", "VT212",
@@ -279,11 +295,17 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                 if st.column is not None:
                     state.set("/answer/column", st.column.text, st.column.span)
         elif isinstance(st, ast.Images):
-            if claim("images", st.span, "`images from column` is written twice in this file"):
+            if st.folder is not None:
+                if claim("images_folder", st.span, "`images from folder` is written twice in this file"):
+                    state.set("/images_folder", st.folder.text, st.folder.span)
+            elif claim("images", st.span, "`images from column` is written twice in this file"):
                 state.set("/image_column", st.column.text, st.column.span)
         elif isinstance(st, ast.Resize):
             if claim("resize", st.span, "`resize` is written twice in this file"):
                 state.set("/resize", _resize_value(st.size.text), st.size.span)
+        elif isinstance(st, ast.PixelBudget):
+            if claim("resize", st.span, "`resize` is written twice in this file"):
+                _pixel_budget(st, state)
         elif isinstance(st, ast.Window):
             if claim("window", st.span, "`window` is written twice in this file"):
                 state.drop("window")
@@ -333,6 +355,10 @@ def _numbers(st) -> list[tuple[ast.Value, str, str]]:
     """The numbers of a statement: (value, the clause as users name it, the document pointer it sets)."""
     if isinstance(st, ast.Number):
         return [(st.value, st.name, f"/{BY_KEYWORD[st.name].key}")]
+    if isinstance(st, ast.LearningRate):
+        return [(st.value, "learning rate", "/learning_rate")] + [
+            (r, f"learning rate, {p.text}", f"/part_learning_rates/{i}/learning_rate")
+            for i, (p, r) in enumerate(st.parts)]
     if isinstance(st, ast.Holdout):
         return [(st.share, "holdout", "/holdout")]
     if isinstance(st, ast.Window):
@@ -379,6 +405,83 @@ def _identity(pointer: str) -> str:
 
 def _unit(text: str, table: dict[str, str]) -> str:
     return table.get(text.lower(), text)
+
+
+def pixel_amount(text: str) -> int | None:
+    """A number of pixels as a pixel budget takes it: 200000, 200k, 1.2m (k = thousand, m = million, either case)
+    or a product of whole numbers (256x28x28, 448x448); None when the text is none of these or not whole."""
+    t = text.lower()
+    if _PIXEL_PRODUCT_RE.match(t):
+        total = 1
+        for factor in t.split("x"):
+            total *= int(factor)
+        return total
+    match = _PIXEL_SCALED_RE.match(t)
+    if match:
+        whole, fraction, unit = match.group(1), match.group(2) or "", match.group(3)
+        scale = 1000 if unit == "k" else 1_000_000
+        numerator = int(whole + fraction) * scale  # exact: no float rounding in 1.2m
+        denominator = 10 ** len(fraction)
+        return numerator // denominator if numerator % denominator == 0 else None
+    return None
+
+
+def amount_text(pixels: int) -> str:
+    """The shortest form a pixel budget takes for a number: 1m, 200k, 1.25m, 3136."""
+    for unit, scale in (("m", 1_000_000), ("k", 1000)):
+        if pixels >= scale:
+            whole, rest = divmod(pixels, scale)
+            if rest == 0:
+                return f"{whole}{unit}"
+            if unit == "m" and rest % 10_000 == 0:
+                return f"{whole}.{rest // 10_000:02d}".rstrip("0") + unit
+            if unit == "m" and rest % 100_000 == 0:
+                return f"{whole}.{rest // 100_000}{unit}"
+    return str(pixels)
+
+
+def _amount_suggestion(text: str) -> str | None:
+    """What a malformed amount most likely meant: `1mb`/`1MP`/`1million` -> 1m, `256*28*28` -> 256x28x28,
+    `1e6` -> 1m; None when nothing close."""
+    t = text.lower().replace("*", "x")
+    if pixel_amount(t) is not None:
+        return t
+    match = re.match(r"^(\d+(?:\.\d+)?)([km])", t)
+    if match and pixel_amount(match.group(1) + match.group(2)) is not None:
+        return match.group(1) + match.group(2)
+    try:
+        value = float(t)
+    except ValueError:
+        return None
+    if value >= 1 and value == int(value):
+        return amount_text(int(value))
+    return None
+
+
+def _pixel_budget(st: ast.PixelBudget, state: "_State") -> None:
+    """`resize between A and B pixels` / `resize up to B pixels` -> /resize {"min_pixels"?, "max_pixels"}; an amount
+    in none of the accepted forms is VT208, and the clause is left out (as if unwritten)."""
+    amounts = {}
+    bad = False
+    for name, value in (("min_pixels", st.low), ("max_pixels", st.high)):
+        if value is None:
+            continue
+        pixels = pixel_amount(value.text)
+        if pixels is None:
+            bad = True
+            close = _amount_suggestion(value.text)
+            forms = "a whole number (200000), with k or m (200k, 1.2m), or a product (256x28x28)"
+            state.diagnostics.append(error(
+                "VT208", f"`{value.text}` is not a number of pixels", value.span,
+                f"did you mean `{close}`? A pixel amount is {forms}" if close else f"write {forms}"))
+        amounts[name] = pixels
+    if bad:
+        return
+    state.drop("resize")
+    state.set("/resize", amounts, st.span)
+    for name, value in (("min_pixels", st.low), ("max_pixels", st.high)):
+        if value is not None:
+            state.span(f"/resize/{name}", value.span)
 
 
 def _resize_value(text: str):

@@ -136,7 +136,9 @@ def summarize_plan(plan: dict) -> str:
     lines.append("training")
     row("method", "/method")
     parts = [k for k in ("vision", "language", "attention", "mlp") if plan["parts"][k]]
-    row("parts", "/parts/vision", ", ".join(parts))
+    row("parts", "/parts/vision", ", ".join(parts) or "none (the projector only)")
+    row("projector", "/parts/projector", {"frozen": "frozen", "lora": "with LoRA",
+                                          "full": "in full"}[plan["parts"]["projector"]])
     if plan["lora"]:
         row("lora rank / alpha", "/lora/rank", f"{plan['lora']['rank']} / {plan['lora']['alpha']}")
         row("lora dropout", "/lora/dropout")
@@ -154,6 +156,8 @@ def summarize_plan(plan: dict) -> str:
         f"{micro} at a time, no accumulation" if micro == tr["batch"] else
         f"{micro} at a time, {tr['batch'] // micro} passes an update")
     row("learning rate", "/training/learning_rate")
+    for item in tr["part_learning_rates"]:
+        row(f"  {item['part']}", "/training/part_learning_rates", f"{item['learning_rate']:g}")
     if tr["warmup_ratio"] is not None:
         row("warmup", "/training/warmup_ratio", f"{tr['warmup_ratio']:.0%} of steps")
     else:
@@ -172,6 +176,11 @@ def summarize_plan(plan: dict) -> str:
     d = plan["data"]
     row("train", "/data/train/source", d["train"]["source"] + (f" (split {d['train']['split']})"
                                                                if d["train"]["split"] else ""))
+    for key, label in (("train", "train format"), ("eval", "eval format")):
+        if d[key] and d[key]["format"] != "auto":  # `format ...` written (auto: `vtc plan` detects it below)
+            row(label, f"/data/{key}/format")
+    if d["images_folder"] is not None:
+        row("images from folder", "/data/images_folder")
     if d["eval"]:
         row("evaluate on", "/data/eval/source", d["eval"]["source"])
     elif d["holdout"] is not None:
@@ -184,9 +193,9 @@ def summarize_plan(plan: dict) -> str:
     row("answer from", "/data/answer/from", d["answer"]["from"] + (
         f" `{d['answer']['column']}`" if d["answer"]["column"] else ""))
     r = plan["images"]["resize"]
-    row("resize", "/images/resize/mode", {"longest": f"longest side {r['size']} px",
-                                          "exact": f"exactly {_fmt(r['size'])} px" if r["size"] else "",
-                                          "none": "none (each image's own size)"}[r["mode"]])
+    row("resize", "/images/resize/mode", pixel_budget_words(r) if r["mode"] == "pixels" else
+        {"longest": f"longest side {r['size']} px", "exact": f"exactly {_fmt(r['size'])} px" if r["size"] else "",
+         "none": "none (each image's own size)"}[r["mode"]])
     row("bad rows", "/data/bad_rows", {"stop": "stop (the run refuses to start)",
                                        "skip": "skip (listed in the run folder)"}[d["bad_rows"]])
     if plan["images"]["window"]:
@@ -202,8 +211,12 @@ def summarize_plan(plan: dict) -> str:
     lines.extend(_process_lines(plan, row))
     e = plan["estimates"]
     lines.append("estimates (derived)")
+    spread = budget_range_words(plan)
+    if spread:  # a pixel budget: the range, then the largest image, which the memory estimate is for
+        lines.append(f"  {'image tokens':<24} {spread}")
     if e["image_size"]:
-        lines.append(f"  {'image':<24} {_fmt(e['image_size'])} px -> {e['image_tokens_per_image']} image tokens"
+        lines.append(f"  {'image' if not spread else 'largest image':<24} {_fmt(e['image_size'])} px -> "
+                     f"{e['image_tokens_per_image']} image tokens"
                      + (f" ({_plural(e['tiles_per_image'], 'tile')}, 1 token in the text)"
                         if e["tiles_per_image"] else ""))
     t = e["trainable_parameters"]
@@ -213,6 +226,8 @@ def summarize_plan(plan: dict) -> str:
             if e["total_parameters"] else ""))
         for tower in ("vision", "language"):
             lines.append(f"    {tower:<22} attention {t[tower]['attention']:,}, mlp {t[tower]['mlp']:,}")
+        if t.get("projector"):
+            lines.append(f"    {'projector':<22} {t['projector']:,}")
     if e["gpu_memory_gib"] is not None:
         at = "" if micro != "auto" else " (1 at a time)"
         lines.append(f"  {'GPU memory':<24} about {e['gpu_memory_gib']} GiB{at}")
@@ -302,6 +317,28 @@ def card_fits_text(training: dict, backend: str = "unsloth") -> str | None:
     # One entry per size up to the first that takes the whole batch at once; larger cards add nothing.
     whole = next((i for i, p in enumerate(parts) if p.endswith(f"all {batch}")), len(parts) - 1)
     return "; ".join(parts[:whole + 1]) + ("; larger: the same" if whole < len(parts) - 1 else "")
+
+
+def pixel_budget_words(resize: dict) -> str:
+    """A pixel budget in words: `between 200,000 and 1,000,000 pixels an image, aspect kept, sides multiples of
+    28 px`."""
+    multiple = f", sides multiples of {resize['multiple']} px" if resize["multiple"] > 1 else ""
+    return (f"between {resize['min_pixels']:,} and {resize['max_pixels']:,} pixels an image, aspect kept"
+            f"{multiple}")
+
+
+def budget_range_words(plan: dict) -> str | None:
+    """For a pixel budget: the image tokens (or tiles) from the smallest image to the largest, in words; None
+    otherwise."""
+    from vtc.compiler.estimates import budget_token_range
+
+    spread = budget_token_range(plan["model"]["geometry"], plan["images"]["resize"])
+    if spread is None:
+        return None
+    low, high = spread["low"], spread["high"]
+    unit = "tile" if spread["unit"] == "tiles" else "image token"
+    return (f"{low:,} to {high:,} {unit}s an image (memory: at the largest)" if low != high
+            else f"{_plural(high, unit)} an image")
 
 
 def _memory_table(training: dict) -> list[str]:

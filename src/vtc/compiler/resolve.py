@@ -89,6 +89,8 @@ DEFAULTS: dict[str, Any] = {
               "packing": False, "padding_free": False},
     # What a run does with rows that fail the data check (vtc.runtime.validate): stop is the safe default.
     "bad_rows": "stop",
+    # The data file's format: detected from its rows (vtc.runtime.sources.detect), unless `format ...` pins it.
+    "data.format": "auto",
     "tiff_pages": "first",
     # Checkpoint frequency: at a few seconds a step on a GPU, 50 steps lose at most a few minutes of work, while
     # saving a LoRA adapter with its optimizer state takes about a second.
@@ -155,6 +157,7 @@ class Parts:
     language: Sourced
     attention: Sourced
     mlp: Sourced
+    projector: Sourced  # frozen | lora | full
 
 
 @record
@@ -165,6 +168,7 @@ class Lora:
     rslora: Sourced
     bias: Sourced
     target_modules: Sourced  # the regex get_peft_regex builds for the parts on this family's module names
+    modules_to_save: Sourced  # the projector's modules under `projector full`, else []
 
 
 @record
@@ -172,6 +176,7 @@ class DataSource:
     source: Sourced
     kind: Sourced  # path | hub
     split: Sourced
+    format: Sourced  # auto | messages | sharegpt | llava | prompt_completion
 
 
 @record
@@ -189,6 +194,7 @@ class Data:
     system: Sourced
     answer: Answer
     image_column: Sourced
+    images_folder: Sourced  # `images from folder`: a path relative to base_dir, or None (the data file's folder)
     bad_rows: Sourced
 
 
@@ -230,6 +236,7 @@ class Training:
     steps: Sourced  # optimizer steps, or None when training by epochs
     epochs: Sourced  # passes over the data, or None when training by steps
     learning_rate: Sourced
+    part_learning_rates: Sourced  # [{"part", "learning_rate", "pattern"}]: parts at a rate of their own
     warmup_steps: Sourced  # or None when warmup is a share of the steps
     warmup_ratio: Sourced  # or None
     schedule: Sourced
@@ -390,30 +397,45 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
     # --- what trains
     parts_written = get("/parts")
     chosen = E.selection(list(parts_written.value))
-    parts = Parts(**{key: same(chosen[key], parts_written) for key in ("vision", "language", "attention", "mlp")})
-    regex, _selected = E.peft_regex(family, arch, chosen)
+    projector = _projector(set(parts_written.value), method, get("/projector"), parts_written, same)
+    parts = Parts(**{key: same(chosen[key], parts_written) for key in ("vision", "language", "attention", "mlp")},
+                  projector=projector)
+    regex = E.lora_targets(family, arch, chosen, projector.value if method.value != "full" else "frozen")
     rank = _as(int, get("/lora/rank", DEFAULTS["lora.rank"]))
     if method.value == "full":
         lora: object = same(None, method)
-        trainable_regex = derived(".*" if all(chosen.values()) else r"(?:" + regex + r")\.(?:weight|bias)")
+        if all(chosen.values()):
+            trainable_regex = derived(".*")
+        else:
+            chosen_re = [r"(?:" + regex + r")\.(?:weight|bias)"] if any(chosen.values()) else []
+            if projector.value == "full":  # every parameter of the projector's modules (norms too)
+                chosen_re.append(r"(?:.*\.)?(?:" + "|".join(re.escape(m) for m in
+                                                           E.projector_modules(family, arch)) + r")\..*")
+            trainable_regex = derived("|".join(chosen_re) if len(chosen_re) == 1 else
+                                      "|".join(r"(?:" + x + r")" for x in chosen_re))
     else:
         lora = Lora(rank=rank, alpha=_as(int, get("/lora/alpha", DEFAULTS["lora.alpha"])),
                     dropout=_as(float, get("/lora/dropout", DEFAULTS["lora.dropout"])), rslora=flags["rslora"],
-                    bias=Sourced(DEFAULTS["lora.bias"], "default"), target_modules=derived(regex))
+                    bias=Sourced(DEFAULTS["lora.bias"], "default"), target_modules=derived(regex),
+                    modules_to_save=same(E.projector_modules(family, arch) if projector.value == "full" else [],
+                                         projector))
         trainable_regex = same(None, method)
 
     # --- data
     data = Data(
-        train=_data_source("from", get("/train_data/source"), get("/train_data/split"), base_dir, diagnostics),
-        eval=_data_source("evaluate on", get("/eval_data/source"), get("/eval_data/split"), base_dir, diagnostics)
+        train=_data_source("from", get("/train_data/source"), get("/train_data/split"), base_dir, diagnostics,
+                           _data_format(get("/train_data/format", DEFAULTS["data.format"]), diagnostics)),
+        eval=_data_source("evaluate on", get("/eval_data/source"), get("/eval_data/split"), base_dir, diagnostics,
+                          _data_format(get("/eval_data/format", DEFAULTS["data.format"]), diagnostics))
         if "eval_data" in document else Sourced(None, "default"),
         holdout=_share(get("/holdout")), instruction=get("/instruction", DEFAULTS["instruction"]),
         system=get("/system"),
         answer=Answer(from_=get("/answer/from", DEFAULTS["answer.from"]), column=get("/answer/column")),
-        image_column=get("/image_column"), bad_rows=get("/bad_rows", DEFAULTS["bad_rows"]))
+        image_column=get("/image_column"), images_folder=get("/images_folder"),
+        bad_rows=get("/bad_rows", DEFAULTS["bad_rows"]))
 
     # --- images: `resize` in its one form
-    images = Images(resize=_resize(get("/resize"), family, entry, registry),
+    images = Images(resize=_resize(get("/resize"), family, entry, registry, geometry, spans, name, diagnostics),
                     window=get("/window"), tiff_pages=get("/tiff_pages", DEFAULTS["tiff_pages"]))
 
     # --- training
@@ -430,6 +452,7 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         steps=same(int(amount) if by_steps else None, train_for),
         epochs=same(None if by_steps else _whole(amount), train_for),
         learning_rate=_as(float, get("/learning_rate", DEFAULTS["learning_rate"])),
+        part_learning_rates=_part_rates(get("/part_learning_rates", []), E.part_patterns(family, arch) or {}),
         warmup_steps=same(None if in_percent else int(warmup.value["amount"]), warmup),
         warmup_ratio=same(round(warmup.value["amount"] / 100, 10) if in_percent else None, warmup),
         schedule=get("/schedule", DEFAULTS["schedule"]), optimizer=get("/optimizer", DEFAULTS["optimizer"]),
@@ -457,7 +480,7 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
     # --- estimates
     total = total_params(family, entry)
     image = E.image_estimate(geometry, images.resize.value)
-    trainable = E.trainable_parameters(method.value, chosen, family, arch, rank.value, total)
+    trainable = E.trainable_parameters(method.value, chosen, family, arch, rank.value, total, projector.value)
     def memory(micro: int, backend: str) -> dict | None:
         return E.memory_estimate(method=method.value, family=family, arch=arch, total=total, trainable=trainable,
                                  image=image, batch=micro, max_length=training.max_length.value,
@@ -560,6 +583,36 @@ def _written(document: dict, spans: dict[str, Span], origin) -> dict[str, Source
     return out
 
 
+# The parts that may have a learning rate of their own (`learning rate 2e-4, vision 2e-5, projector 1e-4`).
+RATE_PARTS = ("vision", "projector", "language")
+
+
+def _projector(parts: set, method: Sourced, written: Sourced, parts_written: Sourced, same) -> Sourced:
+    """How the projector trains: frozen | lora | full. Named in `finetune`: with LoRA under lora/qlora unless
+    `projector full`, in full under `using full`. `finetune all` under `using full` trains every parameter, the
+    projector's too ("full"); under LoRA `all` keeps its meaning (the towers' layers, not the projector)."""
+    if "projector" in parts:
+        if method.value == "full":
+            return same("full", method)
+        return written if written.value is not None else same("lora", parts_written)
+    if "all" in parts and method.value == "full":
+        return same("full", parts_written)
+    return same("frozen", parts_written)
+
+
+def _part_rates(written: Sourced, patterns: dict[str, str]) -> Sourced:
+    """The plan's part_learning_rates: each part named once with a rate, and the regex of its parameter names
+    (checks.py reports a word that is no part, a part twice, a part that does not train, a model whose parts vtc
+    does not know: the plan is not made then)."""
+    rates, seen = [], set()
+    for item in written.value or []:
+        part = item["part"]
+        if part in RATE_PARTS and part not in seen and patterns.get(part):
+            seen.add(part)
+            rates.append({"part": part, "learning_rate": float(item["learning_rate"]), "pattern": patterns[part]})
+    return Sourced(rates, written.origin, written.span)
+
+
 def _as(kind, value: Sourced) -> Sourced:
     """The value converted (the schema accepts 2.0 for `batch 2.0`; the plan says 2)."""
     return Sourced(kind(value.value), value.origin, value.span)
@@ -621,8 +674,25 @@ def read_config(folder: str) -> str | None:
         return None
 
 
+# The data formats `format ...` names (docs/data.md has a section for each).
+DATA_FORMATS = ("auto", "messages", "sharegpt", "llava", "prompt_completion")
+
+
+def _data_format(written: Sourced, diagnostics: list[Diagnostic]) -> Sourced:
+    """`format <name>` checked against DATA_FORMATS: VT204 with did-you-mean for another word (then auto)."""
+    if written.value in DATA_FORMATS:
+        return written
+    close = suggest(str(written.value), DATA_FORMATS)
+    diagnostics.append(error(
+        "VT204", f"unknown data format `{written.value}`", written.span,
+        (f"did you mean `format {close}`? " if close else "")
+        + "the formats are sharegpt (LLaMA-Factory, ms-swift, Axolotl), llava, prompt_completion (TRL), messages "
+          "(typed parts); leave `format` out to detect it from the rows"))
+    return Sourced(DEFAULTS["data.format"], "default")
+
+
 def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
-                 diagnostics: list[Diagnostic]) -> DataSource:
+                 diagnostics: list[Diagnostic], format: Sourced | None = None) -> DataSource:
     """A `from` / `evaluate on` source: its kind (data_kind) and, for a Hub dataset written `hf://org/name`, the id.
     What the recipe's folder shows about it goes to ``diagnostics``: VT270 (note) for an `org/name`-shaped folder
     read as a folder; VT401 (warning) for a path that is not there, or an `org/name` name read as a Hub dataset
@@ -632,7 +702,7 @@ def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
     explicit = explicit_hub_id(value)
     if explicit is not None:
         return DataSource(source=Sourced(explicit, source.origin, source.span), kind=Sourced("hub", "derived"),
-                          split=split)
+                          split=split, format=format or Sourced(DEFAULTS["data.format"], "default"))
     here = os.path.isdir(base_dir)  # a recipe compiled from text has no folder to look in
     where = _beside(base_dir, value)
     if here and kind == "path" and _hub_shaped(value):
@@ -658,13 +728,25 @@ def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
                 "VT401", f"`{clause} {value}`: there is no folder {where}, though {first}/ is there; vtc run will "
                          f"read `{value}` as a Hugging Face Hub dataset",
                 source.span, f"{folder} if you meant the Hub dataset, write `hf://{value}` (this warning then goes)"))
-    return DataSource(source=source, kind=Sourced(kind, "derived"), split=split)
+    return DataSource(source=source, kind=Sourced(kind, "derived"), split=split,
+                      format=format or Sourced(DEFAULTS["data.format"], "default"))
 
 
-def _resize(written: Sourced, family: str | None, entry: dict | None, registry: Registry) -> Sourced:
+def _resize(written: Sourced, family: str | None, entry: dict | None, registry: Registry,
+            geometry: dict | None = None, spans: dict | None = None, model_name: Sourced | None = None,
+            diagnostics: list | None = None) -> Sourced:
     """`resize` in its one form, {"mode", "size"}: `resize N` -> longest N, `resize WxH` -> exact [W, H],
-    `resize none` -> none; no clause -> the family's default side (the registry's), else DEFAULTS["resize"]."""
+    `resize none` -> none; no clause -> the family's default side (the registry's), else DEFAULTS["resize"].
+    A pixel budget -> {"mode": "pixels", "min_pixels", "max_pixels", "multiple"} (the multiple and, for `up to`, the
+    minimum from the model's geometry; VT205-VT207 when the budget does not fit the model, and then the default)."""
     value = written.value
+    if isinstance(value, dict) and "max_pixels" in value:
+        budget = _pixel_budget(value, written, geometry, spans or {}, model_name, family, registry)
+        if isinstance(budget, dict):
+            return Sourced(budget, written.origin, written.span)
+        if diagnostics is not None:
+            diagnostics.extend(budget)
+        value = None  # left out, as if unwritten: the rest of the recipe is still checked
     if value is None:
         side = default_resize(family, entry, registry)
         return Sourced({"mode": "longest", "size": side or DEFAULTS["resize"]}, "registry" if side else "default")
@@ -675,6 +757,53 @@ def _resize(written: Sourced, family: str | None, entry: dict | None, registry: 
     else:
         form = {"mode": "longest", "size": int(value)}
     return Sourced(form, written.origin, written.span)
+
+
+def _pixel_budget(value: dict, written: Sourced, geometry: dict | None, spans: dict, model_name: Sourced | None,
+                  family: str | None, registry: Registry) -> dict | list[Diagnostic]:
+    """The plan's pixel budget, or the diagnostics that say why this model cannot have it (VT205-VT207)."""
+    shown = model_name.value if model_name is not None else "this model"
+    limits = E.budget_limits(geometry)
+    if limits is None:
+        why = (f"vtc does not know how `{shown}` turns images into tokens" if geometry is None else
+               f"`{shown}` gives every image one input size ({geometry['image_size']}x{geometry['image_size']} px), "
+               "so a budget would change nothing" if geometry.get("kind") == "fixed" else
+               f"vtc does not know how `{shown}` cuts images")
+        return [error("VT207", f"vtc cannot budget pixels for this model: {why}", written.span,
+                      "write `resize 512` (one standard size) instead, or use a Qwen-VL or Llama 3.2 Vision model")]
+    low_span = spans.get("/resize/min_pixels") or written.span
+    high_span = spans.get("/resize/max_pixels") or written.span
+    high = int(value["max_pixels"])
+    low = int(value["min_pixels"]) if "min_pixels" in value else limits["default_min"]
+    display = registry.families[family]["display"] if family in registry.families else shown
+    out = []
+    bounds = f"{display} takes {limits['lowest']:,} to {limits['highest']:,} pixels an image"
+    for amount, span, which in ((low, low_span, "minimum"), (high, high_span, "maximum")):
+        if "min_pixels" not in value and which == "minimum":
+            continue
+        if amount < limits["lowest"]:
+            unit = (f"one {limits['multiple']}x{limits['multiple']} px image token" if geometry["kind"] == "patches"
+                    else "one 14x14 px patch")
+            out.append(error("VT206", f"a {which} of {amount:,} pixels is below what {display} can see: its smallest "
+                                      f"image is {limits['lowest']:,} pixels ({unit} is "
+                                      f"{limits['multiple'] ** 2 if geometry['kind'] == 'patches' else 196} pixels)",
+                             span, f"{bounds}; write at least {limits['lowest']:,}"))
+        elif amount > limits["highest"]:
+            out.append(error("VT206", f"a {which} of {amount:,} pixels is above what {display}'s processor accepts",
+                             span, f"{bounds}; write at most {limits['highest']:,}"))
+    if out:
+        return out
+    if low > high:
+        if "min_pixels" in value:
+            from vtc.compiler.lower import amount_text
+
+            return [error("VT205", f"the pixel budget's minimum ({low:,} pixels) is above its maximum "
+                                   f"({high:,} pixels)", written.span,
+                          f"write the smaller amount first: `resize between {amount_text(high)} and "
+                          f"{amount_text(low)} pixels`")]
+        return [error("VT205", f"`up to {high:,} pixels` is below {display}'s own minimum of {low:,} pixels an "
+                               "image", high_span, f"write at least `resize up to {low:,} pixels`")]
+    return {"mode": "pixels", "min_pixels": low, "max_pixels": high, "multiple": limits["multiple"]}
 
 
 def display_name(file: str, main_file: str, base_dir: str) -> str:

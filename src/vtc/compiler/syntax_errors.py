@@ -22,19 +22,21 @@ __all__ = ["Problem", "explain", "SUB_KEYWORDS", "next_clause_start"]
 # Keywords inside clauses: grammar terminal -> spelling.
 SUB_KEYWORDS = {"ON": "on", "SPLIT": "split", "CAPTIONS": "captions", "FOLDERS": "folders", "COLUMN": "column",
                 "NONE": "none", "RANK": "rank", "ALPHA": "alpha", "DROPOUT": "dropout", "EPOCHS": "epochs",
-                "STEPS": "steps", "ALL": "all"}
+                "STEPS": "steps", "ALL": "all", "BETWEEN": "between", "AND": "and", "PIXELS": "pixels",
+                "UP_TO": "up to", "FORMAT": "format", "FOLDER": "folder"}
 # Value terminals in user words. Keywords inside clauses are shown as written.
 _TERMINAL_WORDS = {
     "INT": "a whole number",
     "NUMBER": "a number",
     "PERCENT": "a percentage like `10%`",
     "SIZE": "a size like `640x480`",
+    "PIXEL_AMOUNT": "a number of pixels like `200k`, `1m` or `256x28x28`",
     "STRING": "text in double quotes",
     "COMMA": "`,`",
     **{name: f"`{spelling}`" for name, spelling in SUB_KEYWORDS.items()},
 }
 # The order in which expected terminals are listed.
-_ORDER = ["WORD", "STRING", "INT", "NUMBER", "SIZE", "PERCENT", "COMMA", *SUB_KEYWORDS]
+_ORDER = ["WORD", "STRING", "INT", "NUMBER", "SIZE", "PIXEL_AMOUNT", "PERCENT", "COMMA", *SUB_KEYWORDS]
 
 # Characters of a bare word (kept in step with WORD in vt.lark) and of anything number-like.
 _CHUNK_RE = re.compile(r"[\w.\/~:+@%-]+")
@@ -55,6 +57,14 @@ class Problem:
     diagnostics: tuple[Diagnostic, ...]
     clause_start: int  # index in the line where the broken clause starts (statements before it are fine)
     resume: int | None  # index in the line where parsing goes on, or None to give up on this line
+
+
+def _is_budget_amount(text: str) -> bool:
+    """`1m`, `200k`, `256x28x28`: an amount only a pixel budget takes (not `512` or `640x480`, which `resize` takes
+    as they are)."""
+    from vtc.compiler.lower import pixel_amount
+
+    return pixel_amount(text) is not None and not re.fullmatch(r"\d+(x\d+)?", text)
 
 
 def explain(exc, code: str, number: int, file: str) -> Problem:
@@ -79,13 +89,17 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
         last_end = stack_tokens[-1].end_pos
     accepts = lalr.accepts(state) if state is not None else set()
     complete = "$END" in accepts
-    after_on = any(t.type in ("ON", "SPLIT", "COLUMN") for t in stack_tokens if t.start_pos >= clause_start)
+    after_on = any(t.type in ("ON", "SPLIT", "COLUMN", "FORMAT", "FOLDER") for t in stack_tokens if t.start_pos >= clause_start)
 
     kind, text, end = _thing_at(code, pos)
     if kind != "end":
         pos = len(code) - len(code[pos:].lstrip())
     so_far = " ".join(code[clause_start:last_end].split()) if clause and last_end else ""
     example = BY_KEYWORD[clause].example if clause else ""
+    if clause == "resize" and any(t.type in ("BETWEEN", "UP_TO") for t in stack_tokens if t.start_pos >= clause_start):
+        example = "resize between 200k and 1m pixels" if "between" in so_far else "resize up to 1m pixels"
+    elif clause == "resize" and text and _is_budget_amount(text):
+        example = f"resize up to {text} pixels"  # `resize 1m`: a pixel budget's amount
 
     def span_at(a: int, b: int) -> Span:
         return Span(file, number, a + 1, number, max(b, a + 1) + 1)
@@ -119,7 +133,7 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
             and str(stack_tokens[-1]) == "on":
         # `finetune on qwen2.5-vl`: the lexer read `on` as the first part.
         return problem("VT011", "missing the parts to train after `finetune`", caret_after(stack_tokens[-2].end_pos),
-                       f"name what trains (vision, language, attention, mlp or all), like `{example}`", clause_start,
+                       f"name what trains (vision, language, attention, mlp, projector or all), like `{example}`", clause_start,
                        next_clause(end))
 
     if clause is not None and not complete:

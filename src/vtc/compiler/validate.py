@@ -180,6 +180,7 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
         else:  # oneOf / const: resize and gpus are the fields with several forms
             out.append(error(
                 "VT108", f"`{title}` cannot be `{_shown(instance)}`", span,
-                "write `resize 512` (longest side in pixels), `resize 640x480` (exact size) or `resize none`"
+                "write `resize 512` (longest side in pixels), `resize 640x480` (exact size), `resize none` or a pixel "
+                "budget such as `resize between 200k and 1m pixels`"
                 if title == "resize" else node.get("description")))
     return out

@@ -417,6 +417,26 @@ def model_geometry(family: str | None, entry: dict | None, registry: Registry) -
     return None
 
 
+def smart_resize(width: int, height: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen-VL's smart_resize (qwen_vl_utils, transformers' Qwen2VLImageProcessor): both sides to multiples of
+    ``factor`` (patch x merge); an area above ``max_pixels`` scales both sides down by the square root of the excess
+    (rounded down to the multiple), one below ``min_pixels`` up (rounded up). The compiler's token estimates and the
+    runtime's pixel budgets (vtc.runtime.images.budget_size) both follow it."""
+    import math
+
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return w_bar, h_bar
+
+
 def default_resize(family: str | None, entry: dict | None, registry: Registry) -> int | None:
     if entry and entry.get("default_resize"):
         return entry["default_resize"]

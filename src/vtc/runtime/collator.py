@@ -13,7 +13,9 @@ For each batch (unsloth_zoo 2026.10.9, vision_utils.py and dataset_utils.train_o
    after the response marker (``response_part``, e.g. "<|im_start|>assistant\\n") and runs up to and INCLUDING the
    end-of-turn token (the tokenizer's EOS: <|im_end|> for Qwen, <|eot_id|> for Llama), so the model learns to stop;
    what follows (Qwen's "\\n", the next turn) is masked. The markers are matched as their exact token sequences,
-   as Unsloth does with force_match=True.
+   as Unsloth does with force_match=True. In a multi-turn conversation every assistant turn is an answer and is
+   trained, every system and user turn masked: Unsloth's rule with last_response_only=False, the default its
+   UnslothVisionDataCollator uses (it passes no last_response_only; tests/test_multiturn.py pins the positions).
 
 Sequences longer than ``max_seq_length`` are cut at the end, like the processor's truncation, but never through
 image tokens: that is an error naming the counts, and ``check_lengths`` finds such rows before training starts
@@ -273,17 +275,21 @@ class VisionCollator:
 
     def token_counts(self, row: dict, max_seq_length: int | None = None) -> dict:
         """One row measured as the collator makes it: {"total", "text", "image" (counts before truncation),
-        "image_last" (position, or -1), "answer" (the answers' token positions, before truncation), "answer_cut"
-        (how many of them the max length cuts off), "trained" (tokens whose label is not ignore_index once cut at
-        the max length: the collator's own labels; None when the cut would fall inside the image tokens)}."""
+        "image_last" (position, or -1), "answer" (the answers' token positions, before truncation: every assistant
+        turn of a multi-turn conversation), "answer_cut" (how many of them the max length cuts off), "answers"
+        (how many answers), "answers_cut" (how many answers lose a token to the cut), "trained" (tokens whose label
+        is not ignore_index once cut at the max length: the collator's own labels; None when the cut would fall
+        inside the image tokens)}."""
         batch = self._encode([row])
         ids = batch["input_ids"][0].tolist()
         image_pos = [p for p, t in enumerate(ids) if t in self.placeholder_ids]
         limit = max_seq_length or self.max_seq_length
         answer = self.answer_positions(ids)
+        spans = answer_spans(answer)
         counts = {"total": len(ids), "image": len(image_pos), "text": len(ids) - len(image_pos),
                   "image_last": image_pos[-1] if image_pos else -1, "answer": answer,
-                  "answer_cut": sum(1 for p in answer if limit and p >= limit)}
+                  "answer_cut": sum(1 for p in answer if limit and p >= limit), "answers": len(spans),
+                  "answers_cut": sum(1 for span in spans if limit and span[-1] >= limit)}
         try:
             cut = self._truncate(batch, limit) if limit and len(ids) > limit else batch
         except VtcError:  # the cut falls inside the image tokens (VT430)
@@ -344,11 +350,16 @@ class VisionCollator:
                      "the whole text, or use a model whose chat template writes the family's markers (`vtc plan` "
                      "shows them)")
         if counts["answer_cut"]:
+            # An answer cut anywhere is a problem: in a multi-turn conversation the cut takes the last answers
+            # first (whole or in part), and the model would learn a cut answer, or miss the turns it was given.
             n = len(counts["answer"])
+            k = counts.get("answers", 1)
+            what = (f"the last {counts['answer_cut']} of the answer's {n} tokens" if k <= 1 else
+                    f"{counts['answer_cut']} of the {n} tokens of its {k} answers ({counts['answers_cut']} of the "
+                    "answers cut short or lost)")
             return error(
-                "VT564", f"{where}: {sizes} exceed the max length {limit}, which cuts the last "
-                         f"{counts['answer_cut']} of the answer's {n} tokens: the model would learn a cut answer "
-                         "and never to end it", span,
+                "VT564", f"{where}: {sizes} exceed the max length {limit}, which cuts {what}: the model would "
+                         "learn a cut answer and never to end it", span,
                 help=f"raise `max length` to at least {counts['total']}, use a smaller `resize` (fewer image "
                      "tokens), or shorten the answer")
         return None
@@ -362,6 +373,18 @@ def check_lengths(rows, max_seq_length: int, processor=None, *, collator: Vision
         collator = VisionCollator(processor, train_on_responses_only=False, instruction_part=None,
                                   response_part=None, max_seq_length=max_seq_length)
     return collator.check_lengths(rows, max_seq_length)
+
+
+def answer_spans(positions: list[int]) -> list[list[int]]:
+    """The answers among sorted trained positions (answer_positions): each run of consecutive positions is one
+    answer (two answers are never adjacent: the response marker stands between them)."""
+    spans: list[list[int]] = []
+    for p in positions:
+        if spans and p == spans[-1][-1] + 1:
+            spans[-1].append(p)
+        else:
+            spans.append([p])
+    return spans
 
 
 def _placeholder_ids(tokenizer) -> set[int]:

@@ -11,8 +11,22 @@ from vtc.runtime import metrics as M
 
 
 def prompt_messages(messages: list[dict]) -> list[dict]:
-    """The conversation without the assistant's answer: what the model sees before it answers."""
-    return [m for m in messages if m["role"] != "assistant"]
+    """What the model sees before it answers: every turn up to and including the last user turn.
+
+    A multi-turn conversation (user, assistant, user, assistant, ...) keeps its earlier turns as context, the
+    earlier assistant answers and every earlier image included, and the model answers the last user turn; what
+    follows that turn (the expected answer) is left out. A conversation with no user turn loses its assistant turns.
+    """
+    users = [j for j, m in enumerate(messages) if m["role"] == "user"]
+    if not users:
+        return [m for m in messages if m["role"] != "assistant"]
+    return list(messages[: users[-1] + 1])
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
 
 
 def images_of(messages: list[dict]) -> list:
@@ -22,13 +36,11 @@ def images_of(messages: list[dict]) -> list:
 
 
 def answer_of(messages: list[dict]) -> str:
-    """The assistant's text in a conversation."""
-    for m in messages:
+    """The expected answer of a conversation: the last assistant turn's text (a multi-turn conversation's earlier
+    answers are context, as Rows.answer says)."""
+    for m in reversed(messages):
         if m["role"] == "assistant":
-            content = m["content"]
-            if isinstance(content, str):
-                return content
-            return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+            return _text(m["content"])
     return ""
 
 

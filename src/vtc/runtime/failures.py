@@ -44,6 +44,10 @@ def oom_error(plan: dict, stage: str, span: Span | None, resume: str = ""):
             ideas.append(f"smaller images (`resize {smaller_side}`)")
     elif resize["mode"] == "none":
         ideas.append("resized images (`resize 512`)")
+    elif resize["mode"] == "pixels":  # memory follows the largest image: half its pixels, the minimum kept
+        half = max(resize["min_pixels"], resize["max_pixels"] // 2)
+        if half < resize["max_pixels"]:
+            ideas.append(f"a smaller largest image (`resize between {resize['min_pixels']} and {half} pixels`)")
     if plan["method"] != "qlora":
         ideas.append("4-bit training (`using qlora`)")
     return error("VT520", f"out of GPU memory while {stage}: {image}, {micro} row{'s' * (micro != 1)} at a time "

@@ -8,6 +8,10 @@ feature and Unsloth's collator do) and converts to RGB. ``standardise`` gives ev
   plan's estimates hold exactly (Unsloth's collator never upscales; vtc's `resize N` means "one standard size").
 - ``{"mode": "exact", "size": [W, H]}``: exactly W x H px (the aspect ratio may change).
 - ``{"mode": "none"}`` (or no resize at all): the image as it is.
+- ``{"mode": "pixels", "min_pixels": A, "max_pixels": B, "multiple": M}`` (a pixel budget, `resize between A and B
+  pixels`): the aspect ratio kept, each side a multiple of M px and the area within A..B, by Qwen-VL's smart_resize
+  rule (``budget_size``). Qwen-VL's processor applies the same rule with its own bounds, which contain every
+  budget vtc accepts, so it leaves these images as they are (one resampling, vtc's).
 
 Resampling is Lanczos for shrinking and bicubic for enlarging (pillow's best filters for each direction).
 
@@ -196,7 +200,29 @@ def target_size(size: tuple[int, int], resize: dict) -> tuple[int, int]:
         if w >= h:
             return n, max(1, round(h * n / w))
         return max(1, round(w * n / h)), n
+    if mode == "pixels":
+        return budget_size(w, h, int(resize["multiple"]), int(resize["min_pixels"]), int(resize["max_pixels"]))
     raise ValueError(f"unknown resize mode {mode!r}")
+
+
+def budget_size(width: int, height: int, multiple: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) under a pixel budget: Qwen-VL's smart_resize rule (qwen_vl_utils, transformers'
+    Qwen2VLImageProcessor). Each side rounded to a multiple of ``multiple``; if the area is then above
+    ``max_pixels`` both sides scale down by the square root of the excess (rounded down to the multiple), if below
+    ``min_pixels`` up (rounded up). Unlike Qwen's, a very long and thin image (one side held at one multiple) gets its
+    long side cut back so that the area stays within ``max_pixels``, instead of an error or an oversized image.
+    The compiler's estimates follow the same rule (vtc.registry.smart_resize); tests/test_pixels.py compares the
+    two."""
+    from vtc.registry import smart_resize
+
+    m = multiple
+    w_bar, h_bar = smart_resize(width, height, m, min_pixels, max_pixels)
+    if h_bar * w_bar > max_pixels:  # a thin image: the short side is one multiple, the long one carries the area
+        if h_bar <= w_bar:
+            w_bar = max(m, max_pixels // h_bar // m * m)
+        else:
+            h_bar = max(m, max_pixels // w_bar // m * m)
+    return w_bar, h_bar
 
 
 def standardise(image, resize: dict):

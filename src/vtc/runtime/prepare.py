@@ -171,7 +171,9 @@ def _prepare_chunk(chunk, resize, window, root, store) -> list[dict]:
 
 
 def settings_for(path: str | Path, resize: dict, window: dict | None) -> dict:
-    """The preparation settings that change the output for this file (the window matters for DICOM only)."""
+    """The preparation settings that change the output for this file (the window matters for DICOM only). The whole
+    resize is in it, so a pixel budget's bounds and multiple are part of every cache key: another budget prepares
+    the images again."""
     s = {"resize": resize}
     if Path(path).suffix.lower() == ".dcm":
         s["window"] = window

@@ -9,7 +9,9 @@ A row preview is a dict (JSON-ready):
 
     {"row": 1, "origin": "data/train/metadata.jsonl:1", "tokens": 63, "max_length": 512,
      "trained": 5,              # tokens with a label (labels != -100 in the collator's batch, after the cut)
-     "answer_tokens": 5,        # the answer and its end-of-turn token (found with the response marker)
+     "answer_tokens": 5,        # the answer and its end-of-turn token (found with the response marker); in a
+                                # multi-turn conversation every assistant turn's
+     "answers": 1,              # how many answers (assistant turns) the row trains
      "answer_cut": 0,           # how many of those the max length cuts off
      "truncated": False,        # answer_cut > 0
      "image_cut": False,        # the max length would cut through the image tokens (the run stops: VT430)
@@ -31,7 +33,7 @@ import os
 from pathlib import Path
 
 from vtc.diagnostics import Diagnostic, Span, VtcError
-from vtc.runtime.collator import VisionCollator
+from vtc.runtime.collator import VisionCollator, answer_spans
 
 # Without colours (not a terminal, NO_COLOR, a log), trained text is between these marks.
 OPEN, CLOSE = "⟦", "⟧"
@@ -67,10 +69,11 @@ def preview_row(collator, row: dict, limit: int, number: int, span: Span) -> dic
     trained = [p < len(labels) and labels[p] != collator.ignore_index for p in range(len(ids))]
     answer = collator.answer_positions(ids)
     answer_cut = sum(1 for p in answer if limit and p >= limit)
+    answers = len(answer_spans(answer))
     counts = collator.token_counts(row, limit)
     problem = collator.length_problem(counts, limit, span)
     return {"row": number, "origin": span.location, "tokens": len(ids), "max_length": limit,
-            "trained": sum(trained), "answer_tokens": len(answer), "answer_cut": answer_cut,
+            "trained": sum(trained), "answer_tokens": len(answer), "answers": answers, "answer_cut": answer_cut,
             "truncated": answer_cut > 0, "image_cut": image_cut,
             "problem": problem.message if problem is not None else None, "code": problem.code if problem else None,
             "segments": _segments(collator, ids, trained, limit)}
@@ -145,9 +148,15 @@ def render_text(previews: list[dict], color: bool) -> str:
 def _answer_words(pv: dict) -> str:
     if pv["image_cut"]:
         return f"max length {pv['max_length']} cuts through the image tokens"
+    k = pv.get("answers", 1)
     if pv["truncated"]:
+        if k > 1:
+            return (f"answers cut by `max length {pv['max_length']}` ({pv['answer_cut']} of the "
+                    f"{pv['answer_tokens']} tokens of its {k} answers lost)")
         return (f"answer cut by `max length {pv['max_length']}` ({pv['answer_cut']} of its {pv['answer_tokens']} "
                 "tokens lost)")
+    if k > 1:
+        return f"{k} answers complete ({pv['answer_tokens']} tokens with their end-of-turn tokens)"
     return f"answer complete ({pv['answer_tokens']} tokens with its end-of-turn)"
 
 

@@ -409,8 +409,10 @@ def _prediction_records(plan, rows, expected, before, after, names) -> list[dict
     from vtc.runtime import metrics as M
 
     question = plan["data"]["instruction"]
+    # A conversation's question is its last user turn (rows.question), the recipe's `ask` otherwise.
     return [{"row": i, "origin": rows.origin(i).location, "images": [str(p) for p in rows.images(i)],
-             "question": question, "expected": expected[i], "before": before[i] if before is not None else None,
+             "question": rows.question(i) if hasattr(rows, "question") else question, "expected": expected[i],
+             "before": before[i] if before is not None else None,
              "after": after[i], "after_scores": M.row_scores(names, after[i], expected[i])}
             for i in range(len(rows))]
 

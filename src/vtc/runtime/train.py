@@ -1,6 +1,8 @@
 """Training, and the length check before it: the backend's trainer over the rows, with vtc's callbacks.
 
     check_lengths(plan, processor, collator, train_rows, eval_rows) -> str   VT430/431/564/565 before any step
+    parameter_groups(named_parameters, plan, decay_names, weight_decay) -> the optimizer's groups, a rate per part
+    use_part_learning_rates(trainer, plan, rep)  the trainer's optimizer built from those groups (both backends)
     train(backend, plan, model, processor, rows, collator, run_dir, rep, ...) -> history
                                           (with one retry at half the micro-batch after an early out-of-memory error)
 """
@@ -105,11 +107,84 @@ def _trainer(be, plan, model, processor, train_rows, collator, run_dir: Path, re
         ckpt_dir.mkdir(exist_ok=True)
     # vtc's own TensorBoard callback above is the one tracker; the trainer reports to nothing else.
     trainer = be.trainer(plan, model, processor, train_rows, collator, str(ckpt_dir), callbacks, report_to=["none"])
+    use_part_learning_rates(trainer, plan, rep)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(PrinterCallback)  # our progress line replaces the per-step dict printing
     trainer.remove_callback(ProgressCallback)
     return trainer, progress
+
+
+def parameter_groups(named_parameters, plan: dict, decay_names, weight_decay: float) -> list[dict]:
+    """The optimizer's parameter groups: the trainable parameters of no listed part at the base rate (the group
+    carries no "lr": the optimizer's, which is training.learning_rate), then for each part of
+    plan["training"]["part_learning_rates"] (in order) its trainable parameters at its own "lr". A parameter belongs
+    to the first part whose pattern re.search finds in its name. Each of them is split as transformers splits: weight decay for the names in
+    ``decay_names``, none for the others (biases, norms). Empty groups are left out. Each group has a "part" key
+    ("vision", ..., or "base"), which torch keeps and the tests read."""
+    import re
+
+    parts = []
+    for i, x in enumerate(plan["training"]["part_learning_rates"]):
+        try:
+            parts.append((x["part"], x["learning_rate"], re.compile(x["pattern"])))
+        except re.error as exc:  # a plan edited by hand: the compiler writes valid patterns
+            from vtc.diagnostics import VtcError, error
+
+            raise VtcError(error("VT514", f"/training/part_learning_rates/{i}/pattern is not a regular expression "
+                                 f"({exc})", plan_span(plan, "/training/part_learning_rates"),
+                                 help="compile the recipe again (`vtc plan -o plan.json`)")) from None
+    # The base groups first: the trainer logs the first group's rate as "the" learning rate.
+    buckets: dict[str, tuple[list, list]] = {"base": ([], [])}
+    buckets.update({name: ([], []) for name, _lr, _p in parts})
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        part = next((p for p, _lr, pattern in parts if pattern.search(name)), "base")
+        buckets[part][0 if name in decay_names else 1].append(param)
+    rates = {name: lr for name, lr, _p in parts}
+    groups = []
+    for part, (decay, no_decay) in buckets.items():
+        for params, wd in ((decay, weight_decay), (no_decay, 0.0)):
+            if params:
+                group = {"params": params, "weight_decay": wd, "part": part}
+                if part in rates:
+                    group["lr"] = rates[part]
+                groups.append(group)
+    return groups
+
+
+def use_part_learning_rates(trainer, plan: dict, rep: Reporter | None = None) -> None:
+    """When the plan gives some parts a rate of their own, the trainer's create_optimizer builds the optimizer from
+    parameter_groups (the optimizer class and its arguments as the trainer chooses them from its args). The
+    Trainer calls create_optimizer after wrapping the model (DDP, FSDP2), so the groups hold the parameters it
+    trains; its learning-rate scheduler scales each group's own rate (LambdaLR multiplies every group's initial
+    lr). Plans without part rates keep the trainer's own optimizer."""
+    if not plan["training"]["part_learning_rates"]:
+        return
+
+    def create_optimizer(model=None):
+        opt_model = trainer.model if model is None else model
+        if trainer.optimizer is None:
+            decay = set(trainer.get_decay_parameter_names(opt_model))
+            groups = parameter_groups(opt_model.named_parameters(), plan, decay, trainer.args.weight_decay)
+            cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, opt_model)
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("params", "model", "optimizer_dict")}
+            trainer.optimizer = cls(groups, **kwargs)
+            if rep is not None:  # the rates the optimizer really got, per part (rank 0 prints; run.log keeps it)
+                rep.line("optimizer: " + _groups_in_words(groups, plan["training"]["learning_rate"]))
+        return trainer.optimizer
+
+    trainer.create_optimizer = create_optimizer
+
+
+def _groups_in_words(groups: list[dict], base: float) -> str:
+    """``base 0.0002 (1,234 weights), vision 2e-05 (567 weights)``: each part's rate and trainable weights."""
+    counts: dict[str, list] = {}
+    for g in groups:
+        entry = counts.setdefault(g["part"], [g.get("lr", base), 0])
+        entry[1] += sum(p.numel() for p in g["params"])
+    return ", ".join(f"{part} {lr:g} ({n:,} weights)" for part, (lr, n) in counts.items())
 
 
 def _load_on_the_cpu(trainer) -> None:

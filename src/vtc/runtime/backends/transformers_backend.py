@@ -120,7 +120,9 @@ class TransformersBackend:
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         lora = LoraConfig(
             r=cfg["rank"], lora_alpha=cfg["alpha"], lora_dropout=cfg["dropout"], bias=cfg["bias"],
-            use_rslora=cfg["rslora"], target_modules=cfg["target_modules"], task_type="CAUSAL_LM")
+            use_rslora=cfg["rslora"], target_modules=cfg["target_modules"], task_type="CAUSAL_LM",
+            # `projector full`: the projector's modules train in full beside the adapter and are saved with it
+            modules_to_save=list(cfg["modules_to_save"]) or None)
         # The LoRA A matrices are random: seed them like Unsloth's random_state so that a run is repeatable.
         torch.manual_seed(plan["training"]["seed"])
         model = get_peft_model(model, lora)

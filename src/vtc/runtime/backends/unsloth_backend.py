@@ -100,9 +100,17 @@ def from_pretrained_arguments(plan: dict, model_path: str) -> dict:
 
 
 def peft_arguments(plan: dict) -> dict:
-    """FastVisionModel.get_peft_model's arguments: the four finetune_* flags and the adapter."""
+    """FastVisionModel.get_peft_model's arguments: the four finetune_* flags and the adapter. When the projector
+    trains, also the plan's target_modules regex (Unsloth's flags never target the projector: its regex keeps
+    only Linear leaves that repeat, ../shared/reference/unsloth-vision.md) and, under `projector full`, its
+    modules_to_save."""
     parts, lora, training = plan["parts"], plan["lora"], plan["training"]
-    return {
+    extra: dict[str, Any] = {}
+    if parts["projector"] != "frozen":
+        extra["target_modules"] = lora["target_modules"]
+        if lora["modules_to_save"]:
+            extra["modules_to_save"] = list(lora["modules_to_save"])
+    return {**extra,
         "finetune_vision_layers": parts["vision"], "finetune_language_layers": parts["language"],
         "finetune_attention_modules": parts["attention"], "finetune_mlp_modules": parts["mlp"],
         "r": lora["rank"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"], "bias": lora["bias"],
@@ -114,7 +122,9 @@ def peft_arguments(plan: dict) -> dict:
 def collator_arguments(plan: dict) -> dict:
     """UnslothVisionDataCollator's arguments. Images reach it already standardised by vtc (images.resize), so its
     own resize is the same size: the longest side (resize_dimension "max"; its default compares the width only),
-    the exact (W, H), or "max" (no resize) for `resize none`."""
+    the exact (W, H), or "max" (no resize) for `resize none` and for a pixel budget (each image has its own size
+    there; the collator's smart_resize, multiples of 28 within 4x28x28..16384x28x28 px, leaves vtc's budgeted
+    Qwen-VL images as they are, since the compiler keeps every budget within those bounds)."""
     resize = plan["images"]["resize"]
     training = plan["training"]
     kwargs: dict[str, Any] = {"max_seq_length": training["max_length"],
@@ -123,7 +133,7 @@ def collator_arguments(plan: dict) -> dict:
         kwargs.update(resize=resize["size"], resize_dimension="max")
     elif resize["mode"] == "exact":
         kwargs["resize"] = tuple(resize["size"])
-    else:
+    else:  # none, pixels: no resize of the collator's own
         kwargs["resize"] = "max"
     if training["responses_only"]:
         kwargs["instruction_part"], kwargs["response_part"] = chat_markers(plan)

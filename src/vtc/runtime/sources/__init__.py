@@ -7,6 +7,8 @@ load.READERS maps a kind to its module:
     captions.py       images with a same-named .txt caption
     classes.py        one sub-folder per class
     conversations.py  a .jsonl/.json file of {"messages": [...]} rows (several images a row, text-only rows)
+    chats.py          the conversation files of other tools: sharegpt (LLaMA-Factory, ms-swift, Axolotl), llava, and
+                      TRL's prompt_completion; `<image>` placeholders become image parts
     table.py          a .jsonl/.json/.csv file of flat rows (an image path column and an answer column)
     hf.py             saved (save_to_disk), parquet, hub: read with `datasets` (imported only there)
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from vtc.diagnostics import Span, VtcError, error
+from vtc.runtime.sources import chats
 from vtc.runtime.sources.detect import SourceInfo
 from vtc.runtime.sources.files import BadLine, locate, path_problem, read_json_rows, real_folder
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record, Rows
+
+PLACEHOLDER = re.compile(r"<(image|video)>")
 
 FORMAT = ('{"messages": [{"role": "user", "content": [{"type": "text", "text": "..."}, '
           '{"type": "image", "image": "img.png"}]}, {"role": "assistant", "content": [{"type": "text", '
@@ -31,14 +35,14 @@ def read(info: SourceInfo, request: Request) -> Rows:
             problems.append(row.diagnostic)
             continue
         try:
-            records.append(record(row, path.parent, Span(str(path), line)))
+            records.append(record(row, path.parent, Span(str(path), line), request.images_folder))
         except VtcError as exc:
             problems.extend(exc.diagnostics)
     request.report(problems)
     return request.file_rows(records, f"conversations in {path.name}", info)
 
 
-def record(row: Any, folder: Path, span: Span) -> Record:
+def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None) -> Record:
     """Validate one conversation row; image parts become indices into the record's image files."""
     name = Path(span.file).name
 
@@ -70,6 +74,14 @@ def record(row: Any, folder: Path, span: Span) -> Record:
                 part = {"type": "text", "text": part}
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
+                marker = PLACEHOLDER.search(part["text"])
+                if marker:  # never trained as literal text
+                    raise VtcError(error(
+                        "VT441", f"line {span.line} of {name}: the text holds `{marker.group(0)}`, which the "
+                        "`messages` format does not turn into an image (it would be trained as literal text)", span,
+                        help='give the image as a part: {"type": "image", "image": "1.png"}, or write `format '
+                             "sharegpt` after `from` if the row's `images` list holds the images"
+                        if marker.group(1) == "image" else "vtc does not read videos: remove the video rows"))
                 parts.append({"type": "text", "text": part["text"]})
             elif kind == "image" or (isinstance(part, dict) and "image" in part and kind is None):
                 ref = part.get("image") or part.get("path") or part.get("url")
@@ -79,7 +91,10 @@ def record(row: Any, folder: Path, span: Span) -> Record:
                                   'give the part an image: {"type": "image", "image": "img.png"}')
                     ref = extra[placeholders]
                     placeholders += 1
-                files.append(_image_file(ref, folder, span, bad))
+                files.append(_image_file(ref, folder, span, bad) if images_folder is None else
+                             chats.image(ref, folder, images_folder, [Path(real_folder(folder)),
+                                                                      Path(real_folder(images_folder))],
+                                         chats.RowWhere(span)))
                 parts.append({"type": "image", "image": len(files) - 1})
             else:
                 raise bad(f"unknown content part {json.dumps(part)[:60]}", 'parts are {"type": "text", '
@@ -104,8 +119,10 @@ def _image_file(ref: Any, folder: Path, span: Span, bad) -> Path:
     if not isinstance(ref, str):
         raise bad("an image part's image must be a file path",
                   'write {"type": "image", "image": "img.png"} (paths relative to the file)')
-    if ref.startswith(("http://", "https://")):
-        raise bad(f"image URLs are not downloaded: {ref}", "download the image and give its path")
+    if ref.startswith(("http://", "https://", "ftp://")):
+        raise VtcError(error("VT445", f"line {span.line} of {name} names an image by URL: {ref[:120]}", span,
+                             help="download the image into the data folder and give its path (relative to the "
+                                  "data file)"))
     p = Path(os.path.expanduser(ref))
     p = p if p.is_absolute() else folder / p
     root = Path(real_folder(folder))

@@ -1,21 +1,27 @@
 """What kind of source a folder or file is, looked at without reading its rows (`vtc plan` shows the sentence).
 
-    detect_source(path, split=None) -> SourceInfo(kind, path, description, splits, root, metadata)
+    detect_source(path, split=None, format="auto") -> SourceInfo(kind, path, description, splits, root, metadata,
+                                                                   format, layout)
+    row_format(row, layout=None) -> "messages" | "sharegpt" | "llava" | "prompt_completion" | None
     hub_source(name, split) -> SourceInfo       a Hugging Face dataset id (nothing is looked at)
     split_name(split) -> str                    the split a source reads: the plan's, else `train`
 
 A folder, in this order: a `datasets.save_to_disk` folder (saved); split folders (`train/`, `test/`, ...) select a
 sub-folder; `metadata.jsonl|csv|parquet` (imagefolder); `*.parquet` (parquet); images with `.txt` captions
-(captions); class sub-folders (classes). A file: `.jsonl`/`.json` whose first row has `messages` (conversations),
-else flat rows (table); `.csv` (table); `.parquet` (parquet).
+(captions); class sub-folders (classes) -- unless the folder holds a conversation file (LLaMA-Factory's layout: the
+file, dataset_info.json naming it, an image folder): that file is read (chats), and a data file vtc cannot read
+beside image folders is VT447, never class folders. A file: `.jsonl`/`.json` whose first row is a conversation
+(row_format: messages -> conversations; sharegpt, llava, prompt_completion -> chats; `format` pins it), else flat
+rows (table); `.csv` (table); `.parquet` (parquet).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from vtc.diagnostics import Span, VtcError, error
 from vtc.runtime.images import IMAGE_EXTENSIONS, is_image_file
@@ -34,13 +40,15 @@ SPLIT_NAMES = {
 class SourceInfo:
     """What a data source is and how vtc reads it. ``description`` is the sentence ``vtc plan`` shows."""
 
-    kind: str  # imagefolder | captions | classes | conversations | table | saved | parquet | hub
+    kind: str  # imagefolder | captions | classes | conversations | chats | table | saved | parquet | hub
     path: Path | None  # the folder or file (None for hub)
     description: str
     splits: tuple[str, ...] = ()  # split folders found (imagefolder-style), or the dataset's splits
     root: Path | None = None  # the folder actually read (the split folder when splits exist)
     metadata: Path | None = None  # imagefolder: the metadata file
     hub_id: str | None = None  # hub: the dataset id
+    format: str | None = None  # chats: sharegpt | llava | prompt_completion (vtc.runtime.sources.chats)
+    layout: dict | None = None  # chats: dataset_info.json's "columns" and "tags" for the file ({} or None: none)
 
     def where(self) -> str:
         """The folder as descriptions name it: `shapes/train` for a split folder, else `shapes`."""
@@ -56,10 +64,47 @@ def hub_source(name: str, split: str | None) -> SourceInfo:
     return SourceInfo("hub", None, f"{name} ({split_name(split)})", hub_id=name)
 
 
-def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
-    """What kind of source ``path`` is (see the module docstring), with a description for ``vtc plan``.
+# The formats of conversation files (`format ...`; the plan's data.train.format): `messages` is read by
+# conversations.py, the others by chats.py.
+CHAT_FORMATS = ("messages", "sharegpt", "llava", "prompt_completion")
+DATA_SUFFIXES = (".json", ".jsonl")
 
-    Raises VtcError VT401 (missing), VT402 (empty), VT403 (images but no answers), VT404 (unknown split).
+
+def row_format(row: Any, layout: dict | None = None) -> str | None:
+    """The conversation format a row has, from its keys: prompt_completion (`prompt` + `completion`), llava
+    (`image` + `conversations`), messages (`messages` with typed content parts), sharegpt (`messages` with text
+    content or `conversations` with from/value, `<image>` placeholders, `images`), or None (not a conversation)."""
+    if not isinstance(row, dict):
+        return None
+    columns = (layout or {}).get("columns") or {}
+    if columns.get("messages") in row:
+        return "sharegpt"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    turns = row.get("messages", row.get("conversations"))
+    if not isinstance(turns, list):
+        return None
+    if "conversations" in row and "image" in row and "images" not in row:
+        return "llava"
+    if any(isinstance(m, dict) and ("from" in m or "value" in m) for m in turns):
+        return "sharegpt"
+    if any(isinstance(m, dict) and isinstance(m.get("content"), list) for m in turns):
+        return "messages"
+    return "sharegpt"  # text content: `<image>` placeholders become images, and text-only rows read the same
+
+
+def _file_info(path: Path, fmt: str, root: Path, layout: dict | None = None, where: str = "") -> SourceInfo:
+    kind = "conversations" if fmt == "messages" else "chats"
+    what = "conversations" if fmt == "messages" else f"{fmt} conversations"
+    return SourceInfo(kind, path, f"{what} in {where}{path.name}", root=root, format=fmt, layout=layout)
+
+
+def detect_source(path: str | Path, split: str | None = None, format: str = "auto") -> SourceInfo:
+    """What kind of source ``path`` is (see the module docstring), with a description for ``vtc plan``.
+    ``format``: the plan's source format (auto: detected from the rows of a .json/.jsonl file).
+
+    Raises VtcError VT401 (missing), VT402 (empty), VT403 (images but no answers), VT404 (unknown split), VT447
+    (a data file beside image folders that is not a conversation file), VT448 (dataset_info.json).
     """
     path = Path(path)
     if not path.exists():
@@ -78,7 +123,7 @@ def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
             raise VtcError(error(code, f"cannot read {path} as data: {reason}", Span(str(path)),
                                  help="name the file itself in `from`, not a link to it" if code == "VT415"
                                  else REFUSAL_HELP[code]))
-        return _detect_file(path)
+        return _detect_file(path, format)
     if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
         return SourceInfo("saved", path, f"a dataset saved with `datasets` ({path.name})", root=path,
                           splits=_saved_splits(path))
@@ -108,6 +153,9 @@ def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
         return SourceInfo("parquet", path, f"{len(parquet)} parquet file{'s' * (len(parquet) != 1)} in {where}",
                           found, root)
     images = list_files(root, images=True)
+    chat = _data_file(root, where, format, bool(images))
+    if chat is not None:
+        return replace(chat, path=chat.path, splits=found)
     if not images:
         nested = walk_images(root)
         if nested:
@@ -132,14 +180,16 @@ def detect_source(path: str | Path, split: str | None = None) -> SourceInfo:
     ))
 
 
-def _detect_file(path: Path) -> SourceInfo:
+def _detect_file(path: Path, format: str = "auto") -> SourceInfo:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return SourceInfo("parquet", path, f"parquet file {path.name}", root=path.parent)
-    if suffix in (".jsonl", ".json"):
-        first = first_json_row(path)
-        if isinstance(first, dict) and ("messages" in first or "conversations" in first):
-            return SourceInfo("conversations", path, f"conversations in {path.name}", root=path.parent)
+    if suffix in DATA_SUFFIXES:
+        if format in CHAT_FORMATS:
+            return _file_info(path, format, path.parent)
+        found = row_format(first_json_row(path))
+        if found is not None:
+            return _file_info(path, found, path.parent)
         return SourceInfo("table", path, f"rows of {path.name}", root=path.parent)
     if suffix == ".csv":
         return SourceInfo("table", path, f"rows of {path.name}", root=path.parent)
@@ -148,6 +198,87 @@ def _detect_file(path: Path) -> SourceInfo:
                              help="point `from` at the folder that holds the images"))
     raise VtcError(error("VT403", f"cannot read {path} as data: unknown file type `{suffix or path.name}`",
                          Span(str(path)), help="use a folder of images, a .jsonl/.json/.csv file or parquet"))
+
+
+DATASET_INFO = "dataset_info.json"
+
+
+def _data_file(root: Path, where: str, format: str, top_images: bool) -> SourceInfo | None:
+    """A conversation file in the folder ``root`` (LLaMA-Factory's layout: the file, dataset_info.json naming it,
+    and an image folder beside them), or None (no data file here: the image folders are read as before).
+
+    VT448: dataset_info.json names several datasets, a missing file, or is not JSON. VT447: data files beside image
+    folders, none of them (or several) a conversation file vtc reads."""
+    info_file = root / DATASET_INFO
+    if _present(info_file):
+        return _dataset_info(info_file, root, where, format)
+    try:
+        files = [p for p in list_files(root) if p.suffix.lower() in DATA_SUFFIXES]
+    except VtcError:
+        return None
+    if not files:
+        return None
+    found = {p: (format if format in CHAT_FORMATS else row_format(first_json_row(p))) for p in files}
+    chats = [p for p, f in found.items() if f is not None]
+    if len(chats) == 1:
+        return _file_info(chats[0], found[chats[0]], root, where=f"{where}/")
+    if len(chats) > 1:
+        names = ", ".join(p.name for p in chats)
+        raise VtcError(error("VT447", f"{where} holds several conversation files ({names}); vtc cannot tell which "
+                             "one to read", Span(str(root)),
+                             help=f"name the data file in `from` (from ./{where}/{chats[0].name})"))
+    if top_images:
+        return None  # images with captions, say, and some other JSON file: read as before
+    name = files[0].name
+    raise VtcError(error(
+        "VT447", f"{where} holds {name} beside image folders, and {name} is not a conversation file vtc reads "
+        "(sharegpt, llava, prompt_completion, messages)", Span(str(files[0])),
+        help=f"name the data file in `from` (from ./{where}/{name}) with its `format`, or move it out if the "
+             "sub-folders are classes"))
+
+
+def _dataset_info(info_file: Path, root: Path, where: str, format: str) -> SourceInfo:
+    """LLaMA-Factory's dataset_info.json: {"name": {"file_name", "formatting", "columns", "tags"}}, one dataset."""
+    span = Span(str(info_file))
+    try:
+        entries = json.loads(read_data(info_file, root, SMALL_LIMIT).decode("utf-8-sig"))
+    except (ValueError, UnicodeDecodeError):
+        raise VtcError(error("VT448", f"{where}/{DATASET_INFO} is not valid JSON", span,
+                             help="fix the file, or name the data file in `from`")) from None
+    if not isinstance(entries, dict) or not entries:
+        raise VtcError(error("VT448", f"{where}/{DATASET_INFO} names no dataset", span,
+                             help='write {"name": {"file_name": "data.json", "formatting": "sharegpt"}}, or name '
+                                  "the data file in `from`"))
+    if len(entries) > 1:
+        names = list(entries)
+        first = entries[names[0]].get("file_name", names[0]) if isinstance(entries[names[0]], dict) else names[0]
+        raise VtcError(error("VT448", f"{where}/{DATASET_INFO} names {len(names)} datasets "
+                             f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})", span,
+                             help=f"name the data file in `from`: from ./{where}/{first}"))
+    name, entry = next(iter(entries.items()))
+    file_name = entry.get("file_name") if isinstance(entry, dict) else None
+    if not isinstance(file_name, str) or not file_name:
+        raise VtcError(error("VT448", f"{where}/{DATASET_INFO}: dataset `{name}` has no file_name (vtc reads "
+                             "local files, not Hub datasets named there)", span,
+                             help="name the data file in `from`, or give the dataset a file_name"))
+    path = root / file_name
+    if locate(path, Path(real_folder(root))) != "file" or path.suffix.lower() not in DATA_SUFFIXES:
+        raise VtcError(error("VT448", f"{where}/{DATASET_INFO} names {file_name}, which is not a .json or .jsonl "
+                             f"file in {where}", span,
+                             help=f"put {file_name} beside {DATASET_INFO}, or fix its file_name"))
+    formatting = entry.get("formatting", "alpaca")
+    layout = {"columns": entry.get("columns") or {}, "tags": entry.get("tags") or {}}
+    if format in CHAT_FORMATS:
+        fmt = format
+    elif formatting == "sharegpt":
+        fmt = "sharegpt"
+    else:
+        fmt = row_format(first_json_row(path), layout)
+        if fmt is None:
+            raise VtcError(error("VT448", f"{where}/{DATASET_INFO}: dataset `{name}` is in LLaMA-Factory's "
+                                 f"`{formatting}` formatting, which vtc does not read", span,
+                                 help="convert it to sharegpt (messages + images), or name another file"))
+    return _file_info(path, fmt, root, layout, where=f"{where}/")
 
 
 def _split_dirs(path: Path) -> dict[str, Path]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from vtc.diagnostics import Span, VtcError, did_you_mean, error
 from vtc.runtime.failures import redact
 from vtc.runtime.images import open_image
+from vtc.runtime.sources import chats
 from vtc.runtime.sources.columns import answer_text, pick_column
 from vtc.runtime.sources.detect import SourceInfo, split_name
 from vtc.runtime.sources.files import locate, path_problem, real_folder
@@ -238,7 +239,13 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
         for i, row in enumerate(ds.select_columns([conversation_col])):
             span = Span(where.file, i + 1)
             msgs = row[conversation_col]
-            answers = [m for m in msgs or [] if isinstance(m, dict) and m.get("role") == "assistant"]
+            if _holds_video(msgs):
+                problems.append(error("VT441", f"row {i + 1} of {desc}: the text holds `<video>`, and vtc does not "
+                                      "read videos (it would be trained as literal text)", span,
+                                      help="remove the video rows"))
+                continue
+            msgs = _normalise_messages(msgs or [])
+            answers = [m for m in msgs if m.get("role") == "assistant"]
             text = _message_text(answers[-1]) if answers else None
             if not text or not text.strip():
                 problems.append(error("VT412", f"row {i + 1} of {desc} has no assistant answer", span,
@@ -356,19 +363,37 @@ def _message_text(message: dict) -> str:
     return "".join(p.get("text") or "" for p in content or [] if isinstance(p, dict) and p.get("type") == "text")
 
 
+def _holds_video(messages) -> bool:
+    return any(isinstance(m, dict) and "<video>" in str(m.get("content", m.get("value", ""))) for m in messages or [])
+
+
 def _normalise_messages(messages: list) -> list:
-    """TRL-style dataset messages: {"type": "image"} placeholders numbered in order (the images column's order)."""
+    """Dataset messages: TRL-style {"type": "image"} placeholders and ShareGPT-style `<image>` placeholders in the
+    text numbered in order (the images column's order); ShareGPT's from/value (human, gpt) read as role/content."""
     out, k = [], 0
     for m in messages:
-        content = m["content"]
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role") or chats.ROLES.get(m.get("from"), m.get("from"))
+        content = m.get("content", m.get("value"))
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         parts = []
-        for p in content:
+        for p in content or []:
+            if not isinstance(p, dict):
+                continue
             if p.get("type") == "image":
                 parts.append({"type": "image", "image": k})
                 k += 1
             elif p.get("type") == "text" and p.get("text") is not None:
-                parts.append({"type": "text", "text": p["text"]})
-        out.append({"role": m["role"], "content": parts})
+                for j, chunk in enumerate(chats.PLACEHOLDER.split(p["text"])):
+                    if j % 2:  # an <image> placeholder (videos are refused before)
+                        parts.append({"type": "image", "image": k})
+                        k += 1
+                    elif chunk.strip("\n"):
+                        parts.append({"type": "text", "text": chunk})
+        out.append({"role": ROLE_NAMES.get(role, role), "content": parts})
     return out
+
+
+ROLE_NAMES = {"human": "user", "gpt": "assistant"}

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, error, printable
-from vtc.runtime.sources import captions, classes, conversations, hf, imagefolder, table
+from vtc.runtime.sources import captions, chats, classes, conversations, hf, imagefolder, table
 from vtc.runtime.sources.detect import SourceInfo, detect_source, hub_source, split_name
 from vtc.runtime.sources.files import resolve
 from vtc.runtime.sources.request import Request
@@ -27,7 +27,7 @@ from vtc.runtime.sources.rows import Rows
 
 # The reader of each source kind: every module has read(info: SourceInfo, request: Request) -> Rows.
 READERS = {"imagefolder": imagefolder, "captions": captions, "classes": classes, "conversations": conversations,
-           "table": table, "saved": hf, "parquet": hf, "hub": hf}
+           "chats": chats, "table": table, "saved": hf, "parquet": hf, "hub": hf}
 
 # How `datasets` is told "the Hub, never a local folder" (datasets.load.dataset_module_factory, remote_only).
 HUB_URL = "hf://datasets/"
@@ -65,7 +65,7 @@ def source_rows(plan: dict, which: str, *, problems: list | None = None) -> Rows
         return _read(plan, data["eval"], data["eval"]["split"], problems)
     # No evaluation source and no hold-out: a test (or validation) split folder next to the training split.
     if not data["holdout"] and train["kind"] == "path" and train["split"] in (None, "train"):
-        info = detect_source(resolve(Path(plan["base_dir"]), train["source"]))
+        info = detect_source(resolve(Path(plan["base_dir"]), train["source"]), None, train["format"])
         for split in ("test", "validation"):
             if split in info.splits:
                 return _read(plan, train, split, problems)
@@ -120,7 +120,7 @@ def describe_sources(plan: dict) -> list[tuple[str, str]]:
                                "downloaded or read from the Hugging Face cache when the run starts"))
             continue
         try:
-            info = detect_source(resolve(Path(plan["base_dir"]), src["source"]), src["split"])
+            info = detect_source(resolve(Path(plan["base_dir"]), src["source"]), src["split"], src["format"])
         except VtcError as exc:
             out.append((label, f"problem: {exc.diagnostics[0].message}"))
             continue
@@ -145,7 +145,7 @@ def _read(plan: dict, src: dict, split: str | None, problems: list | None) -> Ro
             info = replace(info, hub_id=HUB_URL + src["source"])
     else:
         path = resolve(Path(plan["base_dir"]), src["source"])
-        info = detect_source(path, split)
+        info = detect_source(path, split, src["format"])
         mode = request.answer["from"]
         if mode in ANSWER_KINDS and info.kind != ANSWER_KINDS[mode][0]:
             raise VtcError(error("VT413", f"`answer from {mode}` needs {ANSWER_KINDS[mode][1]}; {path} is "

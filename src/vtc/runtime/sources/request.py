@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 from vtc.runtime.images import TIFF_EXTENSIONS, frame_count
@@ -31,12 +32,17 @@ class Request:
     window: dict | None  # images.window
     tiff_pages: str  # images.tiff_pages: "first" | "all"
     problems: list | None  # row problems are appended here (those rows left out) instead of raised
+    images_folder: Path | None = None  # data.images_folder resolved against base_dir (`images from folder`)
 
     @classmethod
     def of(cls, plan: dict, split: str | None, problems: list | None) -> "Request":
+        from vtc.runtime.sources.files import resolve
+
         data, images = plan["data"], plan["images"]
+        folder = data["images_folder"]
         return cls(split, data["answer"], data["image_column"], data["instruction"], data["system"],
-                   images["resize"], images["window"], images["tiff_pages"], problems)
+                   images["resize"], images["window"], images["tiff_pages"], problems,
+                   None if folder is None else resolve(Path(plan["base_dir"]), folder))
 
     def report(self, problems: list[Diagnostic]) -> None:
         """Row problems: appended to ``self.problems`` when collecting, else raised (the first 20, then VT400)."""

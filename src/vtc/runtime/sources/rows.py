@@ -88,6 +88,20 @@ class Rows(Sequence):
         """The expected answer of row i (the last assistant turn's text for conversations)."""
         return self._records[i].answer
 
+    def question(self, i: int) -> str:
+        """The question of row i as predictions.jsonl records it: the recipe's instruction, or for a conversation
+        the text of its last user turn (the one the model answers; earlier turns are context). Opens no image."""
+        rec = self._records[i]
+        raw = rec.messages
+        if raw is None and self._messages_getter is not None and rec.index is not None:
+            raw = self._messages_getter(rec.index)
+        if raw is None:
+            return self.instruction
+        for m in reversed(list(raw)):
+            if m["role"] == "user":
+                return "".join(p.get("text", "") for p in m["content"] if p.get("type") == "text")
+        return self.instruction
+
     def images(self, i: int) -> list[Path]:
         """The image files of row i ([] for a row stored in a `datasets` dataset, or a text-only row)."""
         return list(self._records[i].images)
