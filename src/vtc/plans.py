@@ -26,13 +26,16 @@ from pathlib import Path
 from vtc import schema_engine
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 
-PLAN_VERSION = 4
+PLAN_VERSION = 5
 # What changed in each version, for a plan file of an older one (VT510): its values would mean something else now.
 _VERSION_CHANGES = {
     2: "version 3 changed what training.batch means (samples per update, no longer rows per forward pass) and "
        "moves the split into micro-batches to the runtime",
     3: "version 4 trains on several processes: hardware.distributed is new and the batch is split over the run's "
        "processes",
+    4: "version 5 reads other tools' data formats (data sources' format, data.images_folder), budgets pixels "
+       "(images.resize mode pixels), trains the projector (parts.projector, lora.modules_to_save) and gives parts "
+       "learning rates of their own (training.part_learning_rates)",
 }
 SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
 
