@@ -17,6 +17,31 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 60, 220), "yellow": (240, 210, 20)}
 SHAPES = ("circle", "square", "triangle")
 
+
+# The families' chat markers (instruction, response) and end-of-turn tokens, written from the reference
+# (shared/reference/unsloth-vision.md), not read from the registry: tests compare the two.
+MARKERS = {
+    "tiny-qwen2.5-vl": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
+    "tiny-llama-3.2-vision": ("<|start_header_id|>user<|end_header_id|>\n\n",
+                              "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+}
+END_OF_TURN = {"tiny-qwen2.5-vl": "<|im_end|>", "tiny-llama-3.2-vision": "<|eot_id|>"}
+
+
+def compile_text(tmp_path, text: str):
+    """A recipe's compile result, compiled from text as if written to tmp_path/r.vt (with a ./data folder there)."""
+    from vtc.compiler.pipeline import compile_source
+
+    (Path(tmp_path) / "data").mkdir(exist_ok=True)
+    return compile_source(text, str(Path(tmp_path) / "r.vt"), base_dir=str(tmp_path))
+
+
+def text_plan(tmp_path, text: str) -> dict:
+    """compile_text's plan; the test fails with the diagnostics when there is none."""
+    result = compile_text(tmp_path, text)
+    assert result.plan is not None, [d.render(result.sources) for d in result.diagnostics]
+    return result.plan
+
 # Module names (transformers 5.17) by tower and kind, per family; projector and lm_head are never listed.
 MODULES = {
     "qwen2_5_vl": {

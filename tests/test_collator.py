@@ -15,16 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
+from runtime_helpers import END_OF_TURN, MARKERS  # noqa: E402
 from vtc.diagnostics import Span, VtcError  # noqa: E402
 from vtc.runtime.collator import VisionCollator, check_lengths  # noqa: E402
 from vtc.runtime.tiny_models import TINY_MODELS, ensure_tiny_model  # noqa: E402
-
-MARKERS = {
-    "tiny-qwen2.5-vl": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    "tiny-llama-3.2-vision": ("<|start_header_id|>user<|end_header_id|>\n\n",
-                              "<|start_header_id|>assistant<|end_header_id|>\n\n"),
-}
-END_OF_TURN = {"tiny-qwen2.5-vl": "<|im_end|>", "tiny-llama-3.2-vision": "<|eot_id|>"}
 IMAGE_TOKENS = {"tiny-qwen2.5-vl": ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>"),
                 "tiny-llama-3.2-vision": ("<|image|>",)}
 QUESTION = "What colour is the shape?"

@@ -8,20 +8,7 @@ import re
 
 import pytest
 
-from runtime_helpers import make_shapes
-
-
-def compile_text(tmp_path, text: str):
-    from vtc.compiler.pipeline import compile_source
-
-    (tmp_path / "data").mkdir(exist_ok=True)
-    return compile_source(text, str(tmp_path / "r.vt"), base_dir=str(tmp_path))
-
-
-def plan_of(tmp_path, text: str) -> dict:
-    result = compile_text(tmp_path, text)
-    assert result.plan is not None, [d.render(result.sources) for d in result.diagnostics]
-    return result.plan
+from runtime_helpers import compile_text, make_shapes, text_plan
 
 
 QWEN = ("finetune vision, language, projector on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n"
@@ -29,7 +16,7 @@ QWEN = ("finetune vision, language, projector on tiny-qwen2.5-vl\nusing lora\nfr
 
 
 def test_the_plan_lists_each_part_with_its_rate_and_pattern(tmp_path):
-    plan = plan_of(tmp_path, QWEN)
+    plan = text_plan(tmp_path, QWEN)
     training = plan["training"]
     assert training["learning_rate"] == 2e-4
     assert [(x["part"], x["learning_rate"]) for x in training["part_learning_rates"]] == [
@@ -47,12 +34,12 @@ def test_the_plan_lists_each_part_with_its_rate_and_pattern(tmp_path):
 
 
 def test_no_part_rates_by_default(tmp_path):
-    plan = plan_of(tmp_path, "finetune all on tiny-qwen2.5-vl\nfrom ./data\nlearning rate 1e-4\n")
+    plan = text_plan(tmp_path, "finetune all on tiny-qwen2.5-vl\nfrom ./data\nlearning rate 1e-4\n")
     assert plan["training"]["part_learning_rates"] == [] and plan["training"]["learning_rate"] == 1e-4
 
 
 def test_llama_parts(tmp_path):
-    plan = plan_of(tmp_path, "finetune all on tiny-llama-3.2-vision\nusing full\nfrom ./data\n"
+    plan = text_plan(tmp_path, "finetune all on tiny-llama-3.2-vision\nusing full\nfrom ./data\n"
                              "learning rate 1e-5, language 2e-5, projector 1e-4, vision 1e-6\n")
     patterns = {x["part"]: re.compile(x["pattern"]) for x in plan["training"]["part_learning_rates"]}
     assert list(patterns) == ["language", "projector", "vision"]
@@ -90,7 +77,7 @@ def test_vtc_plan_shows_the_rates(tmp_path):
     from vtc.compiler.explain import explain_plan
     from vtc.compiler.plan import summarize_plan
 
-    plan = plan_of(tmp_path, QWEN)
+    plan = text_plan(tmp_path, QWEN)
     assert re.search(r"vision\s+2e-05\s+r\.vt:4", summarize_plan(plan))
     assert "the image encoder at 2e-05" in explain_plan(plan)
 
@@ -311,7 +298,7 @@ def test_a_hand_edited_pattern_that_is_no_regex_is_a_diagnostic(tmp_path):
     from vtc.diagnostics import VtcError
     from vtc.runtime.train import parameter_groups
 
-    plan = plan_of(tmp_path, QWEN)
+    plan = text_plan(tmp_path, QWEN)
     plan["training"]["part_learning_rates"][0]["pattern"] = "(unclosed"
     with pytest.raises(VtcError) as caught:
         parameter_groups([], plan, set(), 0.0)

@@ -19,20 +19,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
-from runtime_helpers import unsloth_backend_over_stand_ins  # noqa: E402
+from runtime_helpers import END_OF_TURN, MARKERS, unsloth_backend_over_stand_ins  # noqa: E402
 from vtc.compiler.pipeline import compile_source  # noqa: E402
 from vtc.diagnostics import Span  # noqa: E402
 from vtc.runtime.backends.base import chat_markers  # noqa: E402
 from vtc.runtime.collator import VisionCollator, answer_spans  # noqa: E402
 from vtc.runtime.tiny_models import TINY_MODELS, ensure_tiny_model  # noqa: E402
 
-# The family's markers, as the registry gives them (chat_markers(plan); the Unsloth test checks both agree).
-MARKERS = {
-    "tiny-qwen2.5-vl": ("<|im_start|>user\n", "<|im_start|>assistant\n"),
-    "tiny-llama-3.2-vision": ("<|start_header_id|>user<|end_header_id|>\n\n",
-                              "<|start_header_id|>assistant<|end_header_id|>\n\n"),
-}
-END_OF_TURN = {"tiny-qwen2.5-vl": "<|im_end|>", "tiny-llama-3.2-vision": "<|eot_id|>"}
 ANSWERS = ("red", "yes, quite sure", "blue")
 
 

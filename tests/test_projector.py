@@ -7,23 +7,10 @@ import re
 
 import pytest
 
-from runtime_helpers import make_shapes
+from runtime_helpers import compile_text, make_shapes, text_plan
 
 MERGER = ("model.visual.merger.mlp.0", "model.visual.merger.mlp.2")
 MLLAMA = "model.multi_modal_projector"
-
-
-def compile_text(tmp_path, text: str):
-    from vtc.compiler.pipeline import compile_source
-
-    (tmp_path / "data").mkdir(exist_ok=True)
-    return compile_source(text, str(tmp_path / "r.vt"), base_dir=str(tmp_path))
-
-
-def plan_of(tmp_path, text: str) -> dict:
-    result = compile_text(tmp_path, text)
-    assert result.plan is not None, [d.render(result.sources) for d in result.diagnostics]
-    return result.plan
 
 
 def codes(tmp_path, text: str) -> list[str]:
@@ -34,7 +21,7 @@ def codes(tmp_path, text: str) -> list[str]:
 
 
 def test_projector_with_lora_is_in_the_target_regex(tmp_path):
-    plan = plan_of(tmp_path, "finetune language, projector on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
+    plan = text_plan(tmp_path, "finetune language, projector on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
     assert plan["parts"]["projector"] == "lora"
     assert plan["provenance"]["/parts/projector"] == "r.vt:1"
     target = re.compile(plan["lora"]["target_modules"])
@@ -47,14 +34,14 @@ def test_projector_with_lora_is_in_the_target_regex(tmp_path):
 
 
 def test_projector_full_under_lora_is_a_module_to_save(tmp_path):
-    plan = plan_of(tmp_path, "finetune language, projector on tiny-llama-3.2-vision\nusing lora\nprojector full\n"
+    plan = text_plan(tmp_path, "finetune language, projector on tiny-llama-3.2-vision\nusing lora\nprojector full\n"
                              "from ./data\n")
     assert plan["parts"]["projector"] == "full"
     assert plan["provenance"]["/parts/projector"] == "r.vt:3"
     assert plan["lora"]["modules_to_save"] == [MLLAMA]
     assert plan["provenance"]["/lora/modules_to_save"] == "r.vt:3"
     assert not re.compile(plan["lora"]["target_modules"]).fullmatch(MLLAMA)
-    lora = plan_of(tmp_path, "finetune language, projector on tiny-llama-3.2-vision\nusing lora\nfrom ./data\n")
+    lora = text_plan(tmp_path, "finetune language, projector on tiny-llama-3.2-vision\nusing lora\nfrom ./data\n")
     assert re.compile(lora["lora"]["target_modules"]).fullmatch(MLLAMA)
     # In full the projector counts every weight and bias; with LoRA rank x (in + out).
     assert plan["estimates"]["trainable_parameters"]["projector"] > lora["estimates"]["trainable_parameters"][
@@ -62,14 +49,14 @@ def test_projector_full_under_lora_is_a_module_to_save(tmp_path):
 
 
 def test_projector_under_full_finetuning(tmp_path):
-    plan = plan_of(tmp_path, "finetune vision, projector on tiny-qwen2.5-vl\nusing full\nfrom ./data\n")
+    plan = text_plan(tmp_path, "finetune vision, projector on tiny-qwen2.5-vl\nusing full\nfrom ./data\n")
     assert plan["parts"]["projector"] == "full" and plan["lora"] is None
     regex = re.compile(plan["trainable_regex"])
     for name in ("model.visual.merger.mlp.0.weight", "model.visual.merger.mlp.2.bias",
                  "model.visual.merger.ln_q.weight", "model.visual.blocks.0.attn.qkv.weight"):
         assert regex.fullmatch(name), name
     assert not regex.fullmatch("model.language_model.layers.0.self_attn.q_proj.weight")
-    alone = plan_of(tmp_path, "finetune projector on tiny-qwen2.5-vl\nusing full\nfrom ./data\n")
+    alone = text_plan(tmp_path, "finetune projector on tiny-qwen2.5-vl\nusing full\nfrom ./data\n")
     assert not any(alone["parts"][k] for k in ("vision", "language", "attention", "mlp"))
     regex = re.compile(alone["trainable_regex"])
     assert regex.fullmatch("model.visual.merger.mlp.0.weight")
@@ -79,10 +66,10 @@ def test_projector_under_full_finetuning(tmp_path):
 def test_all_keeps_its_meaning(tmp_path):
     """`all` under LoRA: the towers' layers as before, not the projector; under full: every weight, so the plan
     says the projector trains in full."""
-    lora = plan_of(tmp_path, "finetune all on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
+    lora = text_plan(tmp_path, "finetune all on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
     assert lora["parts"]["projector"] == "frozen" and lora["lora"]["modules_to_save"] == []
     assert not any(re.compile(lora["lora"]["target_modules"]).fullmatch(n) for n in MERGER)
-    full = plan_of(tmp_path, "finetune all on tiny-qwen2.5-vl\nusing full\nfrom ./data\n")
+    full = text_plan(tmp_path, "finetune all on tiny-qwen2.5-vl\nusing full\nfrom ./data\n")
     assert full["parts"]["projector"] == "full" and full["trainable_regex"] == ".*"
 
 
@@ -99,7 +86,7 @@ def test_plan_and_explain_say_it_in_words(tmp_path):
     from vtc.compiler.explain import explain_plan
     from vtc.compiler.plan import summarize_plan
 
-    plan = plan_of(tmp_path, "finetune language, projector on tiny-qwen2.5-vl\nusing lora\nprojector full\n"
+    plan = text_plan(tmp_path, "finetune language, projector on tiny-qwen2.5-vl\nusing lora\nprojector full\n"
                              "from ./data\n")
     table = summarize_plan(plan)
     assert re.search(r"projector\s+in full\s+r\.vt:3", table)
@@ -148,14 +135,14 @@ def unsloth_backend(monkeypatch):
 def test_unsloth_gets_the_target_regex_and_modules_to_save_only_for_the_projector(tmp_path, unsloth_backend):
     peft_arguments = unsloth_backend.peft_arguments
 
-    frozen = plan_of(tmp_path, "finetune vision, mlp on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
+    frozen = text_plan(tmp_path, "finetune vision, mlp on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
     args = peft_arguments(frozen)
     assert "target_modules" not in args and "modules_to_save" not in args
     assert args["finetune_vision_layers"] and args["finetune_mlp_modules"]
-    lora = plan_of(tmp_path, "finetune vision, projector on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
+    lora = text_plan(tmp_path, "finetune vision, projector on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n")
     args = peft_arguments(lora)
     assert args["target_modules"] == lora["lora"]["target_modules"] and "modules_to_save" not in args
-    full = plan_of(tmp_path, "finetune vision, projector on tiny-llama-3.2-vision\nprojector full\nfrom ./data\n")
+    full = text_plan(tmp_path, "finetune vision, projector on tiny-llama-3.2-vision\nprojector full\nfrom ./data\n")
     args = peft_arguments(full)
     assert args["target_modules"] == full["lora"]["target_modules"] and args["modules_to_save"] == [MLLAMA]
 
