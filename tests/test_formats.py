@@ -417,3 +417,15 @@ def test_plan_and_explain_say_the_pinned_format(tmp_path):
     assert "read as LLaVA's conversations" in explain_plan(plan)
     text = summarize_plan(plan)
     assert "train format" in text and "llava" in text and "images from folder" in text
+
+
+def test_format_on_a_hub_dataset_is_vt209(tmp_path):
+    """`format` pins a data file's format; on a Hub dataset (read by its columns) it changes nothing, and says so."""
+    from vtc.compiler.pipeline import compile_source
+
+    result = compile_source("finetune all on tiny-qwen2.5-vl\nfrom hf://org/chats format sharegpt\n",
+                            str(tmp_path / "r.vt"), base_dir=str(tmp_path))
+    [d] = [d for d in result.diagnostics if d.code == "VT209"]
+    assert not d.is_error and (d.span.line, d.span.column) == (2, 28)
+    assert "has no effect on the Hub dataset `hf://org/chats`" in d.message
+    assert result.plan is not None and result.plan["data"]["train"]["format"] == "sharegpt"

@@ -303,3 +303,13 @@ def test_a_hand_edited_pattern_that_is_no_regex_is_a_diagnostic(tmp_path):
     with pytest.raises(VtcError) as caught:
         parameter_groups([], plan, set(), 0.0)
     assert caught.value.diagnostics[0].code == "VT514"
+
+
+def test_a_missing_comma_before_the_projectors_rate_says_so(tmp_path):
+    """Without the comma, `projector 1e-4` reads as the `projector` clause: the help says where the comma goes."""
+    result = compile_text(tmp_path, "finetune all, projector on tiny-qwen2.5-vl\nfrom ./data\n"
+                                    "learning rate 2e-4, vision 2e-5 projector 1e-4\n")
+    [d] = [d for d in result.diagnostics if d.is_error]
+    assert d.code == "VT102" and d.message == "unknown projector `1e-4`"
+    assert (d.span.line, d.span.column) == (3, 43)
+    assert "put a comma before `projector`: `learning rate ..., projector 1e-4`" in d.help

@@ -398,6 +398,20 @@ CODES: dict[str, Code] = _entries(
         "  = help: did you mean `format sharegpt`? the formats are sharegpt (LLaMA-Factory, ms-swift, Axolotl), "
         "llava, prompt_completion (TRL), messages (typed parts); leave `format` out to detect it from the rows"),
     _recipe(
+        "VT209", "warning", "`format` on a Hub dataset",
+        "`format` pins the format of a data file (.json or .jsonl). A Hugging Face Hub dataset is read with "
+        "`datasets`, and its columns say what its rows are (messages, conversations, images), so `format` changes "
+        "nothing there.",
+        "finetune vision,mlp on qwen2.5-vl\nfrom hf://unsloth/Radiology_mini format sharegpt\n",
+        "warning[VT209]: `format sharegpt` has no effect on the Hub dataset `hf://unsloth/Radiology_mini`: vtc "
+        "reads a Hub dataset's rows by their columns\n"
+        " --> xray.vt:2:41\n"
+        "  |\n"
+        "2 | from hf://unsloth/Radiology_mini format sharegpt\n"
+        "  |                                         ^^^^^^^^\n"
+        "  = help: remove `format sharegpt`; it pins the format of a .json or .jsonl file (`from ./data.json "
+        "format sharegpt`)"),
+    _recipe(
         "VT205", "error", "pixel budget minimum above maximum",
         "A pixel budget (`resize between A and B pixels`) whose minimum is larger than its maximum, or `resize up "
         "to B pixels` below the model's own smallest image. Write the smaller amount first.",

@@ -691,6 +691,18 @@ def _data_format(written: Sourced, diagnostics: list[Diagnostic]) -> Sourced:
     return Sourced(DEFAULTS["data.format"], "default")
 
 
+def _format_on_hub(clause: str, value: str, format: Sourced | None, diagnostics: list[Diagnostic]) -> None:
+    """VT209 (warning): `format` pins the format of a data FILE; a Hub dataset is read with `datasets`, whose
+    columns say what its rows are (messages, conversations, images: vtc.runtime.sources.hf), so it has no effect."""
+    if format is None or format.value == DEFAULTS["data.format"] or format.span is None:
+        return
+    diagnostics.append(warning(
+        "VT209", f"`format {format.value}` has no effect on the Hub dataset `{value}`: vtc reads a Hub dataset's "
+                 "rows by their columns", format.span,
+        f"remove `format {format.value}`; it pins the format of a .json or .jsonl file (`{clause} ./data.json "
+        f"format {format.value}`)"))
+
+
 def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
                  diagnostics: list[Diagnostic], format: Sourced | None = None) -> DataSource:
     """A `from` / `evaluate on` source: its kind (data_kind) and, for a Hub dataset written `hf://org/name`, the id.
@@ -700,6 +712,8 @@ def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
     value = source.value
     kind = data_kind(value, base_dir)
     explicit = explicit_hub_id(value)
+    if explicit is not None or kind == "hub":
+        _format_on_hub(clause, value, format, diagnostics)
     if explicit is not None:
         return DataSource(source=Sourced(explicit, source.origin, source.span), kind=Sourced("hub", "derived"),
                           split=split, format=format or Sourced(DEFAULTS["data.format"], "default"))

@@ -130,6 +130,10 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
             choices = [str(c) for c in node["enum"]]
             meant = _SYNONYMS.get(title, {}).get(str(instance).lower())
             hint = f"did you mean `{meant}`?" if meant in choices else did_you_mean(str(instance), choices)
+            if title == "projector" and _is_number(instance):  # `learning rate 2e-4, vision 2e-5 projector 1e-4`
+                hint = (f"for the projector's learning rate, put a comma before `projector`: `learning rate ..., "
+                        f"projector {_shown(instance)}`; without it, `projector` starts a clause of its own "
+                        "(`projector full` or `projector lora`)")
             out.append(error("VT102", f"unknown {title} `{_shown(instance)}`", span,
                              hint or "write one of: " + ", ".join(f"`{c}`" for c in choices)))
         elif keyword == "type":
@@ -184,3 +188,11 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
                 "budget such as `resize between 200k and 1m pixels`"
                 if title == "resize" else node.get("description")))
     return out
+
+
+def _is_number(value) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
