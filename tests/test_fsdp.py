@@ -211,9 +211,13 @@ from vtc.runtime.evaluate import answer_rows
 D.start(plan)
 answers = answer_rows(be, model, processor, load_rows(plan, "eval").subset(range(5)), plan)
 if world().leader:
-    json.dump({"losses": losses, "sharded": trainer.is_fsdp_enabled, "wrapped": type(trainer.model_wrapped).__name__,
-               "notes": be.notes, "answers": answers, "sharded_weights": be.sharded_weights(model)},
-              open(out + "/result.json", "w"))
+    with open(out + "/result.json", "w") as f:
+        json.dump({"losses": losses, "sharded": trainer.is_fsdp_enabled,
+                   "wrapped": type(trainer.model_wrapped).__name__, "notes": be.notes, "answers": answers,
+                   "sharded_weights": be.sharded_weights(model)}, f)
+# Leave as vtc's own launched processes do (vtc.cli._leave): without the interpreter's finalisation, where gloo's
+# threads can abort a process whose DDP model still holds the process group (SIGABRT).
+sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
 '''
 
 

@@ -257,8 +257,12 @@ live = {id(p) for p in trainer.model_wrapped.parameters()}
 groups = [{"part": g["part"], "lr": g["lr"], "params": len(g["params"]),
            "live": all(id(p) in live for p in g["params"])} for g in trainer.optimizer.param_groups]
 if world().leader:
-    json.dump({"groups": groups, "sharded": trainer.is_fsdp_enabled,
-               "wrapped": type(trainer.model_wrapped).__name__}, open(out + "/result.json", "w"))
+    with open(out + "/result.json", "w") as f:
+        json.dump({"groups": groups, "sharded": trainer.is_fsdp_enabled,
+                   "wrapped": type(trainer.model_wrapped).__name__}, f)
+# Leave as vtc's own launched processes do (vtc.cli._leave): without the interpreter's finalisation, where gloo's
+# threads can abort a process whose DDP model still holds the process group (SIGABRT).
+sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
 '''
 
 

@@ -7,6 +7,7 @@ code, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -357,10 +358,43 @@ def run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code,
         vtc run xray.vt --gpus 4
         vtc run xray.vt --gpus all --nodes 2 --node-rank 0 --master 10.0.0.1:29500
     """
-    from vtc.diagnostics import VtcError
+    from vtc.runtime import distributed as D
 
     if (target is None) == (resume_dir is None):
         raise click.UsageError("give a recipe or plan to run, or `--resume RUN_DIR` (not both)")
+    # A process that joined a process group (several under torchrun), at its end: everything is written and closed
+    # (run.log and metrics.jsonl are closed after each write, the run folder's files written whole); the process
+    # leaves without the interpreter's finalisation, where gloo's worker threads, still holding tensors of the
+    # process group that the DDP-wrapped model keeps alive, take the GIL of an interpreter being torn down and abort
+    # the process (SIGABRT, "terminate called without an active exception": pytorch/pytorch PR #179291), which
+    # torchrun would report as a failure after a finished run. A Python exception other than SystemExit still goes
+    # the usual way (torchrun names it).
+    try:
+        _run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code, gpus, nodes, node_rank, master,
+             fmt)
+    except SystemExit as exc:
+        if D.made_process_groups():
+            _leave(exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1))
+        raise
+    if D.made_process_groups():
+        _leave(0)
+
+
+def _leave(code: int) -> None:
+    """Flush what is buffered (stdout, stderr, logging) and end the process now, with ``code``."""
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed under us (`| head`): nothing left to say
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def _run(target, backend, runs_dir, resume_dir, allow_changed, trust_remote_code, gpus, nodes, node_rank, master, fmt):
+    from vtc.diagnostics import VtcError
     from vtc.runtime.checkpoints import RunInterrupted  # light: no torch
     from vtc.runtime.distributed import under_launcher
 

@@ -194,6 +194,8 @@ class Several(Single):
         self.backend = d["backend"]["gpu" if cuda else "cpu"]
         self.device = f"cuda:{w.local_rank}" if cuda else "cpu"
         timeout = datetime.timedelta(seconds=self.timeout_s)
+        global _MADE_GROUPS
+        _MADE_GROUPS = True
         if not dist.is_initialized():  # the Trainer (accelerate) reuses this group
             dist.init_process_group(self.backend, timeout=timeout,
                                     **({"device_id": torch.device(self.device)} if cuda else {}))
@@ -448,6 +450,16 @@ def process_record(w: World, device: str | None) -> dict:
 
 
 _GROUP: Single | None = None
+
+
+# Whether this process joined a process group (Several): its end then skips the interpreter's finalisation
+# (vtc.cli._leave says why).
+_MADE_GROUPS = False
+
+
+def made_process_groups() -> bool:
+    """Whether this process joined the run's process group (several processes under torchrun)."""
+    return _MADE_GROUPS
 
 
 def start(plan: dict) -> Single:
