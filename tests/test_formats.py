@@ -429,3 +429,22 @@ def test_format_on_a_hub_dataset_is_vt209(tmp_path):
     assert not d.is_error and (d.span.line, d.span.column) == (2, 28)
     assert "has no effect on the Hub dataset `hf://org/chats`" in d.message
     assert result.plan is not None and result.plan["data"]["train"]["format"] == "sharegpt"
+
+
+def test_a_pinned_format_on_a_folder_without_a_data_file_is_vt449(tmp_path):
+    """`format` names a conversation file's format: on class folders or an imagefolder it would be ignored, so it is
+    refused, saying what the folder holds and how to name the file."""
+    from runtime_helpers import make_shapes
+
+    make_shapes(tmp_path / "shapes", n=4)  # an imagefolder (metadata.jsonl)
+    for kind in ("red", "blue"):
+        images(tmp_path / "classes" / kind, 2)
+    for folder, holds in (("shapes", "holds an imagefolder (metadata.jsonl)"),
+                          ("classes", "holds images, and no .json or .jsonl data file")):
+        with pytest.raises(VtcError) as info:
+            rows_of(tmp_path, f"from ./{folder} format sharegpt")
+        [d] = info.value.diagnostics
+        assert d.code == "VT449" and d.message == (f"`format sharegpt` pins the format of a conversation file, but "
+                                                   f"{folder} {holds}"), d.message
+        assert f"`from ./{folder}/chats.json format sharegpt`" in d.help
+    assert len(rows_of(tmp_path, "from ./shapes")) == 4  # without `format`: read as it is

@@ -1493,8 +1493,9 @@ CODES: dict[str, Code] = _entries(
     _situation(
         "VT449", "error", "row not in the pinned format",
         "`format ...` pins a data file's format, and a row does not have that format's shape (for example a "
-        "`format llava` row without `conversations`). Fix the row, or pin the right format (or leave `format` out "
-        "to detect it).",
+        "`format llava` row without `conversations`), or the folder `from` names holds no conversation file at all "
+        "(class folders, an imagefolder, parquet files), so the pin would be ignored. Fix the row, name the data "
+        "file in `from`, or pin the right format (or leave `format` out to detect it).",
         "`from ./chats.json format llava` on a row with `messages`",
         "error[VT449]: line 2 of chats.json is not a llava row: it has messages, images\n"
         " --> data/chats.json:2\n"

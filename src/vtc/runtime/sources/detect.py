@@ -147,15 +147,18 @@ def detect_source(path: str | Path, split: str | None = None, format: str = "aut
     where = f"{path.name}/{root.name}" if root != path else path.name
     for name in METADATA_FILES:
         if _present(root / name):  # a link or a FIFO too: the reader refuses it by name (never read as captions)
+            _not_a_data_file(format, root, where, f"an imagefolder ({name})")
             return SourceInfo("imagefolder", path, f"imagefolder {where} with {name}", found, root, root / name)
     parquet = sorted(root.glob("*.parquet")) or sorted((root / "data").glob("*.parquet"))
     if parquet:
+        _not_a_data_file(format, root, where, "parquet files")
         return SourceInfo("parquet", path, f"{len(parquet)} parquet file{'s' * (len(parquet) != 1)} in {where}",
                           found, root)
     images = list_files(root, images=True)
     chat = _data_file(root, where, format, bool(images))
     if chat is not None:
         return replace(chat, path=chat.path, splits=found)
+    _not_a_data_file(format, root, where, "images, and no .json or .jsonl data file")
     if not images:
         nested = walk_images(root)
         if nested:
@@ -201,6 +204,17 @@ def _detect_file(path: Path, format: str = "auto") -> SourceInfo:
 
 
 DATASET_INFO = "dataset_info.json"
+
+
+def _not_a_data_file(format: str, root: Path, where: str, holds: str) -> None:
+    """VT449 when `format` pins a conversation file's format and the folder holds none: the pin would be ignored."""
+    if format not in CHAT_FORMATS:
+        return
+    raise VtcError(error(
+        "VT449", f"`format {format}` pins the format of a conversation file, but {where} holds {holds}",
+        Span(str(root)),
+        help=f"name the .json or .jsonl file in `from` (`from ./{where}/chats.json format {format}`), or remove "
+             f"`format {format}` to read {where} as it is"))
 
 
 def _data_file(root: Path, where: str, format: str, top_images: bool) -> SourceInfo | None:
