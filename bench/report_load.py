@@ -40,8 +40,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="vtc-report-load-") as tmp:
         t0 = time.perf_counter()
-        made = synthetic_run(Path(tmp) / "run", args.rows)
-        run = Path(made) if made is not None else Path(tmp) / "run"
+        run = synthetic_run(Path(tmp) / "run", args.rows)
         t1 = time.perf_counter()
         html = Path(write_report(run))
         t2 = time.perf_counter()

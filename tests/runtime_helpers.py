@@ -185,3 +185,57 @@ def unsloth_backend_over_stand_ins(monkeypatch, collator_class: type | None = No
     monkeypatch.setitem(sys.modules, "unsloth.trainer", trainer)
     monkeypatch.delitem(sys.modules, "vtc.runtime.backends.unsloth_backend", raising=False)
     return importlib.import_module("vtc.runtime.backends.unsloth_backend")
+
+
+# --- two processes under torchrun ---------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+# The start and end of a script two_processes runs: ``mode`` ("ddp" | "fsdp2"), ``out`` (its folder) and
+# ``root`` (the project) are set, accelerate is made to shard on the CPU for "fsdp2"; the end leaves as vtc's own
+# launched processes do.
+_CHILD_HEAD = r'''
+import json, os, sys
+os.environ["HF_HUB_OFFLINE"] = "1"
+mode, out, root = sys.argv[1], sys.argv[2], sys.argv[3]
+if mode == "fsdp2":
+    # Test only: accelerate 1.15 ignores its FSDP plugin on MULTI_CPU (tests/test_fsdp.py's docstring says why).
+    import accelerate.state as S
+    from accelerate.utils import DistributedType
+    _init = S.AcceleratorState.__init__
+    def _cpu_fsdp(self, *a, fsdp_plugin=None, **k):
+        _init(self, *a, fsdp_plugin=fsdp_plugin, **k)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, fsdp_plugin
+    S.AcceleratorState.__init__ = _cpu_fsdp
+'''
+_CHILD_END = r'''
+# Leave as vtc's own launched processes do (vtc.cli._leave): without the interpreter's finalisation, where gloo's
+# threads can abort a process whose DDP model still holds the process group (SIGABRT).
+sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
+'''
+
+
+def two_processes(tmp_path, body: str, mode: str, *, fsdp_on_cpu: bool = True,
+                  timeout: int = 300) -> tuple[dict, Path]:
+    """Run ``body`` (a script that follows _CHILD_HEAD and writes out/result.json from rank 0) in two processes under
+    torchrun (over gloo on the CPU; ``fsdp_on_cpu`` False: no CPU stand-in for FSDP, for two GPUs); (the result,
+    the output folder tmp_path/mode)."""
+    import socket
+    import subprocess
+    import sys
+
+    head = _CHILD_HEAD if fsdp_on_cpu else _CHILD_HEAD.replace('if mode == "fsdp2":\n', 'if False:\n', 1)
+    child = Path(tmp_path) / f"child-{mode}.py"
+    child.write_text(head + body + _CHILD_END)
+    out = Path(tmp_path) / mode
+    out.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), str(child), mode, str(out), str(ROOT)],
+        capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads((out / "result.json").read_text()), out

@@ -11,14 +11,10 @@ adapter gathered on rank 0 -- runs here as it will on GPUs.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from runtime_helpers import two_processes
 from vtc.compiler.estimates import GATHERED_LAYERS, GIB, layer_bytes, sharded_estimate
 from vtc.compiler.explain import explain_plan
 from vtc.compiler.pipeline import compile_source
@@ -26,8 +22,6 @@ from vtc.compiler.plan import summarize_plan
 from vtc.diagnostics import VtcError
 from vtc.runtime import distributed
 from vtc.runtime.backends import base
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def compiled(text: str, tmp_path=None):
@@ -173,19 +167,6 @@ def test_fsdp_arguments_only_for_a_sharded_plan_with_several_processes(monkeypat
 # --- two CPU processes, sharded ----------------------------------------------------------------------------------------
 
 _CHILD = r'''
-import json, os, sys
-os.environ["HF_HUB_OFFLINE"] = "1"
-mode, out = sys.argv[1], sys.argv[2]
-if mode == "fsdp2":
-    # Test only: accelerate 1.15 ignores its FSDP plugin on MULTI_CPU (see the test module's docstring).
-    import accelerate.state as S
-    from accelerate.utils import DistributedType
-    _init = S.AcceleratorState.__init__
-    def _cpu_fsdp(self, *a, fsdp_plugin=None, **k):
-        _init(self, *a, fsdp_plugin=fsdp_plugin, **k)
-        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-            self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, fsdp_plugin
-    S.AcceleratorState.__init__ = _cpu_fsdp
 from vtc.compiler.pipeline import compile_source
 from vtc.runtime.backends.transformers_backend import TransformersBackend
 from vtc.runtime.distributed import world
@@ -215,30 +196,12 @@ if world().leader:
         json.dump({"losses": losses, "sharded": trainer.is_fsdp_enabled,
                    "wrapped": type(trainer.model_wrapped).__name__, "notes": be.notes, "answers": answers,
                    "sharded_weights": be.sharded_weights(model)}, f)
-# Leave as vtc's own launched processes do (vtc.cli._leave): without the interpreter's finalisation, where gloo's
-# threads can abort a process whose DDP model still holds the process group (SIGABRT).
-sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
 '''
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_processes(tmp_path, mode: str) -> dict:
-    child = tmp_path / "child.py"
-    child.write_text(_CHILD)
-    out = tmp_path / mode
-    out.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-         "--master-port", str(_free_port()), str(child), mode, str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads((out / "result.json").read_text()) | {"adapter": out / "adapter"}
+    result, out = two_processes(tmp_path, _CHILD, mode)
+    return result | {"adapter": out / "adapter"}
 
 
 @pytest.mark.slow
@@ -275,14 +238,5 @@ def test_sharded_run_on_two_gpus(tmp_path):
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA GPUs")
-    child = tmp_path / "child.py"
-    child.write_text(_CHILD.replace('if mode == "fsdp2":\n    # Test only', 'if False:\n    # Test only'))
-    out = tmp_path / "fsdp2"
-    out.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-         str(child), "fsdp2", str(out), str(ROOT)], capture_output=True, text=True, timeout=600, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads((out / "result.json").read_text())
+    result, out = two_processes(tmp_path, _CHILD, "fsdp2", fsdp_on_cpu=False, timeout=600)
     assert result["sharded"] and (out / "adapter" / "adapter_model.safetensors").is_file()

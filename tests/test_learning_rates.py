@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from runtime_helpers import compile_text, make_shapes, text_plan
+from runtime_helpers import compile_text, make_shapes, text_plan, two_processes
 
 
 QWEN = ("finetune vision, language, projector on tiny-qwen2.5-vl\nusing lora\nfrom ./data\n"
@@ -219,19 +219,6 @@ def test_the_groups_of_a_lora_model(shapes, tmp_path):
 # --- two processes: DDP and FSDP2 (over gloo on the CPU, as tests/test_fsdp.py runs them) -------------------------
 
 _CHILD = r'''
-import json, os, sys
-os.environ["HF_HUB_OFFLINE"] = "1"
-mode, out, root = sys.argv[1], sys.argv[2], sys.argv[3]
-if mode == "fsdp2":
-    # Test only: accelerate 1.15 ignores its FSDP plugin on MULTI_CPU (tests/test_fsdp.py says why).
-    import accelerate.state as S
-    from accelerate.utils import DistributedType
-    _init = S.AcceleratorState.__init__
-    def _cpu_fsdp(self, *a, fsdp_plugin=None, **k):
-        _init(self, *a, fsdp_plugin=fsdp_plugin, **k)
-        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
-            self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, fsdp_plugin
-    S.AcceleratorState.__init__ = _cpu_fsdp
 from vtc.compiler.pipeline import compile_source
 from vtc.runtime.backends.transformers_backend import TransformersBackend
 from vtc.runtime.distributed import world
@@ -260,9 +247,6 @@ if world().leader:
     with open(out + "/result.json", "w") as f:
         json.dump({"groups": groups, "sharded": trainer.is_fsdp_enabled,
                    "wrapped": type(trainer.model_wrapped).__name__}, f)
-# Leave as vtc's own launched processes do (vtc.cli._leave): without the interpreter's finalisation, where gloo's
-# threads can abort a process whose DDP model still holds the process group (SIGABRT).
-sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
 '''
 
 
@@ -271,26 +255,7 @@ sys.stdout.flush(); sys.stderr.flush(); os._exit(0)
 def test_the_groups_under_two_processes(tmp_path, mode):
     """The optimizer is built after the model is wrapped: under DDP and FSDP2 its groups hold the parameters the
     wrapped model trains (FSDP2's sharded ones), each part at its own rate after the steps (constant schedule)."""
-    import json
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    child = tmp_path / "child.py"
-    child.write_text(_CHILD)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root / "src")}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-         "--master-port", str(port), str(child), mode, str(tmp_path), str(root)],
-        capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads((tmp_path / "result.json").read_text())
+    result, _out = two_processes(tmp_path, _CHILD, mode)
     assert result["sharded"] == (mode == "fsdp2"), result
     rates = {g["part"]: g["lr"] for g in result["groups"]}
     assert rates == {"base": 2e-3, "vision": 1e-5, "language": 1e-4} or \

@@ -273,14 +273,14 @@ class VisionCollator:
         ends = [p for p, t in enumerate(ids) if t == self.eos_id]
         return ends[-1:]
 
-    def token_counts(self, row: dict, max_seq_length: int | None = None) -> dict:
+    def token_counts(self, row: dict, max_seq_length: int | None = None, *, batch=None) -> dict:
         """One row measured as the collator makes it: {"total", "text", "image" (counts before truncation),
         "image_last" (position, or -1), "answer" (the answers' token positions, before truncation: every assistant
         turn of a multi-turn conversation), "answer_cut" (how many of them the max length cuts off), "answers"
         (how many answers), "answers_cut" (how many answers lose a token to the cut), "trained" (tokens whose label
         is not ignore_index once cut at the max length: the collator's own labels; None when the cut would fall
-        inside the image tokens)}."""
-        batch = self._encode([row])
+        inside the image tokens)}. ``batch``: the row already encoded (self._encode([row])), not encoded again."""
+        batch = batch if batch is not None else self._encode([row])
         ids = batch["input_ids"][0].tolist()
         image_pos = [p for p, t in enumerate(ids) if t in self.placeholder_ids]
         limit = max_seq_length or self.max_seq_length

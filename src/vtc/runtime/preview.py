@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 
 from vtc.diagnostics import Diagnostic, Span, VtcError
-from vtc.runtime.collator import VisionCollator, answer_spans
+from vtc.runtime.collator import VisionCollator
 
 # Without colours (not a terminal, NO_COLOR, a log), trained text is between these marks.
 OPEN, CLOSE = "⟦", "⟧"
@@ -67,14 +67,11 @@ def preview_row(collator, row: dict, limit: int, number: int, span: Span) -> dic
         image_cut = True
         labels = collator.labels(batch)[0].tolist()[:limit]
     trained = [p < len(labels) and labels[p] != collator.ignore_index for p in range(len(ids))]
-    answer = collator.answer_positions(ids)
-    answer_cut = sum(1 for p in answer if limit and p >= limit)
-    answers = len(answer_spans(answer))
-    counts = collator.token_counts(row, limit)
+    counts = collator.token_counts(row, limit, batch=batch)
     problem = collator.length_problem(counts, limit, span)
     return {"row": number, "origin": span.location, "tokens": len(ids), "max_length": limit,
-            "trained": sum(trained), "answer_tokens": len(answer), "answers": answers, "answer_cut": answer_cut,
-            "truncated": answer_cut > 0, "image_cut": image_cut,
+            "trained": sum(trained), "answer_tokens": len(counts["answer"]), "answers": counts["answers"],
+            "answer_cut": counts["answer_cut"], "truncated": counts["answer_cut"] > 0, "image_cut": image_cut,
             "problem": problem.message if problem is not None else None, "code": problem.code if problem else None,
             "segments": _segments(collator, ids, trained, limit)}
 
