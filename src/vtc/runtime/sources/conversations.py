@@ -1,26 +1,22 @@
 """conversations: a .jsonl or .json file of ``{"messages": [...]}`` rows with typed content parts.
 
-``{"type": "image", "image": "img/1.png"}`` (paths relative to the file, kept inside its folder), several images a
-row allowed, text-only rows allowed; also TRL's form: ``{"type": "image"}`` placeholders filled in order from a
+``{"type": "image", "image": "img/1.png"}`` (paths relative to the file, or to `images from folder`, and kept
+inside; base64 ``data:image/...`` decoded as in chats.image), several images a row allowed, text-only rows allowed; also TRL's form: ``{"type": "image"}`` placeholders filled in order from a
 row-level ``"images": [...]`` list. The last message is the assistant's answer.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 from vtc.diagnostics import Span, VtcError, error
 from vtc.runtime.sources import chats
 from vtc.runtime.sources.detect import SourceInfo
-from vtc.runtime.sources.files import BadLine, locate, path_problem, read_json_rows, real_folder
+from vtc.runtime.sources.files import BadLine, read_json_rows, real_folder
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record, Rows
-
-PLACEHOLDER = re.compile(r"<(image|video)>")
 
 FORMAT = ('{"messages": [{"role": "user", "content": [{"type": "text", "text": "..."}, '
           '{"type": "image", "image": "img.png"}]}, {"role": "assistant", "content": [{"type": "text", '
@@ -43,8 +39,10 @@ def read(info: SourceInfo, request: Request) -> Rows:
 
 
 def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None) -> Record:
-    """Validate one conversation row; image parts become indices into the record's image files."""
+    """Validate one conversation row; image parts become indices into the record's image files (chats.image: a path
+    relative to ``images_folder`` when given, else to the file's folder, inside one of them)."""
     name = Path(span.file).name
+    roots = [Path(real_folder(f)) for f in (folder, images_folder) if f is not None]
 
     def bad(msg: str, hint: str = f"write rows like {FORMAT}") -> VtcError:
         return VtcError(error("VT414", f"line {span.line} of {name}: {msg}", span, help=hint))
@@ -74,7 +72,7 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
                 part = {"type": "text", "text": part}
             kind = part.get("type") if isinstance(part, dict) else None
             if kind == "text" and isinstance(part.get("text"), str):
-                marker = PLACEHOLDER.search(part["text"])
+                marker = chats.PLACEHOLDER.search(part["text"])
                 if marker:  # never trained as literal text
                     raise VtcError(error(
                         "VT441", f"line {span.line} of {name}: the text holds `{marker.group(0)}`, which the "
@@ -91,10 +89,7 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
                                   'give the part an image: {"type": "image", "image": "img.png"}')
                     ref = extra[placeholders]
                     placeholders += 1
-                files.append(_image_file(ref, folder, span, bad) if images_folder is None else
-                             chats.image(ref, folder, images_folder, [Path(real_folder(folder)),
-                                                                      Path(real_folder(images_folder))],
-                                         chats.RowWhere(span)))
+                files.append(chats.image(ref, folder, images_folder, roots, chats.RowWhere(span)))
                 parts.append({"type": "image", "image": len(files) - 1})
             else:
                 raise bad(f"unknown content part {json.dumps(part)[:60]}", 'parts are {"type": "text", '
@@ -111,28 +106,3 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
     if out[-1]["role"] != "assistant":
         raise bad("the last message must be the assistant's answer", "end each row with the assistant message")
     return Record(span, text, tuple(files), messages=tuple(out))
-
-
-def _image_file(ref: Any, folder: Path, span: Span, bad) -> Path:
-    """An image part's file: a path relative to the conversation file, inside its folder (VT415), existing (VT409)."""
-    name = Path(span.file).name
-    if not isinstance(ref, str):
-        raise bad("an image part's image must be a file path",
-                  'write {"type": "image", "image": "img.png"} (paths relative to the file)')
-    if ref.startswith(("http://", "https://", "ftp://")):
-        raise VtcError(error("VT445", f"line {span.line} of {name} names an image by URL: {ref[:120]}", span,
-                             help="download the image into the data folder and give its path (relative to the "
-                                  "data file)"))
-    p = Path(os.path.expanduser(ref))
-    p = p if p.is_absolute() else folder / p
-    root = Path(real_folder(folder))
-    where = locate(p, root)
-    if where == "outside":
-        raise VtcError(error("VT415", f"line {span.line} of {name} points outside the dataset folder: {ref}", span,
-                             help=f"keep the images inside {folder} (the file's folder)"))
-    if where == "special":  # a FIFO (which would block), a device, a folder: never opened
-        raise VtcError(path_problem(p, root, span, f"line {span.line} of {name} names {ref}"))
-    if where != "file":
-        raise VtcError(error("VT409", f"line {span.line} of {name} names {ref}, which does not exist", span,
-                             help=f"add {ref} beside the file, or fix the path (relative to the file)"))
-    return p
