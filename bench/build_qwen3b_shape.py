@@ -27,8 +27,9 @@ SPECIAL_TOKENS = [
     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 ]
 
-# Qwen2.5-VL's chat template, kept to what images + text need: the default system turn, then each turn's
-# parts in order (an image part becomes <|vision_start|><|image_pad|><|vision_end|>, expanded by the processor).
+# Qwen2.5-VL's chat template, kept to what images, clips and text need: the default system turn, then each turn's
+# parts in order (an image part becomes <|vision_start|><|image_pad|><|vision_end|>, a video part the same with
+# <|video_pad|>, each expanded by the processor).
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if loop.first and message['role'] != 'system' %}"
@@ -37,6 +38,7 @@ CHAT_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for content in message['content'] %}"
     "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
     "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n"
     "{% endfor %}"

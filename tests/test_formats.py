@@ -297,7 +297,7 @@ def test_every_row_diagnostic_names_its_row(tmp_path):
     write(tmp_path / "bad.json", [
         chat(("user", "<image>ok"), ("assistant", "red"), images_=paths[:1]),  # line 2: fine
         chat(("user", "<image><image>two"), ("assistant", "red"), images_=paths[:1]),  # 3: VT442
-        chat(("user", "<video>clip"), ("assistant", "red")),  # 4: VT441
+        chat(("user", "<video>clip"), ("assistant", "red")),  # 4: VT442 (a <video> placeholder, no clip)
         chat(("user", "<image>x"), ("function_call", "{}"), ("assistant", "red"), images_=paths[:1]),  # 5: VT443
         chat(("user", "<image>x"), ("assistant", "red"), ("user", "more?"), images_=paths[:1]),  # 6: VT444
         chat(("user", "<image>x"), ("assistant", "red"), images_=["https://example.org/1.png"]),  # 7: VT445
@@ -308,7 +308,7 @@ def test_every_row_diagnostic_names_its_row(tmp_path):
         chat(("doctor", "x"), ("assistant", "red")),  # 12: VT443
     ])
     found = codes(tmp_path, "from ./bad.json")
-    assert found == [("VT442", 3), ("VT441", 4), ("VT443", 5), ("VT444", 6), ("VT445", 7), ("VT446", 8),
+    assert found == [("VT442", 3), ("VT442", 4), ("VT443", 5), ("VT444", 6), ("VT445", 7), ("VT446", 8),
                      ("VT412", 9), ("VT409", 10), ("VT415", 11), ("VT443", 12)]
 
 

@@ -204,7 +204,7 @@ def test_every_clause_keyword_parses_where_a_clause_starts():
         "optimizer": "optimizer sgd", "weight decay": "weight decay 0", "max length": "max length 8",
         "seed": "seed 1", "metric": "metric cer", "save to": "save to x", "export": "export adapter",
         "gpus": "gpus 2", "shard": "shard model", "bad rows": "bad rows skip", "window": "window 40 400", "tiff pages": "tiff pages all",
-        "checkpoint every": "checkpoint every 50 steps",
+        "video": "video 2 fps", "checkpoint every": "checkpoint every 50 steps",
     }
     assert set(examples) == set(CLAUSE_KEYWORDS)
     line = " ".join(examples[k] for k in CLAUSE_KEYWORDS)

@@ -207,7 +207,7 @@ def test_another_version_or_not_a_plan(tmp_path):
     plan["plan_version"] = 1
     target.write_text(json.dumps(plan))
     result, text = _run(tmp_path, plan)
-    assert result.exit_code == 1 and "plan_version 1, made by an older vtc; this vtc runs version 5" in text
+    assert result.exit_code == 1 and "plan_version 1, made by an older vtc; this vtc runs version 6" in text
     plan["plan_version"] = 2  # batch was rows per step then: the message says what changed
     result, text = _run(tmp_path, plan)
     assert result.exit_code == 1 and "plan_version 2 (version 3 changed what training.batch means" in text

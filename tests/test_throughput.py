@@ -326,3 +326,13 @@ def test_the_processes_of_a_run_add_up_their_speed():
     text = "\n".join(T.lines(both))
     assert "7,900 tokens/s" in text and "the 2 processes together" in text
     assert "of 2 x the NVIDIA H200's 989 TFLOP/s" in text and "(the process that used the most)" in text
+
+
+def test_clip_patches_count_as_vision_patches():
+    """Qwen-VL's clips (pixel_values_videos: one row per patch of two frames) go through the vision tower like an
+    image's patches, so the FLOPs and MFU count them; a batch of clips only is not zero vision work."""
+    clips = {"input_ids": torch.zeros(2, 10, dtype=torch.long), "pixel_values_videos": torch.zeros(288, 1176)}
+    assert T._patches(clips, None) == 288
+    both = {**clips, "pixel_values": torch.zeros(64, 1176)}
+    assert T._patches(both, None) == 288 + 64
+    assert T._patches({"input_ids": clips["input_ids"]}, None) == 0

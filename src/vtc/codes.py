@@ -342,6 +342,43 @@ CODES: dict[str, Code] = _entries(
         "3 | seed " + "1" * 45 + "\n"
         "  |      " + "^" * 45 + "\n"
         "  = help: `seed` takes values from 0 to 4294967295"),
+    _recipe(
+        "VT120", "error", "video setting given twice",
+        'A setting of `video` (the frames per second, the cap on frames, the window, the frame size) given '
+        'twice in one `video` clause. Keep one; the first is used for the rest of the check.',
+        _XRAYS + "video 2 fps, at most 16 frames, 4 fps\n",
+        "error[VT120]: `video` gives the frames per second (`2 fps`) twice\n"
+        " --> xray.vt:3:33\n"
+        "  |\n"
+        "3 | video 2 fps, at most 16 frames, 4 fps\n"
+        "  |                                 ^^^^^\n"
+        " --> xray.vt:3:7: first given here\n"
+        "  |\n"
+        "3 | video 2 fps, at most 16 frames, 4 fps\n"
+        "  |       ^^^^^\n"
+        "  = help: keep one of them: `2 fps` or `4 fps`"),
+    _recipe(
+        "VT121", "error", "video window ends before it starts",
+        '`video between A and B seconds` reads the part of each clip from A to B seconds after its start: A '
+        'must be before B. For the rest of a clip from A on, write `after A seconds`.',
+        _XRAYS + "video between 8 and 1.5 seconds\n",
+        "error[VT121]: the window `between 8 and 1.5 seconds` ends before it starts\n"
+        " --> xray.vt:3:7\n"
+        "  |\n"
+        "3 | video between 8 and 1.5 seconds\n"
+        "  |       ^^^^^^^^^^^^^^^^^^^^^^^^^\n"
+        "  = help: write the start first: `between 1.5 and 8 seconds`"),
+    _recipe(
+        "VT122", "error", "video frame size out of range",
+        "`video ... frame size N` sets the longest side of every frame, in pixels: from one token (28 px for "
+        "Qwen-VL) to 8192 px. For a budget of pixels instead, write `frame size up to 200k pixels`.",
+        _XRAYS + "video frame size 20\n",
+        "error[VT122]: `frame size 20`: a frame's longest side is 28 to 8192 px\n"
+        ' --> xray.vt:3:18\n'
+        '  |\n'
+        '3 | video frame size 20\n'
+        '  |                  ^^\n'
+        '  = help: Qwen2.5-VL reads frames in 28 px tokens, and its own default keeps a square frame about 317-776 px a side: write `frame size 336`, or leave the frame size out for that default'),
     # --- VT2xx: semantic checks ---------------------------------------------------------------------------------
     _recipe(
         "VT201", "error", "unknown model",
@@ -612,6 +649,55 @@ CODES: dict[str, Code] = _entries(
         "1 | finetune all,vision on qwen2.5-vl\n"
         "  | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n"
         "  = help: write `finetune all on ...` or list only the parts you want"),
+    _recipe(
+        "VT222", "error", "video on a family without video",
+        'A `video` clause for a model whose family does not read video (Llama 3.2 Vision, Gemma 3, Pixtral, '
+        'Qwen3-VL in this vtc). The families that do are those the registry marks `"video": true` (Qwen2-VL, '
+        'Qwen2.5-VL). Use one of them, or remove the clause to train on still images.',
+        "finetune vision,mlp on llama-3.2-vision with responses_only\nfrom ./xrays\nvideo 2 fps\n",
+        "error[VT222]: Llama 3.2 Vision does not read video; the families that do are Qwen2-VL, Qwen2.5-VL\n"
+        " --> xray.vt:3:1\n"
+        "  |\n"
+        "3 | video 2 fps\n"
+        "  | ^^^^^^^^^^^\n"
+        " --> xray.vt:1:24: the model\n"
+        "  |\n"
+        "1 | finetune vision,mlp on llama-3.2-vision with responses_only\n"
+        "  |                        ^^^^^^^^^^^^^^^^\n"
+        "  = help: to train on clips, write `finetune ... on qwen2.5-vl` (or another Qwen2-VL or Qwen2.5-VL model); to train llama-3.2-vision on still images, remove the `video` clause"),
+    _recipe(
+        "VT223", "error", "video with tiff pages all",
+        'With a `video` clause every multi-page TIFF file is read as a clip (a stack, a time-lapse); `tiff '
+        'pages all` reads its pages as separate images. The two read TIFF pages differently: keep one.',
+        _XRAYS + "video 2 fps\ntiff pages all\n",
+        "error[VT223]: `tiff pages all` reads each page of a TIFF file as an image, and `video` reads every TIFF file as a clip: the two cannot both apply\n"
+        " --> xray.vt:4:12\n"
+        "  |\n"
+        "4 | tiff pages all\n"
+        "  |            ^^^\n"
+        " --> xray.vt:3:1: the video clause\n"
+        "  |\n"
+        "3 | video 2 fps\n"
+        "  | ^^^^^^^^^^^\n"
+        "  = help: remove `tiff pages all` to read multi-page TIFF files as clips (a stack, a time-lapse), or remove the `video` clause to read their pages as images"),
+    _recipe(
+        "VT224", "warning", "clip longer than max length",
+        "A clip at the recipe's own bounds (its `at most N frames`, or its window with an end, at its frame "
+        'size) has more tokens than `max length`, so such a row would not fit. Qwen-VL merges two frames in '
+        'time: tokens = ceil(frames / 2) x (height / 28) x (width / 28). The frame is taken square (the worst '
+        "case of its size). Defaults alone never warn: a clip's real length is checked with the data (`vtc "
+        'check --data`).',
+        _XRAYS + "video at most 16 frames, frame size 336\nmax length 1024\n",
+        "warning[VT224]: a clip at this recipe's bounds (16 frames of 336x336 px) is longer than `max length`: 16 frames / 2 x 12 x 12 = 1,152 tokens > max length 1,024\n"
+        " --> xray.vt:3:15\n"
+        "  |\n"
+        "3 | video at most 16 frames, frame size 336\n"
+        "  |               ^^\n"
+        " --> xray.vt:4:12: max length\n"
+        "  |\n"
+        "4 | max length 1024\n"
+        "  |            ^^^^\n"
+        "  = help: sample fewer frames (`at most 12 frames`), a smaller frame size (`frame size 168`), or a larger max length (`max length 1536`)"),
     _recipe(
         "VT230", "warning", "resize outside 300-1000 px",
         "Images standardised outside 300-1000 px on the longest side. Above, the image tokens grow with the area "
@@ -1419,10 +1505,11 @@ CODES: dict[str, Code] = _entries(
         "uncompressed (Explicit VR Little Endian) from the scanner or PACS. The file itself is fine"),
     _situation(
         "VT441", "error", "image placeholder that is not an image",
-        "A row's text holds an `<image>` (or `<video>`) placeholder that would not become an image: in the "
-        "`messages` format (typed parts) a placeholder is literal text, and vtc does not read videos. vtc never "
-        "trains on the literal marker. Give the image as a part ({\"type\": \"image\", \"image\": \"1.png\"}), "
-        "read the file as `format sharegpt` (placeholders plus an `images` list), or remove the video rows.",
+        "A row's text holds an `<image>` (or `<video>`) placeholder that would not become an image or a clip: in "
+        "the `messages` format (typed parts) a placeholder is literal text, and so it is in the conversations of a "
+        "`datasets` dataset (parquet, saved, Hub) for `<video>`. vtc never trains on the literal marker. Give the "
+        "image or clip as a part ({\"type\": \"image\", \"image\": \"1.png\"}, {\"type\": \"video\", \"video\": "
+        "\"clip.mp4\"}), or read the file as `format sharegpt` (placeholders plus `images` / `videos` lists).",
         "row 2 of chats.jsonl has `{\"type\": \"text\", \"text\": \"<image>What is shown?\"}`",
         "error[VT441]: line 2 of chats.jsonl: the text holds `<image>`, which the `messages` format does not turn "
         "into an image (it would be trained as literal text)\n"
@@ -1431,10 +1518,10 @@ CODES: dict[str, Code] = _entries(
         "sharegpt` after `from` if the row's `images` list holds the images"),
     _situation(
         "VT442", "error", "placeholders and images differ",
-        "A row has a different number of `<image>` placeholders in its text than images in its `images` list "
-        "(LLaMA-Factory and ms-swift refuse such rows too). Each placeholder becomes the next image of the list, at "
-        "its place in the text; a row with no placeholder at all gets its images at the start of the first user "
-        "turn.",
+        "A row has a different number of `<image>` placeholders in its text than images in its `images` list, or "
+        "of `<video>` placeholders than clips in its `videos` list (LLaMA-Factory and ms-swift refuse such rows "
+        "too). Each placeholder becomes the next image (clip) of the list, at its place in the text; a row with no "
+        "placeholder at all gets its images, then its clips, at the start of the first user turn.",
         "a ShareGPT row with two `<image>` markers and one image",
         "error[VT442]: line 4 of chats.json has 2 <image> placeholders but 1 image\n"
         " --> data/chats.json:4\n"
@@ -1501,6 +1588,106 @@ CODES: dict[str, Code] = _entries(
         " --> data/chats.json:2\n"
         "  = help: a llava row has `image` and `conversations` (from/value); write `format sharegpt` for this file, "
         "or leave `format` out to detect it"),
+    # --- VT450-VT459: clips (video files, frame folders, cine DICOM, TIFF stacks; vtc.runtime.video) ---------------
+    _situation(
+        "VT450", "error", "unreadable or truncated clip",
+        "A clip that cannot be decoded: a video file that is empty, truncated (cut short by a copy), corrupt, or not "
+        "a video at all; a file with no video stream; a suffix that is not a video format vtc reads (mp4, webm, mov, "
+        "avi, mkv, m4v; or a folder of frames, a cine DICOM, a multi-page TIFF). Export or copy the clip again, or "
+        "remove the row (`bad rows skip` leaves such rows out and lists them).",
+        "row 3 of metadata.jsonl lists `echo3.mp4`, whose copy was cut short",
+        "error[VT450]: cannot read clip echo3.mp4: truncated or corrupt after frame 12 (not a video file, or a "
+        "truncated or corrupt one (FFmpeg cannot decode it))\n"
+        " --> echo/metadata.jsonl:3\n"
+        "  = help: export or copy the clip again (the copy may have been cut short), or remove the row"),
+    _situation(
+        "VT451", "error", "video needs PyAV",
+        "The data holds video files, and reading them needs PyAV (the FFmpeg decoder Unsloth's collator also "
+        "uses), an optional extra that is not installed. Frame folders, cine DICOM and TIFF stacks do not need it.",
+        "`vtc check --data` on a folder of .mp4 clips, on a machine without PyAV",
+        "error[VT451]: echo1.mp4 is a video file, and reading video needs PyAV, which is not installed\n"
+        " --> echo/metadata.jsonl:2\n"
+        "  = help: install the video extra: pip install 'vtc[video]' (it adds PyAV, the FFmpeg decoder), then "
+        "check again"),
+    _situation(
+        "VT452", "error", "clip without frames",
+        "A clip with no frames: a video stream that decodes to nothing, a DICOM or TIFF with zero frames, a frame "
+        "folder that holds no image files, an empty frame list.",
+        "row 4 of metadata.jsonl names the folder `loop4/`, which is empty",
+        "error[VT452]: clip loop4/ has no frames: the folder holds no image files\n"
+        " --> scope/metadata.jsonl:4\n"
+        "  = help: put the frames (PNG or JPEG, named in order: frame_000.png, frame_001.png, ...) in the folder, "
+        "or remove the row"),
+    _situation(
+        "VT453", "error", "clip shorter than one sample",
+        "A clip (within the window, if the recipe has one) so short that the chosen rate takes less than one frame "
+        "of it: its seconds x `video N fps` is under 1. Sample faster, widen the window, or remove the row.",
+        "`video 1 fps` and a clip of 0.4 s",
+        "error[VT453]: clip blink.mp4 is shorter than one sample: 0.4 s x 1 fps = 0.4 frames\n"
+        " --> eyes/metadata.jsonl:7\n"
+        "  = help: sample faster (`video 3 fps` takes one frame of it), widen the window, or remove the row"),
+    _situation(
+        "VT454", "error", "window outside the clip",
+        "The recipe's `video ... between A and B seconds` window lies outside a clip: the clip ends before the "
+        "window starts. A clip without frame timing (a frame folder, a TIFF stack) lasts its frames / fps.",
+        "`video between 10 and 20 seconds` and a clip of 4 s",
+        "error[VT454]: clip loop2.mp4: the window starts at 10 s but the clip lasts 4 s\n"
+        " --> echo/metadata.jsonl:2\n"
+        "  = help: the clip lasts 4 s: change `between ... seconds` in the recipe's `video` line to fit every "
+        "clip, or remove the row"),
+    _situation(
+        "VT455", "warning", "clip far longer than the cap",
+        "A clip that, at the chosen rate, would give more than twice `at most N frames`: vtc still reads it, at a "
+        "lower rate (N frames spread over the whole clip), so fast motion may fall between the frames it keeps. "
+        "Cut the clip, choose a window, or raise the cap.",
+        "`video 2 fps, at most 16 frames` and a clip of 60 s",
+        "warning[VT455]: clip surgery1.mp4 lasts 60 s: at 2 fps that is 120 frames, over 2 x the cap of 16; it is "
+        "sampled at 0.27 fps instead of 2\n"
+        " --> surgery/metadata.jsonl:2\n"
+        "  = help: cut the clip into shorter ones, or choose the part that matters (`between A and B seconds`), "
+        "or raise `at most N frames` if memory allows"),
+    _situation(
+        "VT456", "error", "frames of different sizes",
+        "A frame folder (or frame list) whose frames do not all have the size of the first: a clip is one size "
+        "throughout. The message names the first odd frame and both sizes.",
+        "a folder `loop1/` whose frame_007.png is 640 x 480 px among 512 x 512 px frames",
+        "error[VT456]: clip loop1/: frame frame_007.png (frame 8) is 640 x 480 px, but the first frame, "
+        "frame_000.png, is 512 x 512 px\n"
+        " --> scope/metadata.jsonl:2\n"
+        "  = help: give every frame of a clip the same size (export them again, or crop / pad the odd ones), or "
+        "remove the frame from the folder"),
+    _situation(
+        "VT457", "warning", "clip over max length",
+        "A clip whose video tokens alone exceed `max length`: ceil(frames / 2) x (height / 28) x (width / 28) for "
+        "Qwen-VL (two frames merged in time, 28 x 28 px a token). Such a row is cut, and the answer with it.",
+        "`max length 1024` and `video 2 fps, at most 16 frames, frame size 336` on a 10 s clip",
+        "warning[VT457]: clip echo1.mp4: 16 frames of 336 x 252 px are 1,152 video tokens, over `max length "
+        "1024`: the row will be cut\n"
+        " --> echo/metadata.jsonl:2\n"
+        "  = help: fewer frames (`video at most N frames`, or a lower fps), smaller frames (`frame size N`), or a "
+        "larger `max length`"),
+    _situation(
+        "VT458", "error", "video for a family without video",
+        "A row with a clip, for a model whose family reads images only (Llama 3.2 Vision, Pixtral, Gemma 3). The "
+        "message names the families that read video (Qwen2-VL, Qwen2.5-VL).",
+        "`finetune on llama-3.2-11b-vision` with data whose rows have videos",
+        "error[VT458]: this row has a video clip, but the model's family (Llama 3.2 Vision) reads images only, not video\n"
+        " --> echo/metadata.jsonl:2\n"
+        "  = help: train a model of a family that reads video (Qwen2-VL, Qwen2.5-VL), or remove the clips from "
+        "the data"),
+    # --- VT460-VT464: clips in data sources (vtc.runtime.sources) -------------------------------------------------
+    _situation(
+        "VT460", "error", "datasets Video feature",
+        "A `datasets` dataset (saved with save_to_disk, parquet written by `datasets`, or from the Hub) whose clips "
+        "are stored as `datasets`' own Video feature, which `datasets` decodes with torchcodec. vtc reads clips "
+        "from files: a column of video file (or frame folder) paths -- `video`, `videos`, `video_path` or `clip` "
+        "-- is read, the Video feature is not.",
+        "a saved dataset whose `video` column was cast to datasets.Video()",
+        "error[VT460]: the column `video` of a dataset saved with `datasets` (echo) is a `datasets` Video feature, "
+        "which vtc does not read (`datasets` decodes it with torchcodec)\n"
+        " --> echo\n"
+        "  = help: store the clips as files in the data folder and give their paths in a `video` column (a .jsonl, "
+        ".csv or parquet file of rows), then check again"),
     # --- VT5xx: model and runtime -------------------------------------------------------------------------------
     _situation(
         "VT501", "error", "model not found",

@@ -41,6 +41,7 @@ UNRESOLVED = "unresolved"
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".dcm", ".dicom", ".ppm",
                   ".pgm", ".jp2", ".heic"}
+IMAGE_SUFFIXES |= {".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v"}  # clips: like images (vtc.runtime.video)
 BIG_FILE = 64 << 20  # files above this are sampled by the quick fingerprint
 SAMPLES = 16
 SAMPLE_SIZE = 64 << 10
@@ -155,9 +156,10 @@ def data_fingerprint(plan: dict, *, content: bool) -> dict[str, Any]:
 
 
 def _named_images(plan: dict, key: str, path: Path) -> list[tuple[str, Path]]:
-    """The image files that the rows of a data file name (relative to the file's folder), or, with `images from
-    folder`, those outside the source folder: the source's own fingerprint does not cover them. [] when the rows
-    cannot be read (the data check reports why). Reads the rows, never the images."""
+    """The image and clip files (a frame folder's frames too) that the rows of a data file name (relative to the
+    file's folder), or, with `images from folder`, those outside the source folder: the source's own fingerprint
+    does not cover them. [] when the rows cannot be read (the data check reports why). Reads the rows, never the
+    images."""
     folder = plan["data"].get("images_folder")
     if path.is_dir() and folder is None:
         return []
@@ -170,8 +172,13 @@ def _named_images(plan: dict, key: str, path: Path) -> list[tuple[str, Path]]:
     base = path.parent if path.is_file() else path
     roots = [os.path.realpath(base)] + ([os.path.realpath(Path(plan["base_dir"]) / folder)] if folder else [])
     found: dict[str, Path] = {}
+    from vtc.runtime.sources.clips import clip_files
+
     for i in range(len(rows)):
-        for p in rows.images(i):
+        named = list(rows.images(i))
+        for clip in rows.videos(i):  # a clip's files: the video, a frame folder's frames, a list of frames
+            named.extend(clip_files(clip))
+        for p in named:
             real = os.path.realpath(p)
             if path.is_dir() and real.startswith(roots[0] + os.sep):
                 continue  # in the folder, counted already

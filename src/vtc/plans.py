@@ -26,7 +26,7 @@ from pathlib import Path
 from vtc import schema_engine
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 
-PLAN_VERSION = 5
+PLAN_VERSION = 6
 # What changed in each version, for a plan file of an older one (VT510): its values would mean something else now.
 _VERSION_CHANGES = {
     2: "version 3 changed what training.batch means (samples per update, no longer rows per forward pass) and "
@@ -36,6 +36,8 @@ _VERSION_CHANGES = {
     4: "version 5 reads other tools' data formats (data sources' format, data.images_folder), budgets pixels "
        "(images.resize mode pixels), trains the projector (parts.projector, lora.modules_to_save) and gives parts "
        "learning rates of their own (training.part_learning_rates)",
+    5: "version 6 reads video (the plan's video section: sampling, window, frame size; multi-frame DICOM and TIFF "
+       "files read as clips) and estimates its tokens and memory (estimates.video_*)",
 }
 SCHEMA_FILE = Path(__file__).with_name("plan.schema.json")
 
@@ -147,6 +149,27 @@ def _rules(plan: dict) -> list[tuple[str, str]]:
                     "not sharded)"))
     if t["responses_only"] and plan["model"]["markers"] is None:
         out.append(("/training/responses_only", "needs /model/markers (the chat markers of the model's family)"))
+    out.extend(_video_rules(plan))
+    return out
+
+
+def _video_rules(plan: dict) -> list[tuple[str, str]]:
+    """The plan's video section against itself and the images section (docs/plan.md, video)."""
+    video = plan["video"]
+    if video is None:
+        return []
+    out = []
+    window = video["window"]
+    if window is not None and window["end"] is not None and window["end"] <= window["start"]:
+        out.append(("/video/window/end", f"must be after /video/window/start ({window['start']:g} s)"))
+    if video["min_frames"] > video["max_frames"]:
+        out.append(("/video/min_frames", f"must be at most /video/max_frames ({video['max_frames']})"))
+    resize = video["resize"]
+    if resize["mode"] == "pixels" and resize["min_pixels"] > resize["max_pixels"]:
+        out.append(("/video/resize/min_pixels", f"must be at most /video/resize/max_pixels ({resize['max_pixels']})"))
+    if video["multi_frame_files"] == "clips" and plan["images"]["tiff_pages"] == "all":
+        out.append(("/images/tiff_pages", "must be \"first\" when /video/multi_frame_files is \"clips\" (every TIFF "
+                    "file is read as a clip)"))
     return out
 
 

@@ -146,6 +146,28 @@ class Window:
 
 
 @node
+class VideoSetting:
+    """One setting of `video`: ``name`` says which, ``values`` are its numbers as written.
+
+    fps: (2,) `2 fps` | frames: (16,) `at most 16 frames` | between: (1.5, 8) `between 1.5 and 8 seconds` |
+    after: (1.5,) `after 1.5 seconds` | size: (336,) `frame size 336` | up to: (200k,) `frame size up to 200k pixels`
+    | pixels: (50k, 150k) `frame size between 50k and 150k pixels`"""
+
+    name: str
+    values: tuple[Value, ...]
+    span: Span
+
+
+@node
+class Video:
+    """video [settings]: how clips are read (docs/language.md, video)"""
+
+    settings: tuple[VideoSetting, ...]
+    span: Span
+    keyword = "video"
+
+
+@node
 class Setting:
     name: Value
     value: Value
@@ -246,7 +268,8 @@ class Checkpoint:
 
 
 Statement = Union[
-    Finetune, Include, Flags, From, EvaluateOn, Holdout, Answer, Images, Resize, PixelBudget, Window, Lora, TrainFor, Warmup,
+    Finetune, Include, Flags, From, EvaluateOn, Holdout, Answer, Images, Resize, PixelBudget, Window, Video, Lora, TrainFor,
+    Warmup,
     Metric, Export, Checkpoint, LearningRate, Number, Choice,
 ]
 

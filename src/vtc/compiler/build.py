@@ -100,6 +100,9 @@ def _statement(node, locate: Locate, diagnostics: list):
         return ast.Resize(value(toks[1]), span)
     if kind == "window":
         return ast.Window(value(toks[1]), value(toks[2]), span)
+    if kind == "video":
+        return ast.Video(tuple(_video_setting(child, locate, value) for child in node.children[1:]
+                               if child is not None), span)
     if kind == "checkpoint":
         return ast.Checkpoint(value(toks[1]), value(toks[2]), span)
     if kind == "lora":
@@ -119,6 +122,29 @@ def _statement(node, locate: Locate, diagnostics: list):
     if kind == "export":
         return ast.Export(tuple(value(t) for t in toks[1:]), span)
     raise AssertionError(f"grammar rule without an AST node: {kind}")  # pragma: no cover
+
+
+def _video_setting(node, locate: Locate, value) -> ast.VideoSetting:
+    """One `video` setting (grammar rule video_setting) -> its name and its numbers as written."""
+    toks = tokens(node)
+    first, last = locate(toks[0]), locate(toks[-1])
+    span = Span(first.file, first.line, first.column, last.end_line, last.end_column)
+    kinds = [t.type for t in toks]
+    if kinds[-1] == "FPS":
+        name, numbers = "fps", toks[:1]
+    elif kinds[0] == "AT_MOST":
+        name, numbers = "frames", toks[1:2]
+    elif kinds[0] == "BETWEEN":
+        name, numbers = "between", [toks[1], toks[3]]
+    elif kinds[0] == "AFTER":
+        name, numbers = "after", toks[1:2]
+    elif len(toks) == 2:
+        name, numbers = "size", toks[1:2]
+    elif kinds[1] == "UP_TO":
+        name, numbers = "up to", toks[2:3]
+    else:
+        name, numbers = "pixels", [toks[2], toks[4]]
+    return ast.VideoSetting(name, tuple(value(t) for t in numbers), span)
 
 
 def _value(tok, span: Span, diagnostics: list, text_only: bool) -> ast.Value:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from vtc.compiler import estimates as E
-from vtc.compiler.resolve import DEFAULTS, Lora, Resolved, micro_batches
+from vtc.compiler.resolve import DEFAULTS, Lora, Resolved, Sourced, micro_batches
 from vtc.diagnostics import Diagnostic, did_you_mean, error, note, warning
 
 # Unsloth advises 300-1000 px for vision fine-tuning (unsloth#1326): above, image tokens (and activations) grow with
@@ -184,6 +184,9 @@ def check(r: Resolved) -> list[Diagnostic]:
                 f"question and the answer: {how}", where,
                 f"write `max length {_round_up(text_tokens + 2 + 256)}` or a smaller `resize`"))
 
+    # VT223-VT224: video.
+    out.extend(_video_problems(r))
+
     # VT240: responses_only needs the chat markers.
     if flags["responses_only"] and family is None and known:
         out.append(error(
@@ -273,6 +276,45 @@ def check(r: Resolved) -> list[Diagnostic]:
 
 # The most samples per update (the most `batch` takes): the old form (`batch` x `accumulate`) may not go beyond.
 MOST_BATCH = 4096
+
+
+def _video_problems(r: Resolved) -> list[Diagnostic]:
+    """VT223 `video` with `tiff pages all` (a `video` clause reads every TIFF file as a clip, `tiff pages all` as
+    several images); VT224 (warning) a clip at the recipe's own bounds (its `at most N frames`, or its window with
+    an end) has more tokens than `max length`. Defaults alone never warn."""
+    out: list[Diagnostic] = []
+    written = r.written
+    clause = written.get("/video")
+    if clause is None or isinstance(r.video, Sourced):  # no clause, or a family without video (VT222)
+        return out
+    pages = r.images.tiff_pages
+    if pages.value == "all":
+        out.append(error(
+            "VT223", "`tiff pages all` reads each page of a TIFF file as an image, and `video` reads every TIFF file "
+                     "as a clip: the two cannot both apply", pages.span,
+            "remove `tiff pages all` to read multi-page TIFF files as clips (a stack, a time-lapse), or remove the "
+            "`video` clause to read their pages as images", related=((clause.span, "the video clause"),)))
+    bounded = written.get("/video/max_frames") or written.get("/video/window/end")
+    tokens = r.estimates.video_tokens_per_clip_max.value
+    max_length = r.training.max_length.value
+    if bounded is None or tokens is None or tokens <= max_length:
+        return out
+    frames = r.estimates.video_frames_per_clip_max.value
+    width, height = r.estimates.video_frame_size.value
+    unit = r.video.resize.value["multiple"]
+    patch = r.video.temporal_patch.value
+    merged = f"{frames} frames / {patch}" if frames % patch == 0 else f"ceil({frames} frames / {patch})"
+    formula = f"{merged} x {height // unit} x {width // unit} = {tokens:,} tokens > max length {max_length:,}"
+    size = "a square frame of " if r.video.resize.value["mode"] == "pixels" else ""
+    fewer = max(2, (max_length - MIN_TEXT_TOKENS) // max(1, (height // unit) * (width // unit)) * patch)
+    out.append(warning(
+        "VT224", f"a clip at this recipe's bounds ({frames} frames of {size}{width}x{height} px) is longer than "
+                 f"`max length`: {formula}", bounded.span,
+        f"sample fewer frames (`at most {fewer} frames`), a smaller frame size "
+        f"(`frame size {max(unit, width // 2 // unit * unit)}`), or a larger max length (`max length "
+        f"{_round_up(tokens + 256)}`)", related=((r.training.max_length.span, "max length"),)
+        if r.training.max_length.span is not None else ()))
+    return out
 
 
 def _batch_problems(r: Resolved) -> list[Diagnostic]:

@@ -54,6 +54,7 @@ CLAUSES: tuple[Clause, ...] = (
     Clause("bad rows", "bad rows skip", "what to do with bad rows (skip or stop)", key="bad_rows"),
     Clause("window", "window 40 400"),
     Clause("tiff pages", "tiff pages all", "which pages (all or first)", key="tiff_pages"),
+    Clause("video", "video 2 fps, at most 16 frames, between 1.5 and 8 seconds, frame size 336"),
     Clause("lora", "lora rank 16 alpha 16 dropout 0"),
     Clause("projector", "projector full", "how the projector trains (full or lora)", key="projector"),
     Clause("train for", "train for 60 steps"),

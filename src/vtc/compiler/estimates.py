@@ -477,3 +477,39 @@ def smallest_card(gib: float, margin: float) -> tuple[int, str] | None:
     fitting = sorted((c["memory_gib"], c["name"]) for c in load_cards()["cards"]
                      if gib <= usable_gib(c["memory_gib"], margin))
     return fitting[0] if fitting else None
+
+
+# --- video (issue 16) -------------------------------------------------------------------------------------------------
+
+
+def video_estimate(geometry: dict | None, video: dict | None) -> dict:
+    """The largest clip the plan's ``video`` section allows, for the estimates and the `max length` check.
+
+    A clip's own size is known only when the data is read, so the frame is the worst case, square: `frame size N`
+    -> N x N, a pixel budget -> the square of its max_pixels (frame_size rounds both to the multiple). The frames at
+    the cap: the window's seconds x fps when the window has an end (Qwen-VL's rule, vtc.registry.sample_frames),
+    else max_frames. Tokens (vtc.registry.video_tokens): ceil(frames / temporal_patch) x (h / 28) x (w / 28).
+    Returns frame_size [W, H], frames (at the cap), tokens_per_clip, tokens_per_second (fps / temporal_patch x
+    tokens of one merged frame pair, rounded up), per_frame_pair (tokens of frames merged in time); all None
+    without video."""
+    out = {"frame_size": None, "frames": None, "tokens_per_clip": None, "tokens_per_second": None,
+           "per_frame_pair": None}
+    if video is None or geometry is None or geometry.get("kind") != "patches":
+        return out
+    from vtc.registry import frame_size, video_tokens
+
+    resize = video["resize"]
+    side = resize["size"] if resize["mode"] == "longest" else math.isqrt(int(resize["max_pixels"]))
+    width, height = frame_size(side, side, resize)
+    patch = int(video["temporal_patch"])
+    frames = int(video["max_frames"])
+    window = video.get("window")
+    if window and window.get("end") is not None:
+        seconds = float(window["end"]) - float(window["start"])
+        wanted = min(max(round(seconds * float(video["fps"])), int(video["min_frames"])), frames)
+        frames = max(1, wanted // patch * patch)
+    pair = video_tokens(patch, width, height, geometry, patch)
+    out.update(frame_size=[width, height], frames=frames,
+               tokens_per_clip=video_tokens(frames, width, height, geometry, patch),
+               tokens_per_second=math.ceil(float(video["fps"]) / patch * pair), per_frame_pair=pair)
+    return out

@@ -73,6 +73,38 @@ _PART_NAMES = {"vision": "the image encoder", "projector": "the projector (the b
                "language model)", "language": "the language model"}
 
 
+def _video_sentences(plan: dict) -> list[str]:
+    """Clips (docs/language.md, video): how they are sampled and sized, the tokens formula, the largest clip."""
+    v, est = plan["video"], plan["estimates"]
+    if v is None:
+        return []
+    if v["multi_frame_files"] == "images":  # no `video` clause: the defaults apply to clips the data may hold
+        return [f"Clips in the data, if any, are read at {v['fps']:g} frames a second, at most {v['max_frames']:,} "
+                "frames each (Qwen-VL's defaults; a `video` line sets them)."]
+    w = v["window"]
+    part = "each whole clip" if w is None else (
+        f"each clip from {w['start']:g} s" + (" to its end" if w["end"] is None else f" to {w['end']:g} s"))
+    r = v["resize"]
+    size = (f"with its longest side {r['size']} pixels" if r["mode"] == "longest" else
+            f"to between {r['min_pixels']:,} and {r['max_pixels']:,} pixels, aspect kept")
+    out = [f"Clips (video files, frame folders, and every DICOM and TIFF file, read as a cine loop or a stack) are "
+           f"sampled at {v['fps']:g} frames a second over {part}, at least {v['min_frames']} and at most "
+           f"{v['max_frames']:,} frames, each frame resized {size}."]
+    tokens = est["video_tokens_per_clip_max"]
+    if tokens is not None:
+        unit, patch = r["multiple"], v["temporal_patch"]
+        fw, fh = est["video_frame_size"]
+        frames = est["video_frames_per_clip_max"]
+        worst = plan["provenance"].get("/video/max_frames") == "default" and (w is None or w["end"] is None)
+        out.append(f"The model merges {patch} frames in time, so a clip is ceil(frames / {patch}) x (height / "
+                   f"{unit}) x (width / {unit}) tokens: one second is about {est['video_tokens_per_second']:,} "
+                   f"tokens, and the largest clip ({frames:,} frames of {fw}x{fh} px) {tokens:,} tokens"
+                   + (", a worst case at the default cap" if worst else "")
+                   + (f", needing roughly {est['gpu_memory_video_gib']} GiB of GPU memory for one row"
+                      if est["gpu_memory_video_gib"] is not None else "") + ".")
+    return out
+
+
 def _projector_sentence(plan: dict) -> list[str]:
     """The projector in words: only when it trains (a frozen projector is the usual case and needs no sentence)."""
     how = plan["parts"]["projector"]
@@ -147,6 +179,7 @@ def explain_plan(plan: dict, rows: dict | None = None) -> str:
         else:
             img += f", which makes about {est['image_tokens_per_image']} image tokens (pieces the model reads) each"
     s.append(img + ".")
+    s.extend(_video_sentences(plan))
     if training["responses_only"]:
         s.append("Only the answers count towards learning; the question and the image are context.")
     eff = training["batch"]

@@ -54,6 +54,16 @@ def _values(values) -> str:
     return ", ".join(_value(v) for v in values)
 
 
+def render_video_setting(setting) -> str:
+    """One setting of `video` as written canonically: `2 fps`, `at most 16 frames`, `between 1.5 and 8 seconds`,
+    `after 2 seconds`, `frame size 336`, `frame size up to 200k pixels`, `frame size between 50k and 150k pixels`."""
+    v = [value.text for value in setting.values]
+    return {"fps": lambda: f"{v[0]} fps", "frames": lambda: f"at most {v[0]} frames",
+            "between": lambda: f"between {v[0]} and {v[1]} seconds", "after": lambda: f"after {v[0]} seconds",
+            "size": lambda: f"frame size {v[0]}", "up to": lambda: f"frame size up to {v[0]} pixels",
+            "pixels": lambda: f"frame size between {v[0]} and {v[1]} pixels"}[setting.name]()
+
+
 def render_statement(st) -> str:
     """One statement in canonical form, e.g. `finetune vision, mlp on qwen2.5-vl`."""
     if isinstance(st, (ast.Number, ast.Choice)):
@@ -87,6 +97,9 @@ def render_statement(st) -> str:
         return f"resize between {st.low.text} and {st.high.text} pixels"
     if isinstance(st, ast.Window):
         return f"window {st.center.text} {st.width.text}"
+    if isinstance(st, ast.Video):
+        return ", ".join(["video" + (" " + render_video_setting(st.settings[0]) if st.settings else "")]
+                         + [render_video_setting(s) for s in st.settings[1:]])
     if isinstance(st, ast.Checkpoint):
         return f"checkpoint every {st.every.text} {st.unit.text}"
     if isinstance(st, ast.Lora):

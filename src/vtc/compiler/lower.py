@@ -18,10 +18,12 @@ Rules:
 * Within ONE file the same clause twice is an error (VT210), with the first one shown; so are `train for N steps`
   with `train for N epochs` (VT211) and `holdout` with `evaluate on` (VT212).
 * Across files, `holdout` and `evaluate on` replace each other (they are two ways of saying what to evaluate on).
+* `video` is one clause: a later file's `video` replaces the whole of an earlier one's; a setting given twice in
+  one `video` clause is VT120, a window that ends before it starts VT121.
 
 The document's keys (docs/plan.md and schema.json describe them): model, parts, method, precision, flags,
 train_data, eval_data, holdout, instruction, system, answer, image_column, resize, bad_rows, window, tiff_pages,
-lora, train_for, batch, micro_batch, accumulate, learning_rate, warmup, schedule, optimizer, weight_decay,
+video, lora, train_for, batch, micro_batch, accumulate, learning_rate, warmup, schedule, optimizer, weight_decay,
 max_length, seed, metrics, save_to, exports, gpus, checkpoint_every. A simple clause (ast.Number, ast.Choice) sets
 the key that the clause table (vtc.compiler.clauses) names. Numbers are converted where the text is a number;
 anything else stays text so that the schema can say what was expected. ``spans`` maps every pointer that was set (and its parents) to
@@ -32,6 +34,7 @@ conversion, and its clause left out.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
 from typing import Callable
@@ -312,6 +315,9 @@ def _lower_file(recipe: ast.Recipe, load: Loader | None, state: _State, chain: t
                 state.set("/window/center", number(st.center.text), st.center.span)
                 state.set("/window/width", number(st.width.text), st.width.span)
                 state.span("/window", st.span)
+        elif isinstance(st, ast.Video):
+            if claim("video", st.span, "`video` is written twice in this file"):
+                _video(st, state)
         elif isinstance(st, ast.Checkpoint):
             if claim("checkpoint_every", st.span, "`checkpoint every` is written twice in this file"):
                 state.set("/checkpoint_every", number(st.every.text), st.every.span)
@@ -373,6 +379,13 @@ def _numbers(st) -> list[tuple[ast.Value, str, str]]:
     if isinstance(st, ast.Resize):
         pointer = "/resize/width" if _SIZE_RE.match(st.size.text) else "/resize"
         return [(st.size, "resize", pointer)]
+    if isinstance(st, ast.Video):
+        pointers = {"fps": [("video fps", "/video/fps")], "frames": [("video at most N frames", "/video/max_frames")],
+                    "size": [("video frame size", "/video/resize")],
+                    "between": [("video between", "/video/window/start"), ("video between", "/video/window/end")],
+                    "after": [("video after", "/video/window/start")]}
+        return [(value, label, pointer) for s in st.settings
+                for value, (label, pointer) in zip(s.values, pointers.get(s.name, []))]
     return []
 
 
@@ -409,8 +422,11 @@ def _unit(text: str, table: dict[str, str]) -> str:
 
 def pixel_amount(text: str) -> int | None:
     """A number of pixels as a pixel budget takes it: 200000, 200k, 1.2m (k = thousand, m = million, either case)
-    or a product of whole numbers (256x28x28, 448x448); None when the text is none of these or not whole."""
+    or a product of whole numbers (256x28x28, 448x448); None when the text is none of these or not whole, or has
+    more than MOST_DIGITS digits (never converted: Python refuses ints of more than 4,300 digits)."""
     t = text.lower()
+    if digits(t) > MOST_DIGITS:
+        return None
     if _PIXEL_PRODUCT_RE.match(t):
         total = 1
         for factor in t.split("x"):
@@ -440,6 +456,28 @@ def amount_text(pixels: int) -> str:
     return str(pixels)
 
 
+def _shown_amount(text: str) -> str:
+    """An amount as a message shows it: whole, or its ends when it is long (a pasted run of digits)."""
+    return text if len(text) <= 20 else f"{text[:8]}...{text[-8:]}"
+
+
+def _pixel_amounts(state, named: list) -> dict | None:
+    """{name: pixels} of (name, value token) pairs (`resize between A and B pixels`, `frame size up to B pixels`),
+    or None after a VT208 for each malformed amount."""
+    amounts, bad = {}, False
+    for name, value in named:
+        pixels = pixel_amount(value.text)
+        if pixels is None:
+            bad = True
+            close = _amount_suggestion(value.text)
+            forms = "a whole number (200000), with k or m (200k, 1.2m), or a product (256x28x28)"
+            state.diagnostics.append(error(
+                "VT208", f"`{_shown_amount(value.text)}` is not a number of pixels", value.span,
+                f"did you mean `{close}`? A pixel amount is {forms}" if close else f"write {forms}"))
+        amounts[name] = pixels
+    return None if bad else amounts
+
+
 def _amount_suggestion(text: str) -> str | None:
     """What a malformed amount most likely meant: `1mb`/`1MP`/`1million` -> 1m, `256*28*28` -> 256x28x28,
     `1e6` -> 1m; None when nothing close."""
@@ -453,7 +491,7 @@ def _amount_suggestion(text: str) -> str | None:
         value = float(t)
     except ValueError:
         return None
-    if value >= 1 and value == int(value):
+    if math.isfinite(value) and value >= 1 and value == int(value) and digits(t) <= MOST_DIGITS:
         return amount_text(int(value))
     return None
 
@@ -461,27 +499,71 @@ def _amount_suggestion(text: str) -> str | None:
 def _pixel_budget(st: ast.PixelBudget, state: "_State") -> None:
     """`resize between A and B pixels` / `resize up to B pixels` -> /resize {"min_pixels"?, "max_pixels"}; an amount
     in none of the accepted forms is VT208, and the clause is left out (as if unwritten)."""
-    amounts = {}
-    bad = False
-    for name, value in (("min_pixels", st.low), ("max_pixels", st.high)):
-        if value is None:
-            continue
-        pixels = pixel_amount(value.text)
-        if pixels is None:
-            bad = True
-            close = _amount_suggestion(value.text)
-            forms = "a whole number (200000), with k or m (200k, 1.2m), or a product (256x28x28)"
-            state.diagnostics.append(error(
-                "VT208", f"`{value.text}` is not a number of pixels", value.span,
-                f"did you mean `{close}`? A pixel amount is {forms}" if close else f"write {forms}"))
-        amounts[name] = pixels
-    if bad:
+    amounts = _pixel_amounts(state, [(name, value) for name, value in (("min_pixels", st.low),
+                                                                       ("max_pixels", st.high)) if value is not None])
+    if amounts is None:
         return
     state.drop("resize")
     state.set("/resize", amounts, st.span)
     for name, value in (("min_pixels", st.low), ("max_pixels", st.high)):
         if value is not None:
             state.span(f"/resize/{name}", value.span)
+
+
+# A `video` setting -> the document key it sets (two settings setting one key are one setting given twice).
+_VIDEO_KEYS = {"fps": "fps", "frames": "max_frames", "between": "window", "after": "window", "size": "resize",
+               "up to": "resize", "pixels": "resize"}
+_VIDEO_WORDS = {"fps": "the frames per second (`2 fps`)", "max_frames": "the cap on frames (`at most 16 frames`)",
+                "window": "the window (`between 1.5 and 8 seconds`)", "resize": "the frame size (`frame size 336`)"}
+
+
+def _video(st: ast.Video, state: "_State") -> None:
+    """`video ...` -> /video {fps?, max_frames?, window?: {start, end?}, resize?: N | {min_pixels?, max_pixels}}.
+    A setting given twice is VT120 (the first kept); a window whose start is not before its end VT121; a pixel
+    amount in none of the accepted forms VT208 (that setting left out)."""
+    state.drop("video")
+    state.set("/video", {}, st.span)
+    first: dict[str, ast.VideoSetting] = {}
+    for setting in st.settings:
+        key = _VIDEO_KEYS[setting.name]
+        if key in first:
+            from vtc.compiler.fmt import render_video_setting
+
+            state.diagnostics.append(error(
+                "VT120", f"`video` gives {_VIDEO_WORDS[key]} twice", setting.span,
+                f"keep one of them: `{render_video_setting(first[key])}` or `{render_video_setting(setting)}`",
+                related=((first[key].span, "first given here"),)))
+            continue
+        first[key] = setting
+        values = setting.values
+        if key in ("fps", "max_frames"):
+            state.set(f"/video/{key}", number(values[0].text), values[0].span)
+        elif key == "window":
+            start = number(values[0].text)
+            end = number(values[1].text) if len(values) > 1 else None
+            if isinstance(start, (int, float)) and isinstance(end, (int, float)) and start >= end:
+                state.diagnostics.append(error(
+                    "VT121", f"the window `between {values[0].text} and {values[1].text} seconds` ends before it "
+                             "starts", setting.span,
+                    f"write the start first: `between {values[1].text} and {values[0].text} seconds`"
+                    if end < start else f"a window is at least a frame long: write an end after {values[0].text} "
+                                        f"(`between {values[0].text} and {start + 1:g} seconds`), or `after "
+                                        f"{values[0].text} seconds` for the rest of the clip"))
+                continue
+            state.set("/video/window/start", start, values[0].span)
+            if end is not None:
+                state.set("/video/window/end", end, values[1].span)
+            state.span("/video/window", setting.span)
+        elif setting.name == "size":
+            state.set("/video/resize", number(values[0].text), values[0].span)
+        else:
+            names = ("max_pixels",) if setting.name == "up to" else ("min_pixels", "max_pixels")
+            amounts = _pixel_amounts(state, list(zip(names, values)))
+            if amounts is None:
+                continue
+            state.set("/video/resize", amounts, setting.span)
+            for name, value in zip(names, values):
+                state.span(f"/video/resize/{name}", value.span)
 
 
 def _resize_value(text: str):

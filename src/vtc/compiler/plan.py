@@ -203,6 +203,10 @@ def summarize_plan(plan: dict) -> str:
         row("DICOM window", "/images/window", f"centre {w['center']}, width {w['width']}")
     if plan["images"]["tiff_pages"] == "all":
         row("TIFF pages", "/images/tiff_pages", "all (one sample a page)")
+    if plan["video"] is not None:
+        lines.append("video")
+        for label, pointer, value in video_rows(plan):
+            row(label, pointer, value)
     lines.append("outputs")
     row("folder", "/outputs/dir")
     row("exports", "/outputs/exports")
@@ -232,6 +236,7 @@ def summarize_plan(plan: dict) -> str:
         at = "" if micro != "auto" else " (1 at a time)"
         lines.append(f"  {'GPU memory':<24} about {e['gpu_memory_gib']} GiB{at}")
     lines.extend(_memory_table(tr))
+    lines.extend(video_estimate_lines(plan))
     f = e["flops"]
     if f:  # what the run's model FLOP utilisation counts (docs/running.md, "Speed and utilisation")
         lines.append(f"  {'model FLOPs':<24} {_si(f['per_text_token'])} a text token, "
@@ -317,6 +322,52 @@ def card_fits_text(training: dict, backend: str = "unsloth") -> str | None:
     # One entry per size up to the first that takes the whole batch at once; larger cards add nothing.
     whole = next((i for i, p in enumerate(parts) if p.endswith(f"all {batch}")), len(parts) - 1)
     return "; ".join(parts[:whole + 1]) + ("; larger: the same" if whole < len(parts) - 1 else "")
+
+
+def video_rows(plan: dict) -> list[tuple[str, str, str]]:
+    """The plan's video section (`vtc plan`): (label, pointer, value in words) for each setting."""
+    v = plan["video"]
+    w = v["window"]
+    return [
+        ("frames per second", "/video/fps", f"{v['fps']:g}"),
+        ("at most", "/video/max_frames", f"{v['max_frames']:,} frames a clip (at least {v['min_frames']})"),
+        ("window", "/video/window", "the whole clip" if w is None else
+         f"{w['start']:g} s to " + ("the end" if w["end"] is None else f"{w['end']:g} s") + " of each clip"),
+        ("frame size", "/video/resize/mode", video_resize_words(v["resize"])),
+        ("frames merged in time", "/video/temporal_patch", str(v["temporal_patch"])),
+        ("DICOM and TIFF files", "/video/multi_frame_files",
+         "read as clips (cine loops, stacks)" if v["multi_frame_files"] == "clips" else
+         "read as images (`video` reads them as clips)"),
+    ]
+
+
+def video_resize_words(resize: dict) -> str:
+    """The frame size of a clip in words: `longest side 336 px` or a pixel budget."""
+    if resize["mode"] == "longest":
+        return f"longest side {resize['size']} px (sides multiples of {resize['multiple']})"
+    return (f"between {resize['min_pixels']:,} and {resize['max_pixels']:,} pixels a frame, aspect kept, sides "
+            f"multiples of {resize['multiple']} px")
+
+
+def video_estimate_lines(plan: dict) -> list[str]:
+    """The video estimates (`vtc plan`): the tokens formula, the largest clip, one second of clip, its memory."""
+    e, v = plan["estimates"], plan["video"]
+    if v is None or e["video_tokens_per_clip_max"] is None:
+        return []
+    unit = v["resize"]["multiple"]
+    patch = v["temporal_patch"]
+    w, h = e["video_frame_size"]
+    frames = e["video_frames_per_clip_max"]
+    worst = plan["provenance"].get("/video/max_frames") == "default" and (
+        v["window"] is None or v["window"]["end"] is None)
+    out = [f"  {'video tokens a clip':<24} ceil(frames / {patch}) x (height / {unit}) x (width / {unit})",
+           f"  {'largest clip':<24} {frames:,} frames of {w}x{h} px: ceil({frames} / {patch}) x {h // unit} x "
+           f"{w // unit} = {e['video_tokens_per_clip_max']:,} tokens"
+           + (" (the default cap, a worst case)" if worst else ""),
+           f"  {'one second of clip':<24} {e['video_tokens_per_second']:,} tokens ({v['fps']:g} frames)"]
+    if e["gpu_memory_video_gib"] is not None:
+        out.append(f"  {'GPU memory, that clip':<24} about {e['gpu_memory_video_gib']} GiB (1 row at a time)")
+    return out
 
 
 def pixel_budget_words(resize: dict) -> str:

@@ -34,7 +34,7 @@ from vtc.compiler.flops import model_flops
 from vtc.diagnostics import Diagnostic, Span, error, note, suggest, warning
 from vtc.records import fields, record
 from vtc.registry import (Registry, default_resize, explicit_hub_id, is_hub_id, model_geometry, resolve_model,
-                          shadow_note, total_params)
+                          shadow_note, total_params, video_families)
 
 # Defaults: Unsloth's vision notebooks (Qwen2.5-VL 7B notebook, shared/reference/unsloth-vision.md) where they
 # exist; the notebooks train for max_steps=30 as a demo, vtc's default is one epoch (num_train_epochs=1, the
@@ -120,6 +120,15 @@ DEFAULTS: dict[str, Any] = {
     "data_loading.pin_memory": {"gpu": True, "cpu": False},
     "data_loading.prefetch_factor": 2,
     "data_loading.persistent_workers": True,
+    # Video (issue 16), Qwen-VL's own processing (qwen_vl_utils.vision_process): 2 frames a second, at least 4 and
+    # at most 768 frames a clip, each frame's area within 128x28x28..768x28x28 pixels (VIDEO_MIN_PIXELS,
+    # VIDEO_MAX_PIXELS; the family's `video_pixels` in the registry), the whole clip. Without a `video` clause a
+    # multi-frame DICOM or TIFF file stays an image (its first frame, or `tiff pages`): "images".
+    "video.fps": 2.0,
+    "video.max_frames": 768,
+    "video.min_frames": 4,
+    "video.window": None,
+    "video.multi_frame_files": {"without_clause": "images", "with_clause": "clips"},
 }
 
 
@@ -203,6 +212,19 @@ class Images:
     resize: Sourced  # {"mode": "longest" | "exact" | "none", "size": N | [W, H] | None}
     window: Sourced
     tiff_pages: Sourced
+
+
+@record
+class Video:
+    """How clips are read (families with video; docs/plan.md, video): sampling, window and frame size."""
+
+    fps: Sourced  # frames sampled per second of clip
+    max_frames: Sourced  # at most this many frames a clip
+    min_frames: Sourced  # at least this many (never more than the clip has)
+    window: Sourced  # None, or {"start": s, "end": s | None}: seconds from the clip's start
+    resize: Sourced  # {"mode": "pixels", "min_pixels", "max_pixels", "multiple"} | {"mode": "longest", "size", ...}
+    temporal_patch: Sourced  # frames merged in time (registry)
+    multi_frame_files: Sourced  # "clips": every DICOM and TIFF file is read as a clip; "images": as before
 
 
 @record
@@ -295,6 +317,14 @@ class Estimates:
     # or without an estimate.
     gpu_memory_sharded_gib: Sourced
     flops: Sourced  # model FLOPs per text token and per vision patch (compiler/flops.py), or None
+    # Video (estimates.video_estimate; all None without video): the largest clip the plan allows (square frames,
+    # the frames at the cap or the window), its tokens, the tokens of one second of clip, and the memory of a row
+    # with that clip (unsloth, at micro-batch 1).
+    video_frame_size: Sourced
+    video_frames_per_clip_max: Sourced
+    video_tokens_per_clip_max: Sourced
+    video_tokens_per_second: Sourced
+    gpu_memory_video_gib: Sourced
 
 
 @record
@@ -311,6 +341,7 @@ class Resolved:
     trainable_regex: Sourced  # full fine-tuning: the parameters it unfreezes; None for LoRA
     data: Data
     images: Images
+    video: object  # Video, or Sourced(None) for a family without video
     training: Training
     evaluation: Evaluation
     outputs: Outputs
@@ -322,8 +353,8 @@ class Resolved:
 
 
 # The sections of Resolved that are the plan's sections, in order.
-PLAN_SECTIONS = ("model", "method", "precision", "parts", "lora", "trainable_regex", "data", "images", "training",
-                 "evaluation", "outputs", "checkpoint", "hardware", "estimates")
+PLAN_SECTIONS = ("model", "method", "precision", "parts", "lora", "trainable_regex", "data", "images", "video",
+                 "training", "evaluation", "outputs", "checkpoint", "hardware", "estimates")
 
 
 def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir: str,
@@ -438,6 +469,9 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
     images = Images(resize=_resize(get("/resize"), family, entry, registry, geometry, spans, name, diagnostics),
                     window=get("/window"), tiff_pages=get("/tiff_pages", DEFAULTS["tiff_pages"]))
 
+    # --- video: the plan's `video` for a family with video (registry), else None (a `video` clause there is VT222)
+    video = _video(get, fam_info, geometry, spans, name, family, registry, diagnostics, source != "unknown")
+
     # --- training
     train_for = get("/train_for", DEFAULTS["train_for"])
     by_steps = train_for.value["unit"] == "steps"
@@ -509,17 +543,132 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         trainable_parameters=derived(trainable), total_parameters=derived(total),
         gpu_memory_gib=derived(breakdown["total"] if breakdown else None),
         gpu_memory_breakdown_gib=derived(breakdown), gpu_memory_sharded_gib=derived(sharded),
-        flops=derived(model_flops(family, arch, geometry)))
+        flops=derived(model_flops(family, arch, geometry)),
+        **_video_estimates(video, geometry, method.value, family, arch, total, trainable, training))
 
     files = [main_file, *files] + [s.file for s in spans.values()]
     recipe = RecipeFiles(display(main_file), tuple(dict.fromkeys(display(f) for f in files)))
     resolved = Resolved(
         recipe=recipe, base_dir=base_dir, model=model, method=method, precision=get("/precision",
                                                                                     DEFAULTS["precision"]),
-        parts=parts, lora=lora, trainable_regex=trainable_regex, data=data, images=images, training=training,
-        evaluation=evaluation, outputs=outputs, checkpoint=checkpoint, hardware=hardware, estimates=estimates,
+        parts=parts, lora=lora, trainable_regex=trainable_regex, data=data, images=images, video=video,
+        training=training, evaluation=evaluation, outputs=outputs, checkpoint=checkpoint, hardware=hardware,
+        estimates=estimates,
         flags=flags, written=_written(document, spans, origin))
     return resolved, diagnostics
+
+
+def _video(get, fam_info: dict | None, geometry: dict | None, spans: dict, name: Sourced, family: str | None,
+           registry: Registry, diagnostics: list, known: bool = True) -> object:
+    """The plan's `video` section (Video) for a family whose registry entry says `"video": true`, with its defaults
+    (DEFAULTS["video.*"], the family's video_pixels); Sourced(None) otherwise."""
+    clause = get("/video")
+    if not fam_info or not fam_info.get("video") or not geometry or geometry.get("kind") != "patches":
+        if clause.value is not None and (fam_info or known):
+            families = video_families(registry)
+            models = [alias for alias, key in registry.aliases.items()
+                      if registry.families.get(registry.models.get(key, {}).get("family"), {}).get("video")]
+            what = (f"{fam_info['display']} does not read video" if fam_info else
+                    f"vtc does not know the family of `{name.value}`, so it cannot read video for it")
+            diagnostics.append(error(
+                "VT222", f"{what}; the families that do are {', '.join(families)}", clause.span,
+                f"to train on clips, write `finetune ... on {models[-1] if models else 'qwen2.5-vl'}` (or another "
+                f"{' or '.join(families)} model); to train {name.value} on still images, remove the `video` clause",
+                related=((name.span, "the model"),) if name.span is not None else ()))
+        return Sourced(None, clause.origin if clause.value is not None else "default", clause.span)
+    multiple = int(geometry["patch_size"]) * int(geometry.get("merge_size", 1))
+    pixels = fam_info.get("video_pixels") or {}
+    # Within the model's own bounds (a tiny model's processor takes less than Qwen-VL's video defaults).
+    high = min(int(pixels.get("max_pixels", 768 * multiple * multiple)), int(geometry["max_pixels"]))
+    default_resize = {"mode": "pixels", "min_pixels": min(int(pixels.get("min_pixels", 128 * multiple * multiple)),
+                                                          high),
+                      "max_pixels": high, "multiple": multiple}
+    written = get("/video/resize")
+    if written.value is None:
+        resize = Sourced(default_resize, "registry")
+    elif isinstance(written.value, dict):
+        high = int(written.value["max_pixels"])
+        low = int(written.value.get("min_pixels", min(default_resize["min_pixels"], high)))
+        problems = _frame_budget(low, high, "min_pixels" in written.value, multiple, int(geometry["max_pixels"]),
+                                 fam_info["display"], spans, written)
+        diagnostics.extend(problems)
+        resize = Sourced({"mode": "pixels", "min_pixels": low, "max_pixels": high, "multiple": multiple},
+                         written.origin, written.span) if not problems else Sourced(default_resize, "registry")
+    elif not multiple <= int(written.value) <= FRAME_SIDE_MOST:
+        diagnostics.append(error(
+            "VT122", f"`frame size {written.value}`: a frame's longest side is {multiple} to {FRAME_SIDE_MOST} px",
+            written.span, f"{fam_info['display']} reads frames in {multiple} px tokens, and its own default keeps a "
+                          "square frame about 317-776 px a side: write `frame size 336`, or leave the frame size out "
+                          "for that default"))
+        resize = Sourced(default_resize, "registry")
+    else:
+        resize = Sourced({"mode": "longest", "size": int(written.value), "multiple": multiple}, written.origin,
+                         written.span)
+    window = get("/video/window", DEFAULTS["video.window"])
+    if window.value is not None:
+        window = Sourced({"start": float(window.value["start"]),
+                          "end": float(window.value["end"]) if window.value.get("end") is not None else None},
+                         window.origin, window.span)
+    files = DEFAULTS["video.multi_frame_files"]
+    return Video(fps=_as(float, get("/video/fps", DEFAULTS["video.fps"])),
+                 max_frames=_as(int, get("/video/max_frames", DEFAULTS["video.max_frames"])),
+                 min_frames=Sourced(DEFAULTS["video.min_frames"], "default"),
+                 window=window, resize=resize,
+                 temporal_patch=Sourced(int(fam_info.get("temporal_patch", 2)), "registry"),
+                 multi_frame_files=Sourced(files["with_clause"], clause.origin, clause.span)
+                 if clause.value is not None else Sourced(files["without_clause"], "default"))
+
+
+# The longest frame side `frame size N` takes (as `resize N`).
+FRAME_SIDE_MOST = 8192
+
+
+def _frame_budget(low: int, high: int, has_low: bool, multiple: int, most: int, display: str, spans: dict,
+                  written: Sourced) -> list[Diagnostic]:
+    """VT206 for a frame pixel budget outside what the model can see (below one token, above its processor's
+    maximum), VT205 for a minimum above the maximum."""
+    from vtc.compiler.lower import amount_text
+
+    out = []
+    bounds = f"{display} takes {multiple * multiple:,} to {most:,} pixels a frame"
+    for amount, which, pointer in ((low, "minimum", "/video/resize/min_pixels"),
+                                   (high, "maximum", "/video/resize/max_pixels")):
+        if which == "minimum" and not has_low:
+            continue
+        span = spans.get(pointer) or written.span
+        if amount < multiple * multiple:
+            out.append(error("VT206", f"a frame {which} of {amount:,} pixels is below what {display} can see: its "
+                                      f"smallest frame is one {multiple}x{multiple} px token", span,
+                             f"{bounds}; write at least {multiple * multiple:,}"))
+        elif amount > most:
+            out.append(error("VT206", f"a frame {which} of {amount:,} pixels is above what {display}'s processor "
+                                      "accepts", span, f"{bounds}; write at most {amount_text(most)}"))
+    if not out and low > high:
+        out.append(error("VT205", f"the frame size's minimum ({low:,} pixels) is above its maximum ({high:,} "
+                                  "pixels)", written.span,
+                         f"write the smaller amount first: `frame size between {amount_text(high)} and "
+                         f"{amount_text(low)} pixels`"))
+    return out
+
+
+def _video_estimates(video, geometry, method: str, family, arch, total, trainable, training) -> dict[str, Sourced]:
+    """The estimates' video fields: the largest clip (E.video_estimate) and the memory of one row holding it."""
+    plain = None if isinstance(video, Sourced) else {name: getattr(video, name).value for name in fields(video)}
+    clip = E.video_estimate(geometry, plain)
+    memory = None
+    if clip["tokens_per_clip"] is not None:
+        tokens = clip["tokens_per_clip"]
+        estimate = E.memory_estimate(
+            method=method, family=family, arch=arch, total=total, trainable=trainable,
+            image={"image_tokens_per_image": tokens, "text_tokens_per_image": tokens}, batch=1,
+            max_length=max(training.max_length.value, tokens + E.TEXT_ALLOWANCE), optim=training.optimizer.value,
+            checkpointing=training.gradient_checkpointing.value, backend="unsloth", geometry=geometry)
+        memory = _total(estimate)
+    return {"video_frame_size": Sourced(clip["frame_size"], "derived"),
+            "video_frames_per_clip_max": Sourced(clip["frames"], "derived"),
+            "video_tokens_per_clip_max": Sourced(clip["tokens_per_clip"], "derived"),
+            "video_tokens_per_second": Sourced(clip["tokens_per_second"], "derived"),
+            "gpu_memory_video_gib": Sourced(memory, "derived")}
 
 
 # The backends a plan's memory table has a column for (the runtime reads the column of the backend it runs).

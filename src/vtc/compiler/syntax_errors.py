@@ -23,7 +23,8 @@ __all__ = ["Problem", "explain", "SUB_KEYWORDS", "next_clause_start"]
 SUB_KEYWORDS = {"ON": "on", "SPLIT": "split", "CAPTIONS": "captions", "FOLDERS": "folders", "COLUMN": "column",
                 "NONE": "none", "RANK": "rank", "ALPHA": "alpha", "DROPOUT": "dropout", "EPOCHS": "epochs",
                 "STEPS": "steps", "ALL": "all", "BETWEEN": "between", "AND": "and", "PIXELS": "pixels",
-                "UP_TO": "up to", "FORMAT": "format", "FOLDER": "folder"}
+                "UP_TO": "up to", "FORMAT": "format", "FOLDER": "folder", "FPS": "fps", "AT_MOST": "at most",
+                "FRAMES": "frames", "SECONDS": "seconds", "AFTER": "after", "FRAME_SIZE": "frame size"}
 # Value terminals in user words. Keywords inside clauses are shown as written.
 _TERMINAL_WORDS = {
     "INT": "a whole number",
@@ -57,6 +58,14 @@ class Problem:
     diagnostics: tuple[Diagnostic, ...]
     clause_start: int  # index in the line where the broken clause starts (statements before it are fine)
     resume: int | None  # index in the line where parsing goes on, or None to give up on this line
+
+
+def _in_frame_budget(clause_tokens: list) -> bool:
+    """Inside `video ... frame size between|up to ...` (not the window's `between`): the last BETWEEN or UP_TO of
+    the clause follows FRAME_SIZE, and only the budget's own tokens come after it."""
+    types = [t.type for t in clause_tokens]
+    at = max((i for i, kind in enumerate(types) if kind in ("BETWEEN", "UP_TO")), default=-1)
+    return at > 0 and types[at - 1] == "FRAME_SIZE" and set(types[at + 1:]) <= {"PIXEL_AMOUNT", "AND"}
 
 
 def _is_budget_amount(text: str) -> bool:
@@ -100,6 +109,12 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
         example = "resize between 200k and 1m pixels" if "between" in so_far else "resize up to 1m pixels"
     elif clause == "resize" and text and _is_budget_amount(text):
         example = f"resize up to {text} pixels"  # `resize 1m`: a pixel budget's amount
+    elif clause == "video" and stack_tokens and stack_tokens[-1].type == "FRAME_SIZE" and text and \
+            _is_budget_amount(text):
+        example = f"video frame size up to {text} pixels"  # `frame size 200k`: a pixel budget's amount
+    elif clause == "video" and _in_frame_budget([t for t in stack_tokens if t.start_pos >= clause_start]):
+        example = ("video frame size between 50k and 150k pixels" if so_far.endswith(("between", "and")) or
+                   "frame size between" in so_far.rsplit(",", 1)[-1] else "video frame size up to 200k pixels")
 
     def span_at(a: int, b: int) -> Span:
         return Span(file, number, a + 1, number, max(b, a + 1) + 1)

@@ -21,6 +21,7 @@ exactly and build the same target regex as unsloth_zoo.peft_utils.get_peft_regex
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -443,3 +444,79 @@ def default_resize(family: str | None, entry: dict | None, registry: Registry) -
     if family and family in registry.families:
         return registry.families[family].get("default_resize")
     return None
+
+
+# --- video (issue 16): pure functions the compiler's estimates, the decoder (vtc.runtime.video), the data check and
+# the collator share, so that a clip's frames, size and tokens are decided one way everywhere.
+
+
+def video_families(registry: Registry) -> list[str]:
+    """The display names of the families that read video (the registry's `"video": true`), e.g. for a diagnostic."""
+    return [info["display"] for info in registry.families.values() if info.get("video")]
+
+
+def frame_size(width: int, height: int, resize: dict) -> tuple[int, int]:
+    """The size (w, h) every frame of a ``width`` x ``height`` clip gets under the plan's ``video.resize``:
+    "pixels" -> Qwen-VL's smart_resize into min_pixels..max_pixels, each side a multiple of ``multiple``;
+    "longest" -> the longest side becomes ``size``, the aspect kept, then each side rounded to the nearest
+    multiple (at least one multiple)."""
+    width, height = max(1, int(width)), max(1, int(height))
+    multiple = int(resize.get("multiple", 28))
+    if resize["mode"] == "pixels":
+        return smart_resize(width, height, multiple, int(resize["min_pixels"]), int(resize["max_pixels"]))
+    if resize["mode"] == "longest":
+        scale = int(resize["size"]) / max(width, height)
+        return tuple(max(multiple, round(side * scale / multiple) * multiple)  # type: ignore[return-value]
+                     for side in (width, height))
+    raise ValueError(f"unknown video frame size mode {resize['mode']!r}")
+
+
+def sample_frames(total_frames: int, source_fps: float | None, video: dict) -> tuple[list[int], float]:
+    """The frames of a clip that a run reads, and the rate they sample: Qwen-VL's smart_nframes rule restricted to
+    the plan's window (``video["window"]``, seconds from the clip's start; end None = to the end).
+
+    With frame timing (``source_fps``): the frames inside the window; n = round(seconds x fps), clamped to
+    [min_frames, max_frames] and to the frames there, then floored to a multiple of temporal_patch (at least 1);
+    the indices evenly spaced (linspace, rounded) over the window's frames; the fps returned is n / seconds.
+    Without timing (a frame folder, a TIFF stack, a DICOM without frame times): each frame counts as one sample at
+    ``fps`` (all frames of the window, thinned evenly to max_frames). ValueError (a sentence) when the window lies
+    outside the clip or the clip has no frames."""
+    total = int(total_frames)
+    if total < 1:
+        raise ValueError("the clip has no frames")
+    timed = source_fps is not None and source_fps > 0
+    rate = float(source_fps) if timed else float(video["fps"])
+    duration = total / rate
+    window = video.get("window") or {}
+    start = float(window.get("start") or 0.0)
+    end = window.get("end")
+    end = duration if end is None else min(float(end), duration)
+    if start >= duration:
+        raise ValueError(f"the window starts at {start:g} s but the clip lasts {duration:.3g} s")
+    if end <= start:
+        raise ValueError(f"the window {start:g}-{end:g} s holds no part of the clip")
+    first = min(total - 1, math.ceil(start * rate - 1e-9))
+    last = max(first, min(total - 1, math.ceil(end * rate - 1e-9) - 1))
+    count = last - first + 1
+    seconds = count / rate
+    most = int(video["max_frames"])
+    if timed:
+        n = round(seconds * float(video["fps"]))
+        n = min(max(n, int(video["min_frames"])), most, count)
+        patch = int(video.get("temporal_patch") or 1)
+        n = max(1, n // patch * patch)
+    else:
+        n = min(count, most)
+    if n == 1:
+        indices = [first]
+    else:
+        indices = [round(first + i * (last - first) / (n - 1)) for i in range(n)]
+    return indices, n / seconds
+
+
+def video_tokens(frames: int, width: int, height: int, geometry: dict, temporal_patch: int) -> int:
+    """Qwen-VL's tokens for a clip of ``frames`` frames of ``width`` x ``height`` px (already frame_size'd):
+    ceil(frames / temporal_patch) x (height / (patch x merge)) x (width / (patch x merge)); the processor pads the
+    frames to the temporal patch by repeating the last one."""
+    unit = int(geometry["patch_size"]) * int(geometry.get("merge_size", 1))
+    return math.ceil(int(frames) / int(temporal_patch)) * (int(height) // unit) * (int(width) // unit)

@@ -2,7 +2,10 @@
 
 RUN_DIR is a finished run folder (run-NNN), or the folder above the runs (then the newest finished run is used and
 named). IMAGE is one image (the answer is printed) or a folder of images (every image, sorted by name; answers go
-to ``-o answers.jsonl`` / ``answers.csv``, or to the screen as JSON lines). The question defaults to the recipe's
+to ``-o answers.jsonl`` / ``answers.csv``, or to the screen as JSON lines). IMAGE may be a video file (a clip), read
+with the run's video settings (rate, frame cap, window, frame size); when the recipe had a `video` clause, a folder
+of frames (images only, no subfolders) is one clip too, a multi-frame DICOM or TIFF file is read as a clip, and a
+folder holding clips and frame folders is answered clip by clip. The question defaults to the recipe's
 instruction; the system prompt and image size are the run's, so the model sees what it was trained on.
 
 A folder is answered a batch at a time and every answer is written (and flushed) as soon as its batch is done, so an
@@ -155,14 +158,54 @@ def json_line(record: dict) -> str:
 
 # ---- the images ------------------------------------------------------------------------------------------------
 
-def _image_files(image: Path) -> list[Path]:
+def _frame_folder(folder: Path) -> bool:
+    """A folder of frames (one clip): image files directly in it, and no subfolder or video file beside them."""
     from vtc.runtime.images import is_image_file
+    from vtc.runtime.video import is_video_file
+
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return False
+    return any(p.is_file() and is_image_file(p) for p in entries) and not any(
+        p.is_dir() or is_video_file(p) for p in entries)
+
+
+def _clip_settings(plan: dict) -> dict | None:
+    """The plan's video settings when its recipe had a `video` clause (video.multi_frame_files "clips"): then a
+    folder of frames is one clip. Without the clause a folder is a folder of images, as before video."""
+    video = plan["video"]
+    return video if isinstance(video, dict) and video.get("multi_frame_files") == "clips" else None
+
+
+def _image_files(image: Path, video: dict | None = None) -> list[Path]:
+    """What to answer: the image or clip given, or each image and clip in a folder. A video file is always a clip.
+    With ``video`` (the plan's video settings, for a recipe with a `video` clause: _clip_settings), a folder of
+    frames (images only, no subfolders) is one clip, and so is every such folder inside a folder given."""
+    from vtc.runtime.images import is_image_file
+    from vtc.runtime.video import is_video_file
 
     if image.is_dir():
-        files = sorted(p for p in image.rglob("*") if p.is_file() and is_image_file(p))
+        if video is not None and _frame_folder(image):
+            return [image]
+        files: list[Path] = []
+        clips: set[Path] = set()
+        for p in sorted(image.rglob("*")):
+            if not p.is_file():
+                continue
+            if is_video_file(p):
+                files.append(p)
+            elif is_image_file(p):
+                if video is not None and p.parent != image and _frame_folder(p.parent):
+                    if p.parent not in clips:
+                        clips.add(p.parent)
+                        files.append(p.parent)
+                else:
+                    files.append(p)
         if not files:
             raise VtcError(error("VT512", f"no images in {image}", Span(str(image)),
-                                 help="give an image file, or a folder with .png / .jpg images"))
+                                 help="give an image file, or a folder with .png / .jpg images"
+                                      + (", video clips or folders of frames" if video is not None else "")))
         return files
     if not image.exists():
         raise VtcError(error("VT512", f"image not found: {image}", Span(str(image)),
@@ -180,11 +223,34 @@ def _for_ask(d: Diagnostic, folder: bool) -> Diagnostic:
     return replace(d, help=help_text or None)
 
 
-def _open(path: Path, resize: dict, folder: bool):
-    """(image, None) or (None, the diagnostic saying why it cannot be used)."""
+def _is_clip(path: Path, plan: dict) -> bool:
+    """Whether `vtc ask` reads ``path`` as a clip: a video file, a folder of frames, or (when the run read them as
+    clips: video.multi_frame_files "clips") a DICOM or TIFF file."""
+    from vtc.runtime.video import is_video_file
+
+    if is_video_file(path):
+        return True
+    if _clip_settings(plan) is None:
+        return False
+    return path.is_dir() or path.suffix.lower() in (".dcm", ".dicom", ".tif", ".tiff")
+
+
+def _open(path: Path, resize: dict, folder: bool, plan: dict | None = None):
+    """(image or video part, None) or (None, the diagnostic saying why it cannot be used). A clip is read with the
+    run's video settings (plan["video"]: rate, frame cap, window, frame size), as its training rows were, and comes
+    back as its message part ({"type": "video", "video": [frames], "fps", ...})."""
     from vtc.runtime.images import open_image, standardise
 
     try:
+        if plan is not None and _is_clip(path, plan):
+            from vtc.runtime.video import name_of, no_video_family, read_clip
+
+            if plan["video"] is None:
+                d = no_video_family(plan.get("model", {}).get("family"), Span(str(path)))
+                return None, replace(d, message=f"{name_of(path)} is a video clip, but this run's model reads images "
+                                                "only", help=d.help.split(", or remove")[0] if d.help else None)
+            window = (plan.get("images") or {}).get("window")
+            return read_clip(path, plan["video"], Span(str(path)), window=window).part(), None
         return standardise(open_image(path), resize), None
     except VtcError as exc:
         return None, _for_ask(exc.diagnostics[0], folder)
@@ -268,12 +334,12 @@ def ask_command(run_dir, image, question=None, *, output=None, backend: str = "a
     from vtc.runtime.backends.base import choose_backend
 
     run = find_run(run_dir)
-    folder = Path(image).is_dir()
-    images = _image_files(Path(image))
+    plan = read_plan(run / "plan.json")
+    images = _image_files(Path(image), _clip_settings(plan))
+    folder = len(images) != 1 or images[0] != Path(image)  # a frame folder given is one clip, answered as one
     if output is not None and Path(output).suffix.lower() not in (".jsonl", ".csv"):
         raise VtcError(error("VT513", f"cannot write answers to {output}: the file must end in .jsonl or .csv",
                              help="e.g. `-o answers.csv` or `-o answers.jsonl`"))
-    plan = read_plan(run / "plan.json")
     from vtc.runtime.lifecycle import allow_remote_code
     from vtc.runtime.progress import Reporter
 
@@ -325,7 +391,7 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
     pending: list[tuple[Path, object]] = []
     rest = iter(images)
     for path in rest:
-        im, problem = _open(path, resize, folder)
+        im, problem = _open(path, resize, folder, plan)
         if problem is None:
             pending.append((path, im))
             break
@@ -337,6 +403,9 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
 
     model_path = resolve_model_path(plan)
     model, processor = load_model(be, plan, model_path, trained=str(model_dir))
+    from vtc.runtime.collator import set_video_bounds
+
+    set_video_bounds(processor, plan["video"])  # clips reach the model at the frame size they trained at
     be.for_inference(model)
     sink.begin()
     batch = eval_batch_size(plan)
@@ -350,7 +419,7 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
             if path is None:
                 done = True
                 break
-            im, problem = _open(path, resize, folder)
+            im, problem = _open(path, resize, folder, plan)
             entries.append((path, im, problem))
             readable += problem is None
         conversations = []
@@ -360,9 +429,9 @@ def _answer(plan, model_dir, images, question, be, sink: _Answers, folder: bool)
             messages = []
             if system:
                 messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-            # The layout of the training rows: the instruction text, then the image.
-            messages.append({"role": "user", "content": [{"type": "text", "text": question},
-                                                         {"type": "image", "image": im}]})
+            # The layout of the training rows: the instruction text, then the image (or the clip's part).
+            part = im if isinstance(im, dict) else {"type": "image", "image": im}
+            messages.append({"role": "user", "content": [{"type": "text", "text": question}, part]})
             conversations.append(messages)
         answers = iter(generate(model, processor, conversations, max_new_tokens=plan["evaluation"]["max_new_tokens"],
                                 batch_size=batch) if conversations else [])

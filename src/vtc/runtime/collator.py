@@ -117,12 +117,15 @@ class VisionCollator:
         return self.processor.apply_chat_template(_clean(messages), tokenize=False, add_generation_prompt=False)
 
     def _encode(self, rows: Sequence[dict]):
-        texts, images = [], []
+        texts, images, clips = [], [], []
         for row in rows:
             messages = row["messages"] if isinstance(row, dict) and "messages" in row else row
             texts.append(self.render(messages))
             images.append(_images_of(messages))
+            clips.extend(_videos_of(messages))
         kwargs = dict(text=texts, padding=True, return_tensors="pt", add_special_tokens=False)
+        if clips:
+            kwargs.update(video_arguments(clips))
         if any(images):
             kwargs["images"] = images
             if not all(images):
@@ -403,6 +406,71 @@ def _placeholder_ids(tokenizer) -> set[int]:
     return ids
 
 
+def _videos_of(messages: list[dict]) -> list[dict]:
+    """The opened video parts of a conversation, in order: {"type": "video", "video": [PIL frames], "fps": ...,
+    "resized_height": H, "resized_width": W} (vtc.runtime.video.Clip.part())."""
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "video" and isinstance(part.get("video"),
+                                                                                          (list, tuple)):
+                    out.append(part)
+    return out
+
+
+def video_arguments(clips: list[dict]) -> dict:
+    """The processor's video arguments for a batch's clips (in order, across rows): the frames as they are, one list
+    a clip, with each clip's metadata, so that transformers samples nothing again (``do_sample_frames=False``) and
+    takes the rate from the metadata: Qwen2.5-VL's temporal positions (second_per_grid_ts = temporal_patch / fps)
+    follow the clip's sampled fps. Unsloth's collator does the same (unsloth_zoo vision_utils.video_processor_kwargs).
+    """
+    videos, metadata = [], []
+    for part in clips:
+        frames = list(part["video"])
+        fps = float(part["fps"])
+        n = len(frames)
+        videos.append(frames)
+        metadata.append({"fps": fps, "total_num_frames": n, "frames_indices": list(range(n)),
+                         "duration": n / fps if fps > 0 else None})
+    return {"videos": videos, "video_metadata": metadata, "do_sample_frames": False}
+
+
+def video_bounds(video: dict | None) -> tuple[int, int] | None:
+    """(min_pixels, max_pixels) of one frame under the plan's video resize: bounds that every frame vtc sized
+    (registry.frame_size, multiples of the resize's multiple) lies within, so that the processor's own smart_resize
+    leaves the frames as they are. None without video."""
+    if not video:
+        return None
+    resize = video["resize"]
+    multiple = int(resize["multiple"])
+    if resize["mode"] == "pixels":
+        return int(resize["min_pixels"]), int(resize["max_pixels"])
+    if resize["mode"] == "longest":
+        side = -(-int(resize["size"]) // multiple) * multiple + multiple  # the longest side, rounded up, and some
+        return multiple * multiple, side * side
+    return None
+
+
+def set_video_bounds(processor, video: dict | None) -> None:
+    """Give the processor's video processor the plan's frame bounds (as the image processor keeps the images vtc
+    sized): frames are sized by vtc (vtc.runtime.video.read_clip) and must reach the model as they are. Also keeps
+    transformers' uncapped per-frame behaviour (``cap_pixels_per_frame=False``: the cap would resize again). A
+    processor without a video processor (families without video) is left alone."""
+    vp = getattr(processor, "video_processor", None)
+    bounds = video_bounds(video)
+    if vp is None or bounds is None:
+        return
+    lo, hi = bounds
+    vp.size = {"shortest_edge": lo, "longest_edge": hi}
+    for attr in ("min_pixels", "max_pixels"):
+        if getattr(vp, attr, None) is not None:
+            setattr(vp, attr, lo if attr == "min_pixels" else hi)
+    vp.cap_pixels_per_frame = False
+    vp.do_sample_frames = False
+
+
 def _images_of(messages: list[dict]) -> list:
     out = []
     for m in messages:
@@ -433,7 +501,10 @@ def _cache_key(row: dict):
         key = []
         for m in messages:
             for p in m["content"]:
-                key.append((m["role"], p["type"], p.get("text") if p["type"] == "text" else p["image"].size))
+                if p["type"] == "video":
+                    key.append((m["role"], "video", len(p["video"]), p["video"][0].size, p.get("fps")))
+                else:
+                    key.append((m["role"], p["type"], p.get("text") if p["type"] == "text" else p["image"].size))
         return tuple(key)
     except (KeyError, TypeError, AttributeError):
         return None

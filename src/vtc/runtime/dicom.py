@@ -16,7 +16,8 @@ The steps, as a DICOM viewer does them (PS3.3 C.11.2, the VOI LUT "linear" funct
 4. MONOCHROME1 (0 = white, used by some X-ray systems) is inverted so that bone is white as in MONOCHROME2;
 5. colour (RGB / YBR) images come out as RGB; PALETTE COLOR images through their palette (pydicom's
    apply_color_lut: the stored values are indices into the file's red, green and blue tables, not grey levels);
-   a multi-frame file gives its first frame.
+   a multi-frame file gives its first frame to read_dicom, and all its frames to read_dicom_frames (a cine loop, as
+   a clip: vtc.runtime.video), with the frame rate from FrameTime / RecommendedDisplayFrameRate / CineRate.
 
 Compressed pixel data (JPEG Lossless, JPEG-LS, JPEG 2000, HTJ2K, 12-bit JPEG) needs a decoder plugin that pydicom
 does not bring (pydicom 3 then raises RuntimeError, not ImportError): a file whose compression has no decoder here is
@@ -47,20 +48,75 @@ def _pydicom():
     return pydicom
 
 
+def _needed_pydicom(path: Path, where: Span):
+    """pydicom, or VtcError VT426 naming the extra to install."""
+    pydicom = _pydicom()
+    if pydicom is None:
+        raise VtcError(error("VT426", f"{path.name} is a DICOM file, and reading DICOM needs pydicom", where,
+                             help=INSTALL_HELP))
+    return pydicom
+
+
 def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | None = None):
-    """The DICOM file at ``path`` as an RGB PIL image (8 bits a channel), windowed as the module docstring says.
+    """The DICOM file at ``path`` as an RGB PIL image (8 bits a channel), windowed as the module docstring says; a
+    multi-frame file gives its first frame.
 
     Raises VtcError: VT426 (pydicom missing), VT411 (not a readable DICOM image). Messages never quote the header.
     """
+    return _read(path, window, span, all_frames=False)[0][0]
+
+
+def read_dicom_frames(path: str | Path, *, window: dict | None = None, span: Span | None = None):
+    """Every frame of a (multi-frame, cine) DICOM file as RGB PIL images, and its frame rate (frames a second) from
+    the timing attributes (frame_rate), or None when the file has none. Without a window (the recipe's or the
+    file's), the clip's own range (min..max over all frames) is the window, so the frames do not flicker.
+
+    Raises VtcError as read_dicom does. Only numbers are read: no header text leaves this module."""
+    return _read(path, window, span, all_frames=True)
+
+
+def dicom_clip_info(path: str | Path, *, span: Span | None = None) -> tuple[int, float | None, int, int]:
+    """(frames, frames a second or None, width, height) of a DICOM file, from its header (numbers only; the pixel
+    data is not decoded). Raises VtcError VT426 / VT411 as read_dicom does."""
+    path = Path(path)
+    where = span or Span(str(path))
+    pydicom = _needed_pydicom(path, where)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(str(path), force=False, stop_before_pixels=True)
+            frames = int(_number(ds.get("NumberOfFrames", 1), 1.0) or 1)
+            rows, cols = int(ds.get("Rows")), int(ds.get("Columns"))
+            rate = frame_rate(ds)
+    except Exception as exc:  # the text may quote the header: only the type is shown
+        reason = "the file is empty (0 bytes)" if path.stat().st_size == 0 else \
+            f"not a readable DICOM image ({type(exc).__name__})"
+        raise VtcError(error("VT411", f"cannot read DICOM file {path.name}: {reason}", where,
+                             help="export the image again from the scanner or PACS, or remove the row")) from None
+    return frames, rate, cols, rows
+
+
+def frame_rate(ds) -> float | None:
+    """Frames a second of a cine DICOM, from (in this order) FrameTime (ms between frames), RecommendedDisplayFrameRate
+    or CineRate (frames a second); None when none is there or none is a positive number. Numbers only."""
+    frame_time = _first(ds.get("FrameTime"))
+    if frame_time is not None and frame_time > 0:
+        return 1000.0 / frame_time
+    for keyword in ("RecommendedDisplayFrameRate", "CineRate"):
+        rate = _first(ds.get(keyword))
+        if rate is not None and rate > 0:
+            return float(rate)
+    return None
+
+
+def _read(path, window, span, *, all_frames: bool):
+    """([RGB images], frame rate or None): the first frame only, or every frame (all_frames)."""
     import numpy as np
     from PIL import Image
 
     path = Path(path)
     where = span or Span(str(path))
-    pydicom = _pydicom()
-    if pydicom is None:
-        raise VtcError(error("VT426", f"{path.name} is a DICOM file, and reading DICOM needs pydicom", where,
-                             help=INSTALL_HELP))
+    pydicom = _needed_pydicom(path, where)
     ts = None
     try:
         with warnings.catch_warnings():
@@ -78,6 +134,7 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
             slope = _number(ds.get("RescaleSlope", 1), 1.0)
             intercept = _number(ds.get("RescaleIntercept", 0), 0.0)
             file_window = (_first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")))
+            rate = frame_rate(ds) if all_frames else None
     except VtcError:
         raise
     except Exception as exc:  # pydicom raises many types; its text may quote the header, so only the type is shown
@@ -88,14 +145,17 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
             f"not a readable DICOM image ({type(exc).__name__})"
         raise VtcError(error("VT411", f"cannot read DICOM file {path.name}: {reason}", where,
                              help="export the image again from the scanner or PACS, or remove the row")) from None
-    if frames > 1 and pixels.ndim >= 3 and not (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
-                                                 and photometric.startswith(("RGB", "YBR"))):
-        pixels = pixels[0]
+    stacked = frames > 1 and pixels.ndim >= 3 and not (pixels.ndim == 3 and pixels.shape[-1] in (3, 4)
+                                                       and photometric.startswith(("RGB", "YBR")))
+    if not stacked:
+        pixels = pixels[None]
+    elif not all_frames:
+        pixels = pixels[:1]
     if photometric.startswith(("RGB", "YBR")):
         # pydicom 3's pixel_array already converts YBR colour to RGB.
-        return Image.fromarray(np.asarray(pixels, dtype=np.uint8)[..., :3], "RGB")
+        return [Image.fromarray(np.asarray(p, dtype=np.uint8)[..., :3], "RGB") for p in pixels], rate
     if photometric == "PALETTE COLOR":
-        return _palette(pixels, ds, path.name, where)
+        return [_palette(p, ds, path.name, where) for p in pixels], rate
     values = pixels.astype(np.float64) * slope + intercept
     if window is not None:
         center, width = float(window["center"]), float(window["width"])
@@ -107,7 +167,7 @@ def read_dicom(path: str | Path, *, window: dict | None = None, span: Span | Non
     eight = to_8bit(values, center, width)
     if photometric == "MONOCHROME1":
         eight = 255 - eight
-    return Image.fromarray(eight, "L").convert("RGB")
+    return [Image.fromarray(e, "L").convert("RGB") for e in eight], rate
 
 
 def _transfer_syntax(ds):

@@ -35,6 +35,12 @@ def images_of(messages: list[dict]) -> list:
             for part in m["content"] if part.get("type") == "image"]
 
 
+def videos_of(messages: list[dict]) -> list[dict]:
+    """The opened video parts in a conversation, in order (each {"type": "video", "video": [frames], "fps", ...})."""
+    return [part for m in messages if isinstance(m.get("content"), list)
+            for part in m["content"] if part.get("type") == "video" and isinstance(part.get("video"), (list, tuple))]
+
+
 def answer_of(messages: list[dict]) -> str:
     """The expected answer of a conversation: the last assistant turn's text (a multi-turn conversation's earlier
     answers are context, as Rows.answer says)."""
@@ -67,6 +73,11 @@ def generate(model, processor, conversations: Sequence[list[dict]], *, max_new_t
             kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
             if any(images):
                 kwargs["images"] = images
+            clips = [part for c in chunk for part in videos_of(c)]
+            if clips:  # frames as vtc sampled and sized them, at their fps (collator.video_arguments)
+                from vtc.runtime.collator import video_arguments
+
+                kwargs.update(video_arguments(clips))
             inputs = processor(**kwargs).to(device)
             with torch.inference_mode():
                 out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,

@@ -35,8 +35,12 @@ UNSUPPORTED_EXTENSIONS = {
     ".heic": "HEIC (iPhone photos)", ".heif": "HEIF", ".avif": "AVIF", ".svg": "SVG (a vector drawing)",
     ".pdf": "PDF", ".psd": "Photoshop", ".raw": "camera RAW", ".dng": "camera RAW (DNG)", ".cr2": "camera RAW (CR2)",
     ".nef": "camera RAW (NEF)", ".arw": "camera RAW (ARW)", ".jp2": "JPEG 2000", ".nii": "NIfTI",
-    ".mp4": "a video", ".mov": "a video", ".avi": "a video",
+    ".mp4": "a video", ".mov": "a video", ".avi": "a video", ".webm": "a video", ".mkv": "a video",
+    ".m4v": "a video",
 }
+# Video files are clips (vtc.runtime.video), read through a video column / part / `videos` list, never as an image.
+VIDEO_AS_IMAGE = ("it is a video, which vtc reads as a clip (a `video` column, a video part or a `videos` list), "
+                  "not as an image")
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -48,9 +52,20 @@ def unsupported_reason(path: str | Path) -> str | None:
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return None
+    if UNSUPPORTED_EXTENSIONS.get(suffix) == "a video":
+        return VIDEO_AS_IMAGE
     if suffix in UNSUPPORTED_EXTENSIONS:
         return f"{UNSUPPORTED_EXTENSIONS[suffix]} files are not supported"
     return f"`{suffix or Path(path).name}` is not an image format vtc reads"
+
+
+def unsupported_help(path: str | Path) -> str:
+    """VT421's help for a file vtc does not read as an image: a video goes where clips go (docs/video.md)."""
+    if UNSUPPORTED_EXTENSIONS.get(Path(path).suffix.lower()) == "a video":
+        return ("list it as a clip instead: a `video` column (imagefolder, tables), a {\"type\": \"video\"} part, or a "
+                "`videos` list (docs/video.md), with a model that reads video (Qwen2-VL, Qwen2.5-VL); or remove the "
+                "row")
+    return "convert it to PNG or JPEG, or remove the row that lists it"
 
 
 def not_regular(path: str | Path) -> str | None:
@@ -115,7 +130,7 @@ def open_image(path: str | Path, span: Span | None = None, *, frame: int = 0, wi
     unsupported = unsupported_reason(path)
     if unsupported and path.suffix:
         raise VtcError(error("VT421", f"cannot use {path.name}: {unsupported}", where,
-                             help="convert it to PNG or JPEG, or remove the row that lists it"))
+                             help=unsupported_help(path)))
     try:
         with warnings.catch_warnings():
             # Between 1x and 2x pillow's limit, open() only warns: bomb_problem() below refuses those with their
@@ -168,12 +183,20 @@ def _to_rgb(im):
     return im.convert("RGB")
 
 
-def _reason(exc: BaseException, path: Path) -> str:
+EMPTY_FILE = "the file is empty (0 bytes)"
+
+
+def is_empty(path: Path) -> bool:
+    """Whether the file at ``path`` has no bytes (the likeliest reason a decoder failed); False when it is gone."""
     try:
-        if path.stat().st_size == 0:
-            return "the file is empty (0 bytes)"
+        return path.stat().st_size == 0
     except OSError:
-        pass
+        return False
+
+
+def _reason(exc: BaseException, path: Path) -> str:
+    if is_empty(path):
+        return EMPTY_FILE
     from PIL import Image
 
     if isinstance(exc, (Image.DecompressionBombWarning, Image.DecompressionBombError)):

@@ -97,7 +97,9 @@ def _segments(collator, ids: list[int], trained: list[bool], limit: int) -> list
 def _segment(collator, state, run: list[int]) -> dict:
     kind, trained, cut = state
     if kind == "image":
-        return {"kind": "image", "tokens": len(run), "cut": cut}
+        clip = collator.tokenizer.convert_tokens_to_ids("<|video_pad|>")  # Qwen-VL's clip placeholder
+        what = "clip" if isinstance(clip, int) and clip in run else "image"
+        return {"kind": "image", "what": what, "tokens": len(run), "cut": cut}
     text = collator.tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return {"kind": "text", "text": text, "trained": trained, "cut": cut, "tokens": len(run)}
 
@@ -112,10 +114,10 @@ def render_text(previews: list[dict], color: bool) -> str:
     colours), the rest dim, each image one marker with its token count, the max length's cut marked with ✂."""
     lines = []
     if color:
-        lines.append(f"legend: {GREEN}trained{RESET}  {DIM}not trained{RESET}  {CYAN}[image: N tokens]{RESET}  "
-                     f"{RED}{CUT_MARK} cut by max length{RESET}")
+        lines.append(f"legend: {GREEN}trained{RESET}  {DIM}not trained{RESET}  "
+                     f"{CYAN}[image: N tokens] or [clip: N tokens]{RESET}  {RED}{CUT_MARK} cut by max length{RESET}")
     else:
-        lines.append(f"legend: {OPEN}trained{CLOSE}, the rest not trained; [image: N tokens]; "
+        lines.append(f"legend: {OPEN}trained{CLOSE}, the rest not trained; [image: N tokens] or [clip: N tokens]; "
                      f"{CUT_MARK} where max length cuts the row")
     for pv in previews:
         lines.append("")
@@ -128,7 +130,7 @@ def render_text(previews: list[dict], color: bool) -> str:
                 body.append(f"{RED}{CUT_MARK}[max length {pv['max_length']}: the rest is cut]{RESET}" if color
                             else f"{CUT_MARK}[max length {pv['max_length']}: the rest is cut]")
             if seg["kind"] == "image":
-                text = f"[image: {seg['tokens']} tokens]"
+                text = f"[{seg.get('what', 'image')}: {seg['tokens']} tokens]"
                 body.append(f"{CYAN}{text}{RESET}" if color else text)
             elif seg["trained"]:
                 text = seg["text"].rstrip("\n")  # the mark closes before the line ends
@@ -163,9 +165,10 @@ def _answer_words(pv: dict) -> str:
 def make_collator(plan: dict, processor):
     """The collator the transformers backend trains with (the unsloth backend's follows the same rules)."""
     from vtc.runtime.backends.base import chat_markers
-    from vtc.runtime.collator import VisionCollator
+    from vtc.runtime.collator import VisionCollator, set_video_bounds
 
     instruction_part, response_part = chat_markers(plan)
+    set_video_bounds(processor, plan["video"])  # clips are measured at the size vtc gives their frames
     return VisionCollator(processor, train_on_responses_only=plan["training"]["responses_only"],
                           instruction_part=instruction_part, response_part=response_part,
                           max_seq_length=plan["training"]["max_length"])

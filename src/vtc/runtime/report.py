@@ -295,7 +295,7 @@ def render(folder: Path, *, explain=None, sources: dict | None = None) -> str:
                         ("predictions.jsonl", run.predictions)):
         if not value:
             missing.append(name)
-    thumbs, sizes, row_json = _gallery(rows)
+    thumbs, sizes, row_json = _gallery(rows, video=run.plan.get("video"))
     sections = [
         _section("run", "The run", _run_section(run, explain, sources, missing)),
         _section("metrics", "Before and after", _metrics_section(run, rows)),
@@ -586,9 +586,11 @@ def svg_bars(counts: list[tuple[str, int]], colour: str = "#0969da", width: int 
 
 # --- gallery ---------------------------------------------------------------------------------------------------
 
-def _gallery(rows: list[dict]) -> tuple[list[str], dict, list[dict]]:
+def _gallery(rows: list[dict], video: dict | None = None) -> tuple[list[str], dict, list[dict]]:
     """Thumbnails (one per distinct image, 96 px JPEG data: URIs; plus 512 px copies for a small set), the image
-    sizes seen, and the rows as the page's JSON."""
+    sizes seen, and the rows as the page's JSON. A video row (predictions' "videos": its clips) gets a strip of its
+    first clip's sampled frames instead (row key "v": up to STRIP_FRAMES thumbnails, evenly chosen among the frames
+    the model saw, sampled with the plan's video settings; "t" is the first, "b" a 512 px strip of them all)."""
     thumbs: list[str] = []
     index: dict[str, int] = {}
     big: dict[str, int] = {}
@@ -597,9 +599,15 @@ def _gallery(rows: list[dict]) -> tuple[list[str], dict, list[dict]]:
     out = []
     for r in rows:
         images = [str(p) for p in (r.get("images") or [])]
+        clips = [_clip_name(c) for c in (r.get("videos") or [])]
         first = images[0] if images else None
         t = b = None
-        if first is not None:
+        strip = None
+        if clips and video:
+            strip = _strip(r["videos"][0], video, with_big, thumbs)
+        if strip is not None:
+            t, b = strip[0][0], strip[1]
+        elif first is not None:
             if first not in index:
                 small, large, size = _thumbnails(first, with_big)
                 sizes[first] = size
@@ -611,10 +619,72 @@ def _gallery(rows: list[dict]) -> tuple[list[str], dict, list[dict]]:
                     thumbs.append(large)
             t = index[first] if index[first] >= 0 else None
             b = big.get(first)
-        out.append({"n": r.get("row"), "t": t, "b": b, "p": images, "o": r.get("origin"), "q": r.get("question"),
-                    "e": r.get("expected"), "bf": r.get("before"), "af": r.get("after"),
-                    "sb": r["score_before"], "sa": r["score_after"], "r": r["regression"]})
+        item = {"n": r.get("row"), "t": t, "b": b, "p": images + clips, "o": r.get("origin"), "q": r.get("question"),
+                "e": r.get("expected"), "bf": r.get("before"), "af": r.get("after"),
+                "sb": r["score_before"], "sa": r["score_after"], "r": r["regression"]}
+        if strip is not None:
+            item["v"] = strip[0]
+        out.append(item)
     return thumbs, sizes, out
+
+
+STRIP_FRAMES = 8  # frames shown in a video row's strip
+STRIP_PX = 64  # each frame's thumbnail
+
+
+def _clip_name(clip) -> str:
+    """A clip as the page names it: its file or folder, or its first frame's path and how many frames."""
+    if isinstance(clip, (list, tuple)):
+        return f"{clip[0]} (+{len(clip) - 1} frames)" if clip else "(no frames)"
+    return str(clip)
+
+
+def _strip(clip, video: dict, with_big: bool, thumbs: list[str]) -> tuple[list[int], int | None] | None:
+    """A clip's strip: the indices (into ``thumbs``, appended here) of up to STRIP_FRAMES thumbnails of its sampled
+    frames, and of a 512 px strip of them side by side (with_big), or None when the clip cannot be read now (gone
+    since the run, PyAV missing): the gallery then says "no image"."""
+    try:
+        from vtc.runtime.video import read_clip
+
+        source = tuple(clip) if isinstance(clip, list) else clip
+        frames = read_clip(source, video).frames
+    except Exception:  # a clip gone or unreadable since the run: the gallery says so, the report is still written
+        return None
+    if not frames:
+        return None
+    n = min(STRIP_FRAMES, len(frames))
+    chosen = [frames[round(k * (len(frames) - 1) / max(1, n - 1))] for k in range(n)]
+    out = []
+    for frame in chosen:
+        out.append(len(thumbs))
+        thumbs.append(_jpeg(frame, STRIP_PX, 70))
+    big = None
+    if with_big:
+        from PIL import Image
+
+        side = max(1, BIG_PX // n)
+        tiles = []
+        for frame in chosen:
+            tile = frame.convert("RGB").copy()
+            tile.thumbnail((side, side))
+            tiles.append(tile)
+        sheet = Image.new("RGB", (sum(t.width for t in tiles) + 2 * (n - 1), max(t.height for t in tiles)),
+                          (255, 255, 255))
+        x = 0
+        for tile in tiles:
+            sheet.paste(tile, (x, 0))
+            x += tile.width + 2
+        big = len(thumbs)
+        thumbs.append(_jpeg(sheet, BIG_PX, 85))
+    return out, big
+
+
+def _jpeg(image, px: int, quality: int) -> str:
+    copy = image.convert("RGB").copy()
+    copy.thumbnail((px, px))
+    buf = io.BytesIO()
+    copy.save(buf, "JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _thumbnails(path: str, with_big: bool) -> tuple[str | None, str | None, tuple[int, int] | None]:
@@ -872,6 +942,7 @@ svg .grid{stroke:#eaeef2}.default{color:var(--muted)}.written{font-weight:600}
 #filter{width:min(520px,90vw);padding:5px 8px;font-size:14px}
 #gallery .row{display:grid;grid-template-columns:104px 1fr;gap:10px;border-bottom:1px solid var(--line);padding:6px 0}
 #gallery .row img{width:96px;height:96px;object-fit:contain;background:var(--soft);cursor:zoom-in}
+#gallery .strip{display:flex;flex-wrap:wrap;gap:2px;max-width:266px}#gallery .strip img{width:64px;height:64px}
 #gallery .noimg{width:96px;height:96px;background:var(--soft);color:var(--muted);font-size:11px;padding:4px}
 #gallery dl{display:grid;grid-template-columns:90px 1fr;margin:0;gap:1px 8px}#gallery dt{color:var(--muted)}
 #gallery dd{margin:0;white-space:pre-wrap;word-break:break-word}.score{font-weight:600}
@@ -908,7 +979,16 @@ _JS = r"""
     div.className = "row" + (r.r ? " regression" : "");
     div.setAttribute("data-row", text(r.n));
     var pic;
-    if (r.t !== null && r.t !== undefined) {
+    if (r.v) {
+      pic = document.createElement("div"); pic.className = "strip";
+      pic.title = "frames the model saw (" + r.v.length + " shown)";
+      r.v.forEach(function(k, j){
+        var f = document.createElement("img");
+        f.loading = "lazy"; f.src = thumbs[k]; f.alt = "frame " + (j + 1) + " of row " + text(r.n);
+        f.addEventListener("click", function(){ show(r); });
+        pic.appendChild(f);
+      });
+    } else if (r.t !== null && r.t !== undefined) {
       pic = document.createElement("img");
       pic.loading = "lazy"; pic.src = thumbs[r.t]; pic.alt = "image of row " + text(r.n);
       pic.addEventListener("click", function(){ show(r); });

@@ -411,10 +411,16 @@ def _prediction_records(plan, rows, expected, before, after, names) -> list[dict
     question = plan["data"]["instruction"]
     # A conversation's question is its last user turn (rows.question), the recipe's `ask` otherwise.
     return [{"row": i, "origin": rows.origin(i).location, "images": [str(p) for p in rows.images(i)],
+             "videos": [_clip_name(v) for v in rows.videos(i)],
              "question": rows.question(i) if hasattr(rows, "question") else question, "expected": expected[i],
              "before": before[i] if before is not None else None,
              "after": after[i], "after_scores": M.row_scores(names, after[i], expected[i])}
             for i in range(len(rows))]
+
+
+def _clip_name(clip) -> str | list[str]:
+    """A clip as predictions.jsonl records it: its file or frame folder, or its frame files (a clip given as a list)."""
+    return [str(p) for p in clip] if isinstance(clip, tuple) else str(clip)
 
 
 def _scores(scores: dict) -> str:

@@ -12,7 +12,7 @@ Counting. Each micro-batch is counted as the trainer hands it to ``training_step
 are taken there, without waiting for the GPU, and read once at the end): samples = rows; text tokens = the
 non-padding positions of the sequence (attention_mask), image placeholder tokens included, which is what the model's
 language part computes on; vision patches = what the vision tower computes on: Qwen-VL's pixel_values rows
-(patch_size x patch_size x 2 frames each), and for image tensors [..., C, H, W] (Llama 3.2 Vision's tiles, padding
+(patch_size x patch_size x 2 frames each) and pixel_values_videos rows (a clip's patches, two frames each), and for image tensors [..., C, H, W] (Llama 3.2 Vision's tiles, padding
 tiles included, Gemma 3, Pixtral) (H / patch) x (W / patch) + the tower's extra tokens (Llama's class token) per
 image or tile. The time the trainer spends fetching the next batches (``get_batch_samples``) is the data wait.
 
@@ -86,6 +86,14 @@ def count_batch(inputs, flops: dict | None) -> tuple[int, object, object]:
 
 
 def _patches(inputs, flops: dict | None):
+    clips = inputs.get("pixel_values_videos")
+    # Qwen-VL's clips: one row per patch of two frames (temporal_patch_size), each one token of the vision tower.
+    in_clips = int(clips.shape[0]) if hasattr(clips, "shape") and clips.dim() == 2 else 0
+    images = _image_patches(inputs, flops)
+    return None if images is None else images + in_clips
+
+
+def _image_patches(inputs, flops: dict | None):
     pixels = inputs.get("pixel_values")
     if pixels is None or not hasattr(pixels, "shape"):
         return 0

@@ -19,11 +19,16 @@ What is reported, each with its data file and row or line (codes in docs/diagnos
                         VT414 malformed conversation, VT415 path escaping the dataset folder (never opened),
                         VT421 unsupported format, VT424 aspect ratio over 200 (Qwen-VL refuses it), VT425 image over
                         the decompression-bomb limit (refused before decoding, with its size), VT426 DICOM without
-                        pydicom
+                        pydicom; clips (vtc.runtime.video, each clip checked once and its sampled frames decoded):
+                        VT450 unreadable / truncated / not a clip, VT451 video without PyAV, VT452 no frames, VT453
+                        shorter than one sample at the chosen rate, VT454 window outside the clip, VT456 frames of
+                        different sizes, VT458 a clip for a family without video (and VT410 / VT437 / VT411 ...)
     warnings            VT420 images present but never listed, VT422 duplicate rows (same images and answer),
                         VT423 images far outside the usual 300-1000 px (longest side under 100 or over 10,000 px),
                         VT435 an evaluation set too small to score a model (under MIN_EVAL_ROWS rows), VT436
-                        long free-text answers scored by exact_match alone (a near-0% score that says nothing)
+                        long free-text answers scored by exact_match alone (a near-0% score that says nothing),
+                        VT455 a clip far longer than the cap (sampled below the chosen rate), VT457 a clip whose
+                        video tokens exceed `max length`
     and                 VT418 a hold-out that cannot be drawn (fewer than 2 good rows)
 
 The evaluation rows are the ones a run would use: the evaluation source's good rows, or the hold-out drawn from
@@ -87,6 +92,10 @@ class DataReport:
     sources: list = field(default_factory=list)
     # (path, page) -> (width, height) of every image read: the run report's training image sizes (lifecycle).
     image_sizes: dict = field(default_factory=dict)
+    clips: int = 0  # clips checked (each once, however many rows name it)
+    # clip (its path, or the tuple of its frame paths, as str) -> {"diagnostics": [...], "info": {...}}: what the
+    # check found and measured (frames, fps, duration, size, sampled, frame_size, tokens) for each clip.
+    clip_checks: dict = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -117,6 +126,8 @@ class DataReport:
         lines = [f"data check: {self.rows:,} row{'s' * (self.rows != 1)} in {len(self.sources)} "
                  f"source{'s' * (len(self.sources) != 1)}, {self.images:,} image{'s' * (self.images != 1)} "
                  f"({self.cached:,} from the cache{same}), {self.seconds:.1f} s ({rate:,.0f} images/s)"]
+        if self.clips:
+            lines[0] += f", {self.clips:,} clip{'s' * (self.clips != 1)}"
         if self.text_only_rows:
             lines.append(f"  {self.text_only_rows:,} text-only row{'s' * (self.text_only_rows != 1)} (no image)")
         counts = Counter(d.code for d in self.diagnostics if d.code != "VT400")
@@ -316,7 +327,9 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport,
     window = plan["images"]["window"]
     out: list[Diagnostic] = []
     file_rows = [i for i in range(len(rows)) if rows.images(i)]
-    report.text_only_rows += sum(1 for i in range(len(rows)) if not rows.images(i) and not rows.in_dataset(i))
+    report.text_only_rows += sum(1 for i in range(len(rows)) if not rows.images(i) and not rows.in_dataset(i)
+                                 and not _videos(rows, i))
+    out.extend(_scan_clips(rows, plan, report, workers))
 
     def tasks():
         for i in file_rows:
@@ -363,7 +376,7 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport,
             digests.append((r.get("digest"), frame))
         if key in report.bad:
             continue
-        dup = (tuple(digests), rows.answer(i))
+        dup = (tuple(digests), tuple(_clip_key(c) for c in _videos(rows, i)), rows.answer(i))
         if dup in first_copy:
             first = first_copy[dup]
             at = f"row {first.line}" if first.file == span.file else first.location
@@ -388,6 +401,75 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport,
     return out
 
 
+def _videos(rows, i: int) -> list:
+    """Row i's clips (Rows.videos), [] for rows read by a source that has none."""
+    videos = getattr(rows, "videos", None)
+    return list(videos(i)) if videos is not None else []
+
+
+def _clip_key(clip) -> str | tuple:
+    return tuple(str(p) for p in clip) if isinstance(clip, (tuple, list)) else str(clip)
+
+
+def _scan_clips(rows, plan: dict, report: DataReport, workers: int | None = None) -> list[Diagnostic]:
+    """The clips of ``rows`` checked (vtc.runtime.video.check_clip), each once for the whole scan; its diagnostics
+    given to every row that names it (errors make the row bad). A clip in a family without video: VT458 once a
+    row, nothing decoded."""
+    import dataclasses
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vtc.runtime.progress import bar
+    from vtc.runtime.video import check_clip, no_video_family
+
+    clip_rows = [i for i in range(len(rows)) if _videos(rows, i)]
+    if not clip_rows:
+        return []
+    out: list[Diagnostic] = []
+    video = plan["video"]
+    if video is None:
+        family = (plan.get("model") or {}).get("family")
+        for i in clip_rows:
+            d = no_video_family(family, rows.origin(i))
+            out.append(d)
+            report.bad.setdefault(rows.key(i), []).append(d)
+        return out
+    checks = report.clip_checks
+    todo = {_clip_key(c): c for i in clip_rows for c in _videos(rows, i) if _clip_key(c) not in checks}
+    max_length = (plan.get("training") or {}).get("max_length")
+    geometry = (plan.get("model") or {}).get("geometry")
+    window = (plan.get("images") or {}).get("window")
+    first_span = {}
+    for i in clip_rows:
+        for c in _videos(rows, i):
+            first_span.setdefault(_clip_key(c), rows.origin(i))
+    def check(item):
+        key, clip = item
+        info: dict = {}
+        found = check_clip(clip, video, first_span[key], max_length=max_length, geometry=geometry, window=window,
+                           info=info)
+        return key, {"diagnostics": found, "info": info}
+
+    # Clips are checked in threads (PyAV and pillow decode and resize outside the GIL), results in order.
+    # Progress: one clip checked (probed, its sampled frames decoded) at a time (vtc.runtime.progress).
+    threads = max(1, min(len(todo), workers or os.cpu_count() or 1, 8))
+    with bar("clips", len(todo), "clips") as progress:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for key, result in pool.map(check, todo.items()):
+                checks[key] = result
+                report.clips += 1
+                progress.update(1)
+    for i in clip_rows:
+        span, key = rows.origin(i), rows.key(i)
+        for c in _videos(rows, i):
+            for d in checks[_clip_key(c)]["diagnostics"]:
+                d = d if d.span == span else dataclasses.replace(d, span=span)
+                out.append(d)
+                if d.is_error:
+                    report.bad.setdefault(key, []).append(d)
+    return out
+
+
 def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diagnostic]:
     """The diagnostics of one prepared image (result of prepare_one)."""
     code, problem = r.get("code"), r.get("problem")
@@ -395,8 +477,9 @@ def _image_diagnostics(r: dict, where: str, path: Path, span: Span) -> list[Diag
         return [error("VT410", f"image file not found: {where}", span,
                       help="check the file name, or remove the row that lists it")]
     if code == "VT421":
-        return [error("VT421", f"cannot use {where}: {problem}", span,
-                      help="convert it to PNG or JPEG, or remove the row that lists it")]
+        from vtc.runtime.images import unsupported_help
+
+        return [error("VT421", f"cannot use {where}: {problem}", span, help=unsupported_help(path))]
     if code == "VT425":
         return [error("VT425", f"refused to open {where}: {problem}", span,
                       help="shrink the image below the limit, or remove the row that lists it")]
@@ -449,11 +532,15 @@ def _unlisted(rows, complete: bool = False) -> list[Diagnostic]:
         return os.path.normpath(text if text.startswith(os.sep) else os.path.abspath(text))
 
     listed = {norm(p) for i in range(len(rows)) for p in rows.images(i)}
-    try:  # rows left out for a problem still list their images
+    # Clips are listed too: a video or multi-frame file, each frame of a frame list, and a frame folder whole.
+    for i in range(len(rows)):
+        for clip in _videos(rows, i):
+            listed.update(norm(p) for p in (clip if isinstance(clip, (tuple, list)) else (clip,)))
+    try:  # rows left out for a problem still list their images (and clips)
         for _, row in ([] if complete else read_table(info.metadata)):
             if isinstance(row, dict):
                 for col, value in row.items():
-                    if col == "file_name" or col.endswith(("_file_name", "file_names")):
+                    if col == "file_name" or col.endswith(("_file_name", "file_names")) or col in ("video", "videos"):
                         for name in value if isinstance(value, list) else [value]:
                             if isinstance(name, str) and name.strip():
                                 listed.add(norm(info.metadata.parent / name))
@@ -462,7 +549,8 @@ def _unlisted(rows, complete: bool = False) -> list[Diagnostic]:
     present = []
     top = norm(info.metadata.parent)
     for dirpath, dirnames, filenames in os.walk(top):  # strings, not Paths: this visits every file
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.join(dirpath, d) not in listed)  # a frame folder: a clip, listed
         for f in sorted(filenames):
             if f[0] != "." and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS:
                 full = os.path.join(dirpath, f)

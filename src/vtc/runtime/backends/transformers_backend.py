@@ -145,9 +145,10 @@ class TransformersBackend:
 
     # ---- training ------------------------------------------------------------------------------------------
     def collator(self, plan: dict, model, processor) -> Callable[[list], dict]:
-        from vtc.runtime.collator import VisionCollator
+        from vtc.runtime.collator import VisionCollator, set_video_bounds
 
         instruction_part, response_part = chat_markers(plan)
+        set_video_bounds(processor, plan["video"])  # clips reach the model at the size vtc gave their frames
         return VisionCollator(
             processor, train_on_responses_only=plan["training"]["responses_only"], instruction_part=instruction_part,
             response_part=response_part, max_seq_length=plan["training"]["max_length"])

@@ -231,7 +231,13 @@ class UnslothBackend:
 
     # ---- training ------------------------------------------------------------------------------------------
     def collator(self, plan: dict, model, processor) -> Callable[[list], dict]:
-        """UnslothVisionDataCollator with the plan's masking, markers, length limit and resize."""
+        """UnslothVisionDataCollator with the plan's masking, markers, length limit and resize. Video parts go to it
+        as vtc opens them (frames, fps, resized_height/width: the list branch of unsloth_zoo's fetch_video, which
+        resizes each frame to exactly resized_* and takes the rate from "fps"); the video processor gets the plan's
+        frame bounds so that it resizes nothing again (collator.set_video_bounds)."""
+        from vtc.runtime.collator import set_video_bounds
+
+        set_video_bounds(processor, plan["video"])
         return VtcUnslothCollator(model, processor, **collator_arguments(plan))
 
     def sft_config(self, plan: dict, model, output_dir: str, report_to: list[str] | None = None):

@@ -10,6 +10,8 @@ load.READERS maps a kind to its module:
     chats.py          the conversation files of other tools: sharegpt (LLaMA-Factory, ms-swift, Axolotl), llava, and
                       TRL's prompt_completion; `<image>` placeholders become image parts
     table.py          a .jsonl/.json/.csv file of flat rows (an image path column and an answer column)
+    clips.py          which paths a row names are clips (video files, frame folders; with a `video` clause
+                      .dcm/.tif/.tiff too); every reader above puts them in Record.videos (docs/data.md)
     hf.py             saved (save_to_disk), parquet, hub: read with `datasets` (imported only there)
 
 and around them:

@@ -8,7 +8,10 @@
     prompt_completion  TRL's `prompt` and `completion` (each a string or a list of messages) with `images`
 
 Every `<image>` placeholder becomes an image part at its place in the text (never literal text); a row without any
-placeholder gets its images at the start of the first user turn (as ms-swift does). The rows become Records with
+placeholder gets its images at the start of the first user turn (as ms-swift does). Likewise every `<video>`
+placeholder takes the next clip of the row's `videos` list (LLaMA-Factory's and ms-swift's convention; a LLaVA-Video
+row's `video`): a video file, a folder of frames, or a list of frame files; a row without `<video>` gets its clips
+at the start of the first user turn, after its images. The rows become Records with
 the conversation whole (every turn; the answer is the last assistant turn's text). Row problems (VT441-VT446, VT449,
 VT409, VT412, VT414, VT415) name the data file and the row.
 
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vtc.diagnostics import Span, VtcError, error, suggest
+from vtc.runtime.sources.clips import clip_mode, frame_folder_problem, split_clips
 from vtc.runtime.sources.detect import SourceInfo, row_format
 from vtc.runtime.sources.files import BadLine, locate, path_problem, read_data, read_json_rows, real_folder
 from vtc.runtime.sources.request import Request
@@ -63,7 +67,7 @@ def read(info: SourceInfo, request: Request) -> Rows:
             continue
         span = Span(str(path), line)
         try:
-            records.append(record(row, fmt, span, folder, images_folder, roots, info.layout or {}))
+            records.append(record(row, fmt, span, folder, images_folder, roots, info.layout or {}, request.video))
         except VtcError as exc:
             problems.extend(exc.diagnostics)
     request.report(problems)
@@ -82,7 +86,7 @@ class RowWhere:
 
 
 def record(row: Any, fmt: str, span: Span, folder: Path, images_folder: Path | None, roots: list[Path],
-           layout: dict) -> Record:
+           layout: dict, video: dict | None = None) -> Record:
     """One row of a ``fmt`` file as a Record: turns -> messages with image parts holding indices into the images."""
     r = RowWhere(span)
     if not isinstance(row, dict):
@@ -94,9 +98,11 @@ def record(row: Any, fmt: str, span: Span, folder: Path, images_folder: Path | N
                      f"{SHAPE_HELP[fmt]}; "
                      + (f"write `format {found}` for this file, or " if found and found != "messages" else "")
                      + "leave `format` out to detect it")
-    turns, images = _turns(row, fmt, layout, r)
-    messages, refs = _messages(turns, images, r)
+    turns, images, videos = _turns(row, fmt, layout, r)
+    messages, refs, clip_refs = _messages(turns, images, r, videos)
     files = [image(ref, folder, images_folder, roots, r) for ref in refs]
+    clips = [clip(ref, folder, images_folder, roots, r) for ref in clip_refs]
+    messages, files, clips = split_clips(messages, files, clips, clip_mode(video))
     if messages[-1]["role"] == "user":
         raise r.fail("VT444", ": the conversation ends with the user, so it has no answer to learn",
                      "end the conversation with the assistant's answer, or remove the last user turn")
@@ -106,16 +112,25 @@ def record(row: Any, fmt: str, span: Span, folder: Path, images_folder: Path | N
     text = "".join(p["text"] for p in answers[-1]["content"] if p["type"] == "text")
     if not text.strip():
         raise r.fail("VT412", ": the assistant answer is empty", "write the answer into the last assistant turn")
-    return Record(span, text, tuple(files), messages=tuple(messages))
+    return Record(span, text, tuple(files), messages=tuple(messages), videos=tuple(clips))
 
 
-def _turns(row: dict, fmt: str, layout: dict, r: RowWhere) -> tuple[list[tuple[str, Any]], list]:
-    """(role, content) pairs, content a string or a list of typed parts, and the row's image references."""
+def _videos(row: dict, columns: dict) -> list:
+    """A row's clips: the `videos` column (dataset_info.json may rename it), else a LLaVA-Video row's `video`."""
+    videos = row.get(columns.get("videos", "videos"))
+    if videos is None and "videos" not in columns:
+        videos = row.get("video")
+    return [] if videos is None else videos if isinstance(videos, list) else [videos]
+
+
+def _turns(row: dict, fmt: str, layout: dict, r: RowWhere) -> tuple[list[tuple[str, Any]], list, list]:
+    """(role, content) pairs, content a string or a list of typed parts, and the row's image and clip references."""
     columns = layout.get("columns") or {}
+    videos = _videos(row, columns)
     if fmt == "llava":
         image = row.get("image")
         images = [] if image is None else image if isinstance(image, list) else [image]
-        return [_turn(m, layout, r) for m in _list(row.get("conversations"), "conversations", r)], images
+        return [_turn(m, layout, r) for m in _list(row.get("conversations"), "conversations", r)], images, videos
     images = row.get(columns.get("images", "images"))
     images = [] if images is None else images if isinstance(images, list) else [images]
     if fmt == "prompt_completion":
@@ -126,13 +141,13 @@ def _turns(row: dict, fmt: str, layout: dict, r: RowWhere) -> tuple[list[tuple[s
                 turns.append((role, value))
             else:
                 turns.extend(_turn(m, layout, r) for m in _list(value, key, r))
-        return turns, images
+        return turns, images, videos
     key = columns.get("messages") or ("messages" if "messages" in row else "conversations")
     turns = [_turn(m, layout, r) for m in _list(row.get(key), key, r)]
     system = row.get(columns.get("system", "system"))
     if isinstance(system, str) and system.strip() and not any(role == "system" for role, _ in turns):
         turns.insert(0, ("system", system))
-    return turns, images
+    return turns, images, videos
 
 
 def _list(value: Any, key: str, r: RowWhere) -> list:
@@ -170,20 +185,25 @@ def _turn(m: Any, layout: dict, r: RowWhere) -> tuple[str, Any]:
     return names[role], content
 
 
-def _messages(turns: list[tuple[str, Any]], images: list, r: RowWhere) -> tuple[list[dict], list]:
-    """Turns -> (messages with {"type": "image", "image": k} parts, the image references k points at, in order).
+def _messages(turns: list[tuple[str, Any]], images: list, r: RowWhere,
+              videos: list | None = None) -> tuple[list[dict], list, list]:
+    """Turns -> (messages with {"type": "image", "image": k} and {"type": "video", "video": k} parts, the image
+    references and the clip references the k point at, in order).
 
     The k-th placeholder (`<image>` in the text, or a typed {"type": "image"} part naming no file) takes the k-th
-    image of the row's list; a typed part naming its own file ({"type": "image", "image": "1.png"}) keeps it."""
+    image of the row's list; a typed part naming its own file ({"type": "image", "image": "1.png"}) keeps it. The
+    same for `<video>` and the row's `videos`."""
+    videos = videos or []
     out = []
     own = object()  # the mark of a part that names its own file
     for i, (role, content) in enumerate(turns):
         parts: list[dict] = []
         pieces = [content] if isinstance(content, str) else content
         for piece in pieces:
-            if isinstance(piece, dict) and piece.get("type") == "image":
-                ref = piece.get("image") or piece.get("path") or piece.get("url")
-                parts.append({"type": "image", "image": None if ref is None else (own, ref)})
+            if isinstance(piece, dict) and piece.get("type") in ("image", "video"):
+                kind = piece["type"]
+                ref = piece.get(kind) or piece.get("path") or piece.get("url")
+                parts.append({"type": kind, kind: None if ref is None else (own, ref)})
                 continue
             text = piece if isinstance(piece, str) else piece.get("text") if isinstance(piece, dict) else None
             if not isinstance(text, str):
@@ -198,9 +218,7 @@ def _messages(turns: list[tuple[str, Any]], images: list, r: RowWhere) -> tuple[
                     if chunk:
                         parts.append({"type": "text", "text": chunk})
                 elif chunk == "video":
-                    raise r.fail("VT441", ": the text holds `<video>`, and vtc does not read videos (it would be "
-                                 "trained as literal text)", "remove the video rows, or give frames of the video "
-                                 "as images with one <image> each")
+                    parts.append({"type": "video", "video": None})
                 else:
                     parts.append({"type": "image", "image": None})
         if not parts:
@@ -209,25 +227,66 @@ def _messages(turns: list[tuple[str, Any]], images: list, r: RowWhere) -> tuple[
                              "write the answer into the last assistant turn")
             raise r.fail("VT446", f": turn {i + 1} ({role}) is empty", "write the turn's text, or remove the turn")
         out.append({"role": role, "content": parts})
-    slots = [p for m in out for p in m["content"] if p["type"] == "image" and p["image"] is None]
-    if not slots and images:
-        first = next((m for m in out if m["role"] == "user"), None)
-        if first is not None:
-            added = [{"type": "image", "image": None} for _ in images]
-            first["content"][:0] = added
-            slots = added
-    if len(slots) != len(images):
-        n, m = len(slots), len(images)
-        raise r.fail("VT442", f" has {n} <image> placeholder{'s' * (n != 1)} but {m} image{'s' * (m != 1)}",
-                     "write one <image> in the text for each image of the row, in order (or remove the extra "
-                     "placeholders)")
-    refs, listed = [], iter(images)
+    first = next((m for m in out if m["role"] == "user"), None)
+    image_slots = [p for m in out for p in m["content"] if p["type"] == "image" and p["image"] is None]
+    video_slots = [p for m in out for p in m["content"] if p["type"] == "video" and p["video"] is None]
+    if not video_slots and videos and first is not None:  # after the images placed at the start, if any
+        added = [{"type": "video", "video": None} for _ in videos]
+        first["content"][:0] = added
+        video_slots = added
+    if not image_slots and images and first is not None:
+        added = [{"type": "image", "image": None} for _ in images]
+        first["content"][:0] = added
+        image_slots = added
+    for kind, slots, listed_refs, noun in (("image", image_slots, images, "image"),
+                                           ("video", video_slots, videos, "video")):
+        if len(slots) != len(listed_refs):
+            n, m = len(slots), len(listed_refs)
+            raise r.fail("VT442", f" has {n} <{kind}> placeholder{'s' * (n != 1)} but {m} {noun}{'s' * (m != 1)}",
+                         f"write one <{kind}> in the text for each {noun} of the row (its `{noun}s` list), in order "
+                         "(or remove the extra placeholders)")
+    refs, clip_refs, listed, listed_clips = [], [], iter(images), iter(videos)
     for m in out:
         for p in m["content"]:
             if p["type"] == "image":
                 refs.append(next(listed) if p["image"] is None else p["image"][1])
                 p["image"] = len(refs) - 1
-    return out, refs
+            elif p["type"] == "video":
+                clip_refs.append(next(listed_clips) if p["video"] is None else p["video"][1])
+                p["video"] = len(clip_refs) - 1
+    return out, refs, clip_refs
+
+
+def clip(ref: Any, folder: Path, images_folder: Path | None, roots: list[Path], r: RowWhere) -> Path | tuple:
+    """A row's clip: a video file, a folder of frames or a multi-frame file (a path, relative as images are, and
+    inside the data folder), or a list of frame image files (a tuple of paths). URLs are refused (VT445)."""
+    if isinstance(ref, dict):
+        ref = ref.get("path") or ref.get("video") or ref.get("url")
+    if isinstance(ref, list):
+        if not ref:
+            raise r.fail("VT414", ": a video given as frames lists no frame", 'write "videos": ["clip.mp4"], or '
+                         'the clip\'s frames: "videos": [["f0.png", "f1.png"]]')
+        return tuple(image(f, folder, images_folder, roots, r) for f in ref)
+    if not isinstance(ref, str) or not ref:
+        raise r.fail("VT414", ": a video must be a file or folder path", 'write "videos": ["clips/1.mp4"] (paths '
+                     "relative to the data file)")
+    if ref.startswith(("http://", "https://", "ftp://")):
+        raise r.fail("VT445", f" names a video by URL: {ref[:120]}",
+                     "download the video into the data folder and give its path (relative to the data file)")
+    if ref.startswith("data:"):
+        raise r.fail("VT414", ": a video given as data (base64) is not read", "save the video as a file in the "
+                     "data folder and give its path")
+    p = Path(os.path.expanduser(ref))
+    start = images_folder if images_folder is not None else folder
+    p = p if p.is_absolute() else start / p
+    if p.is_dir():
+        real = os.path.realpath(p)
+        root = next((rt for rt in roots if real.startswith(str(rt).rstrip(os.sep) + os.sep)), roots[0])
+        problem = frame_folder_problem(p, root, r.span, f"line {r.span.line} of {r.name} names {ref}")
+        if problem is not None:
+            raise VtcError(problem)
+        return p
+    return image(ref, folder, images_folder, roots, r)
 
 
 def image(ref: Any, folder: Path, images_folder: Path | None, roots: list[Path], r: RowWhere) -> Path:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 from vtc.diagnostics import Span, VtcError, did_you_mean, error
 from vtc.runtime.sources.files import REFUSAL_HELP, BadLine, columns, locate, path_problem, read_table
+from vtc.runtime.sources.clips import frame_folder_problem, is_clip_path
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record
 
@@ -64,12 +65,18 @@ def answer_text(value: Any) -> str | None:
     return text if text.strip() else None
 
 
-def table_records(table, source: Path, image_col: str, col: str, root: Path, resolve: Callable[[str], Path],
-                  request: Request, *, row_help: str, image_help: str, missing_help: str) -> list[Record]:
-    """The records of a metadata or table file's rows: every row's images (``resolve`` turns a written name into a
-    path; one leaving ``root`` is refused, never opened) and its answer from ``col``. Every bad row is reported, all
-    at once (request.report), with its line."""
+def table_records(table, source: Path, image_col: str | None, col: str, root: Path, resolve: Callable[[str], Path],
+                  request: Request, *, row_help: str, image_help: str, missing_help: str,
+                  video_cols: Sequence[str] = ()) -> list[Record]:
+    """The records of a metadata or table file's rows: every row's images and clips (``resolve`` turns a written
+    name into a path; one leaving ``root`` is refused, never opened) and its answer from ``col``. Every bad row is
+    reported, all at once (request.report), with its line.
+
+    A name in the image column that is a video file or a folder (a folder of frames; with a `video` clause also a
+    .dcm/.tif/.tiff) is a clip; ``video_cols`` hold clips only: a name, or a list of them, an element that is
+    itself a list being the frames of one clip. A row needs at least one image or clip."""
     records, problems = [], []
+    clips = request.clips
     for line, row in table:
         span = Span(str(source), line)
         if isinstance(row, BadLine):
@@ -80,33 +87,67 @@ def table_records(table, source: Path, image_col: str, col: str, root: Path, res
                                   help=row_help))
             continue
         before = len(problems)
-        names = row.get(image_col)
-        paths = []
-        for name in names if isinstance(names, list) else [names]:
+        paths, videos = [], []
+
+        def take(name: Any, column: str, *, clip_only: bool, frame: bool = False) -> Path | None:
+            """One named file: its checked path (added to paths or videos unless ``frame``), or None (a problem)."""
             if not isinstance(name, str) or not name.strip():
-                problems.append(error("VT408", f"row {line} of {source.name} has no `{image_col}`", span,
+                problems.append(error("VT408", f"row {line} of {source.name} has no `{column}`", span,
                                       help=image_help))
-                continue
+                return None
             p = resolve(name)
+            is_clip = clip_only or is_clip_path(p, clips)
             where = locate(p, root)
             if where == "outside":
                 problems.append(error("VT415", f"row {line} of {source.name} points outside the dataset folder: "
-                                      f"{name}", span, help=f"keep the images inside {root}"))
+                                      f"{name}", span, help=f"keep the images and clips inside {root}"))
+                return None
+            if where == "special" and not frame and is_clip and p.is_dir():  # a folder of frames
+                found = frame_folder_problem(p, root, span, f"row {line} of {source.name} lists {name}")
+                if found is not None:
+                    problems.append(found)
+                    return None
             elif where == "special":  # a FIFO (which would block), a device, a folder: never opened
                 problems.append(path_problem(p, root, span, f"row {line} of {source.name} lists {name}")
                                 or error("VT437", f"row {line} of {source.name} lists {name}: it is not a regular "
                                          "file", span, help=REFUSAL_HELP["VT437"]))
+                return None
             elif where != "file":
                 problems.append(error("VT409", f"row {line} of {source.name} lists {name}, which does not exist",
                                       span, help=missing_help))
-            else:
-                paths.append(p)
+                return None
+            if not frame:
+                (videos if is_clip else paths).append(p)
+            return p
+
+        names = row.get(image_col) if image_col else None
+        has_clip_value = any(row.get(c) not in (None, "", []) for c in video_cols)
+        if image_col and not (names in (None, "", []) and has_clip_value):
+            for name in names if isinstance(names, list) else [names]:
+                take(name, image_col, clip_only=False)
+        for vcol in video_cols:
+            value = row.get(vcol)
+            if value in (None, "", []):
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, list):  # one clip given as its frames
+                    frames = [take(f, vcol, clip_only=False, frame=True) for f in item]
+                    if item and all(f is not None for f in frames):
+                        videos.append(tuple(frames))
+                    elif not item:
+                        problems.append(error("VT408", f"row {line} of {source.name}: a clip in `{vcol}` lists no "
+                                              "frames", span, help="list the clip's frame files, or name a video"))
+                else:
+                    take(item, vcol, clip_only=True)
+        if not image_col and not videos and len(problems) == before:
+            problems.append(error("VT408", f"row {line} of {source.name} has no `{video_cols[0]}`", span,
+                                  help=image_help))
         text = answer_text(row.get(col))
         if text is None:
             problems.append(error("VT412", f"row {line} of {source.name} has no answer (column `{col}` is empty)",
                                   span, help=f"fill in `{col}`, or remove the row"))
             continue
-        if paths and len(problems) == before:
-            records.append(Record(span, text, tuple(paths)))
+        if (paths or videos) and len(problems) == before:
+            records.append(Record(span, text, tuple(paths), videos=tuple(videos)))
     request.report(problems)
     return records

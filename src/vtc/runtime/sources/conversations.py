@@ -3,6 +3,11 @@
 ``{"type": "image", "image": "img/1.png"}`` (paths relative to the file, or to `images from folder`, and kept
 inside; base64 ``data:image/...`` decoded as in chats.image), several images a row allowed, text-only rows allowed; also TRL's form: ``{"type": "image"}`` placeholders filled in order from a
 row-level ``"images": [...]`` list. The last message is the assistant's answer.
+
+Clips: ``{"type": "video", "video": "clips/1.mp4"}`` (also ``"path"``; a URL is refused as an image's is), a folder
+of frames, or the clip as a list of frame files (``"video": ["f0.png", "f1.png"]``); ``{"type": "video"}`` parts
+take the row-level ``"videos": [...]`` list in order. An image part naming a video file (or, with a `video` clause,
+a .dcm/.tif/.tiff) is read as a clip.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import Any
 
 from vtc.diagnostics import Span, VtcError, error
 from vtc.runtime.sources import chats
+from vtc.runtime.sources.clips import clip_mode, split_clips
 from vtc.runtime.sources.detect import SourceInfo
 from vtc.runtime.sources.files import BadLine, read_json_rows, real_folder
 from vtc.runtime.sources.request import Request
@@ -31,14 +37,15 @@ def read(info: SourceInfo, request: Request) -> Rows:
             problems.append(row.diagnostic)
             continue
         try:
-            records.append(record(row, path.parent, Span(str(path), line), request.images_folder))
+            records.append(record(row, path.parent, Span(str(path), line), request.images_folder, request.video))
         except VtcError as exc:
             problems.extend(exc.diagnostics)
     request.report(problems)
     return request.file_rows(records, f"conversations in {path.name}", info)
 
 
-def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None) -> Record:
+def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None,
+           video: dict | None = None) -> Record:
     """Validate one conversation row; image parts become indices into the record's image files (chats.image: a path
     relative to ``images_folder`` when given, else to the file's folder, inside one of them)."""
     name = Path(span.file).name
@@ -55,8 +62,12 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
     extra = row.get("images") or []
     if isinstance(extra, str):
         extra = [extra]
+    extra_videos = row.get("videos") or []
+    if isinstance(extra_videos, str):
+        extra_videos = [extra_videos]
     files: list[Path] = []
-    placeholders = 0
+    clips: list = []
+    placeholders = video_placeholders = 0
     out = []
     for m in messages:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
@@ -79,7 +90,9 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
                         "`messages` format does not turn into an image (it would be trained as literal text)", span,
                         help='give the image as a part: {"type": "image", "image": "1.png"}, or write `format '
                              "sharegpt` after `from` if the row's `images` list holds the images"
-                        if marker.group(1) == "image" else "vtc does not read videos: remove the video rows"))
+                        if marker.group(1) == "image" else 'give the clip as a part: {"type": "video", "video": '
+                        '"clip.mp4"}, or write `format sharegpt` after `from` if the row\'s `videos` list holds '
+                        "the clips"))
                 parts.append({"type": "text", "text": part["text"]})
             elif kind == "image" or (isinstance(part, dict) and "image" in part and kind is None):
                 ref = part.get("image") or part.get("path") or part.get("url")
@@ -91,9 +104,19 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
                     placeholders += 1
                 files.append(chats.image(ref, folder, images_folder, roots, chats.RowWhere(span)))
                 parts.append({"type": "image", "image": len(files) - 1})
+            elif kind == "video" or (isinstance(part, dict) and "video" in part and kind is None):
+                ref = part.get("video") or part.get("path") or part.get("url")
+                if ref is None:
+                    if video_placeholders >= len(extra_videos):
+                        raise bad("a video part names no clip, and the row's `videos` list has no more",
+                                  'give the part a clip: {"type": "video", "video": "clip.mp4"}')
+                    ref = extra_videos[video_placeholders]
+                    video_placeholders += 1
+                clips.append(chats.clip(ref, folder, images_folder, roots, chats.RowWhere(span)))
+                parts.append({"type": "video", "video": len(clips) - 1})
             else:
                 raise bad(f"unknown content part {json.dumps(part)[:60]}", 'parts are {"type": "text", '
-                          '"text": ...} or {"type": "image", "image": ...}')
+                          '"text": ...}, {"type": "image", "image": ...} or {"type": "video", "video": ...}')
         out.append({"role": m["role"], "content": parts})
     answers = [m for m in out if m["role"] == "assistant"]
     if not answers:
@@ -105,4 +128,5 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
                              help="write the answer into the assistant message"))
     if out[-1]["role"] != "assistant":
         raise bad("the last message must be the assistant's answer", "end each row with the assistant message")
-    return Record(span, text, tuple(files), messages=tuple(out))
+    out, files, clips = split_clips(out, files, clips, clip_mode(video))
+    return Record(span, text, tuple(files), messages=tuple(out), videos=tuple(clips))

@@ -7,12 +7,12 @@
     split_name(split) -> str                    the split a source reads: the plan's, else `train`
 
 A folder, in this order: a `datasets.save_to_disk` folder (saved); split folders (`train/`, `test/`, ...) select a
-sub-folder; `metadata.jsonl|csv|parquet` (imagefolder); `*.parquet` (parquet); images with `.txt` captions
-(captions); class sub-folders (classes) -- unless the folder holds a conversation file (LLaMA-Factory's layout: the
-file, dataset_info.json naming it, an image folder): that file is read (chats), and a data file vtc cannot read
-beside image folders is VT447, never class folders. A file: `.jsonl`/`.json` whose first row is a conversation
-(row_format: messages -> conversations; sharegpt, llava, prompt_completion -> chats; `format` pins it), else flat
-rows (table); `.csv` (table); `.parquet` (parquet).
+sub-folder; `metadata.jsonl|csv|parquet` (imagefolder); `*.parquet` (parquet); images (or video files, or frame
+folders) with `.txt` captions (captions); class sub-folders (classes) -- unless the folder holds a conversation
+file (LLaMA-Factory's layout: the file, dataset_info.json naming it, an image folder): that file is read (chats),
+and a data file vtc cannot read beside image folders is VT447, never class folders. A file: `.jsonl`/`.json` whose
+first row is a conversation (row_format: messages -> conversations; sharegpt, llava, prompt_completion -> chats;
+`format` pins it), else flat rows (table); `.csv` (table); `.parquet` (parquet).
 """
 
 from __future__ import annotations
@@ -154,13 +154,16 @@ def detect_source(path: str | Path, split: str | None = None, format: str = "aut
         _not_a_data_file(format, root, where, "parquet files")
         return SourceInfo("parquet", path, f"{len(parquet)} parquet file{'s' * (len(parquet) != 1)} in {where}",
                           found, root)
-    images = list_files(root, images=True)
+    images = list_files(root, media=True)  # images and video files (clips)
     chat = _data_file(root, where, format, bool(images))
     if chat is not None:
         return replace(chat, path=chat.path, splits=found)
     _not_a_data_file(format, root, where, "images, and no .json or .jsonl data file")
+    if not images and any(_present(f.parent / (f.name + ".txt")) for f in list_folders(root)):
+        # folders of frames, each with a same-named caption (`beat/` + `beat.txt`): clips with captions
+        return SourceInfo("captions", path, f"frame folders with .txt captions in {where}", found, root)
     if not images:
-        nested = walk_images(root)
+        nested = walk_images(root, videos=True)
         if nested:
             classes = sorted({p.relative_to(root).parts[0] for p in nested})
             return SourceInfo("classes", path, f"{len(classes)} class folders in {where} "
@@ -173,7 +176,7 @@ def detect_source(path: str | Path, split: str | None = None, format: str = "aut
     if any(_present(p.with_suffix(".txt")) for p in images):
         return SourceInfo("captions", path, f"images with .txt captions in {where}", found, root)
     folders = list_folders(root)
-    if any(list_files(p, images=True) for p in folders):
+    if any(list_files(p, media=True) for p in folders):
         classes = [p.name for p in folders]
         return SourceInfo("classes", path, f"class folders in {where} ({', '.join(classes[:5])})", found, root)
     raise VtcError(error(

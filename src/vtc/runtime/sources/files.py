@@ -36,6 +36,7 @@ from typing import Any, Iterator
 from vtc.confine import VIRTUAL_ROOTS, Refused, confine, open_regular, read_confined, read_regular
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 from vtc.runtime.images import IMAGE_EXTENSIONS, is_image_file
+from vtc.runtime.sources.clips import is_video_name
 
 # Size limits of the text files a reader holds whole in memory (anything larger is refused, VT438, before it is read):
 # - a caption is one answer: the longest radiology report or page transcription is a few KB; 1 MB (some 150,000
@@ -325,13 +326,14 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def list_files(folder: Path, *, images: bool = False) -> list[Path]:
+def list_files(folder: Path, *, images: bool = False, media: bool = False) -> list[Path]:
     """The visible entries directly in ``folder`` that are not folders, sorted (with ``images``, only those named
-    like images): regular files, and also links, pipes and devices, so that readers refuse those by name instead
-    of skipping them silently. VT439 when the folder cannot be listed."""
+    like images; with ``media``, images and video files): regular files, and also links, pipes and devices, so
+    that readers refuse those by name instead of skipping them silently. VT439 when the folder cannot be listed."""
     found = entries(folder)
-    if images:
-        found = [e for e in found if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS]
+    if images or media:
+        found = [e for e in found if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                 or (media and is_video_name(e.name))]
     return [Path(e.path) for e in found if not _is_dir(e)]
 
 
@@ -340,10 +342,10 @@ def list_folders(folder: Path) -> list[Path]:
     return [Path(e.path) for e in entries(folder) if _is_dir(e)]
 
 
-def walk_images(folder: Path) -> list[Path]:
-    """Every visible image file under ``folder``, folders and files in sorted order. Links to folders are not
-    followed (os.walk's rule); links to files, pipes and devices are listed for the readers to refuse by name.
-    VT439 when a folder cannot be listed."""
+def walk_images(folder: Path, *, videos: bool = False) -> list[Path]:
+    """Every visible image file (with ``videos``, and video file) under ``folder``, folders and files in sorted
+    order. Links to folders are not followed (os.walk's rule); links to files, pipes and devices are listed for
+    the readers to refuse by name. VT439 when a folder cannot be listed."""
     out = []
 
     def fail(exc: OSError) -> None:
@@ -352,7 +354,7 @@ def walk_images(folder: Path) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
-            if not f.startswith(".") and is_image_file(f):
+            if not f.startswith(".") and (is_image_file(f) or (videos and is_video_name(f))):
                 out.append(Path(dirpath) / f)
     return out
 

@@ -4,6 +4,11 @@ saved: a folder written by ``save_to_disk``; parquet: parquet file(s) (a file, a
 hub: a dataset id (``org/name``), downloaded or read from the Hugging Face cache. The image column is the one the
 recipe names (`images from column X`), else the first Image feature, else the first of IMAGE_COLUMNS; conversation
 datasets (a `messages` or `conversations` column) bring their own prompts.
+
+Clips: a column of video file (or frame folder) paths -- `video`, `videos`, `video_path`, `clip`, a path or a list of
+them, inside the data folder as images are -- gives each row its clips (a dataset may have only such a column).
+`datasets`' own Video feature (decoded with torchcodec) is not read: VT460 says so. `<video>` in a dataset's
+conversations is VT441 (write the rows as a .jsonl file with a `videos` list instead).
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ import io
 import json
 import os
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from vtc.diagnostics import Span, VtcError, did_you_mean, error
 from vtc.runtime.failures import redact
 from vtc.runtime.images import open_image
 from vtc.runtime.sources import chats
+from vtc.runtime.sources.clips import frame_folder_problem
 from vtc.runtime.sources.columns import answer_text, pick_column
 from vtc.runtime.sources.detect import SourceInfo, split_name
 from vtc.runtime.sources.files import locate, path_problem, real_folder
@@ -26,6 +33,8 @@ from vtc.runtime.sources.rows import Record, Rows
 
 # Tried in this order for the image column of a `datasets` dataset (an Image feature wins over any name).
 IMAGE_COLUMNS = ("image", "images", "img", "picture", "photo", "file_name", "image_path", "path")
+# Columns of clip paths (video files or frame folders).
+VIDEO_COLUMNS = ("video", "videos", "video_path", "clip")
 
 
 def read(info: SourceInfo, request: Request) -> Rows:
@@ -217,7 +226,19 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
         f = features.get(col)
         return isinstance(f, ImageFeature) or (isinstance(getattr(f, "feature", None), ImageFeature))
 
+    def is_video_feature(col: str) -> bool:
+        f = features.get(col)
+        return any(type(x).__name__ == "Video" and type(x).__module__.startswith("datasets")
+                   for x in (f, getattr(f, "feature", None)))
+
+    decoded = [c for c in columns if is_video_feature(c)]
+    if decoded:
+        raise VtcError(error("VT460", f"the column `{decoded[0]}` of {desc} is a `datasets` Video feature, which vtc "
+                             "does not read (`datasets` decodes it with torchcodec)", where,
+                             help="store the clips as files in the data folder and give their paths in a `video` "
+                                  "column (a .jsonl, .csv or parquet file of rows), then check again"))
     image_column = request.image_column
+    video_col = next((c for c in VIDEO_COLUMNS if c in columns and c != image_column), None)
     if image_column:
         if image_column not in columns:
             raise VtcError(error("VT407", f"no image column `{image_column}` in {desc}; its columns are "
@@ -226,6 +247,8 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
         image_col = image_column
     else:
         found = [c for c in columns if is_image(c)] or [c for c in IMAGE_COLUMNS if c in columns]
+        if not found and video_col:
+            found = [None]  # clips only
         if not found:
             raise VtcError(error("VT407", f"cannot tell which column of {desc} holds the images "
                                  f"(columns: {', '.join(columns)})", where, help="write `images from column <name>`"))
@@ -241,8 +264,9 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
             msgs = row[conversation_col]
             if _holds_video(msgs):
                 problems.append(error("VT441", f"row {i + 1} of {desc}: the text holds `<video>`, and vtc does not "
-                                      "read videos (it would be trained as literal text)", span,
-                                      help="remove the video rows"))
+                                      "read clips in a `datasets` dataset's conversations (it would be trained as "
+                                      "literal text)", span, help="write the rows as a .jsonl file with a `videos` "
+                                      "list of clip files (ShareGPT), or remove the video rows"))
                 continue
             msgs = _normalise_messages(msgs or [])
             answers = [m for m in msgs if m.get("role") == "assistant"]
@@ -257,7 +281,8 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
         def messages_getter(i: int) -> list:
             return _normalise_messages(ds[i][conversation_col])
     else:
-        col = pick_column([c for c in columns if c != image_col and not is_image(c)], request.answer, where)
+        col = pick_column([c for c in columns if c not in (image_col, video_col) and not is_image(c)],
+                          request.answer, where)
         for i, value in enumerate(ds.select_columns([col])[col]):
             span = Span(where.file, i + 1)
             text = answer_text(value)
@@ -269,13 +294,18 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
         request.report(problems)
         desc = f"{desc}, answers from `{col}`"
         messages_getter = None
+    roots = _image_roots(info)
+    base = info.root if info.kind != "hub" else None
+    if video_col:
+        records = _with_clips(records, ds.select_columns([video_col])[video_col], roots, base, desc, request,
+                              needed=image_col is None)
+    if image_col is None:
+        return request.rows(records, f"{desc} ({len(records)} rows)", info, messages_getter=messages_getter)
 
     # The image column as stored ({"bytes", "path"} for an Image feature, a string for a path column), never decoded
     # by `datasets`: it would open a stored path wherever it leads. vtc decodes the bytes, and opens a path only
     # inside the data folder (_image_roots), as every other source does.
     image_ds = ds.select_columns([image_col]).with_format("arrow")
-    roots = _image_roots(info)
-    base = info.root if info.kind != "hub" else None
 
     def image_getter(i: int) -> list:
         """Row i's images, RGB with EXIF applied."""
@@ -294,6 +324,46 @@ def _rows(ds, info: SourceInfo, where: Span, request: Request) -> Rows:
 
     return request.rows(records, f"{desc} ({len(records)} rows)", info, image_getter=image_getter,
                         messages_getter=messages_getter)
+
+
+def _with_clips(records: list[Record], values: list, roots: list[str], base: Path | None, desc: str,
+                request: Request, *, needed: bool) -> list[Record]:
+    """The records with their clips from a column of clip paths (a path or a list of them; a folder is a folder of
+    frames); a row whose clip is refused, missing or (``needed``: the dataset has no images) absent is a problem."""
+    out, problems = [], []
+    for rec in records:
+        i = rec.index
+        value = values[i]
+        items = [] if value in (None, "") else value if isinstance(value, list) else [value]
+        try:
+            if not items and needed:
+                raise VtcError(error("VT410", f"row {i + 1} of {desc} has no clip", rec.origin,
+                                     help="remove the row or add its clip"))
+            clips = tuple(_clip_path(v, roots, base, rec.origin, i, desc) for v in items)
+        except VtcError as exc:
+            problems.extend(exc.diagnostics)
+            continue
+        out.append(replace(rec, videos=clips))
+    request.report(problems)
+    return out
+
+
+def _clip_path(value, roots: list[str], base: Path | None, span: Span, i: int, desc: str) -> Path:
+    """A clip path of a dataset row, kept inside the data folder: a folder of frames, or a file (_confined)."""
+    if isinstance(value, str) and not value.startswith(("http://", "https://", "hf://")):
+        p = Path(os.path.expanduser(value))
+        p = p if p.is_absolute() or base is None else base / p
+        if p.is_dir():
+            real = os.path.realpath(p)
+            root = next((r for r in roots if real.startswith(r.rstrip(os.sep) + os.sep)), roots[0])
+            problem = frame_folder_problem(p, root, span, f"the clip of row {i + 1} of {desc} ({value[:200]})")
+            if problem is not None:
+                raise VtcError(problem)
+            return p
+    if not isinstance(value, str):
+        raise VtcError(error("VT410", f"the clip of row {i + 1} of {desc} is not a path", span,
+                             help="give each row's clip as a file path (relative to the data folder)"))
+    return Path(_confined(value, roots, base, span, i, desc))
 
 
 def _confined(value, roots: list[str], base: Path | None, span: Span, i: int, desc: str):

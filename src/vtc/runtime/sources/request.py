@@ -33,6 +33,14 @@ class Request:
     tiff_pages: str  # images.tiff_pages: "first" | "all"
     problems: list | None  # row problems are appended here (those rows left out) instead of raised
     images_folder: Path | None = None  # data.images_folder resolved against base_dir (`images from folder`)
+    video: dict | None = None  # plan["video"]: None for a family without video (clips are still read into rows)
+
+    @property
+    def clips(self) -> bool:
+        """Whether every .dcm/.tif/.tiff file and every frame folder is a clip (the recipe has a `video` clause)."""
+        from vtc.runtime.sources.clips import clip_mode
+
+        return clip_mode(self.video)
 
     @classmethod
     def of(cls, plan: dict, split: str | None, problems: list | None) -> "Request":
@@ -42,7 +50,7 @@ class Request:
         folder = data["images_folder"]
         return cls(split, data["answer"], data["image_column"], data["instruction"], data["system"],
                    images["resize"], images["window"], images["tiff_pages"], problems,
-                   None if folder is None else resolve(Path(plan["base_dir"]), folder))
+                   None if folder is None else resolve(Path(plan["base_dir"]), folder), plan["video"])
 
     def report(self, problems: list[Diagnostic]) -> None:
         """Row problems: appended to ``self.problems`` when collecting, else raised (the first 20, then VT400)."""
@@ -59,7 +67,7 @@ class Request:
 
     def rows(self, records: list[Record], description: str, info, **getters) -> Rows:
         return Rows(records, description=description, instruction=self.instruction, system=self.system,
-                    resize=self.resize, window=self.window, source=info, **getters)
+                    resize=self.resize, window=self.window, source=info, video=self.video, **getters)
 
     def file_rows(self, records: list[Record], description: str, info) -> Rows:
         """The rows of a source read from files: an empty source is an error (unless row problems are collected:
@@ -77,10 +85,10 @@ def _tiff_pages(records: list[Record]) -> list[Record]:
     """`tiff pages all`: a row whose one image is a multi-page TIFF becomes one row a page (same answer)."""
     out = []
     for rec in records:
-        if len(rec.images) == 1 and rec.images[0].suffix.lower() in TIFF_EXTENSIONS:
+        if len(rec.images) == 1 and not rec.videos and rec.images[0].suffix.lower() in TIFF_EXTENSIONS:
             n = frame_count(rec.images[0])
             if n > 1:
-                out.extend(Record(rec.origin, rec.answer, rec.images, rec.messages, rec.index, (k,))
+                out.extend(Record(rec.origin, rec.answer, rec.images, rec.messages, rec.index, (k,), rec.videos)
                            for k in range(n))
                 continue
         out.append(rec)

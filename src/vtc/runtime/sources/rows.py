@@ -1,7 +1,11 @@
 """Rows: a source's rows as conversations in Unsloth's format, each row's images opened when the row is read.
 
-    Record(origin, answer, images=(), messages=None, index=None, frames=())   one row before its images are opened
-    Rows(records, description=, instruction=, system=, resize=, window=, ...)  rows[i] -> {"messages": [...]}
+    Record(origin, answer, images=(), messages=None, index=None, frames=(), videos=())   one row, files unopened
+    Rows(records, description=, instruction=, system=, resize=, window=, video=, ...)  rows[i] -> {"messages": [...]}
+
+A row's clips (Record.videos: a video file, a folder of frames, a multi-frame DICOM / TIFF, or a tuple of frame
+files) are opened with vtc.runtime.video.read_clip (plan["video"]: the sampling and the frame size) and become
+``clip.part()`` -- {"type": "video", "video": [frames], "fps", "resized_height", "resized_width"} -- in the messages.
 
 Every reader (one module a source kind, vtc.runtime.sources) makes Records; Rows turn them into messages.
 """
@@ -26,6 +30,7 @@ class Record:
     messages: tuple | None = None  # conversation rows: messages with image parts holding indices into `images`
     index: int | None = None  # rows stored in a `datasets` dataset: the row's index in the dataset
     frames: tuple[int, ...] = ()  # the page of each image (multi-page TIFF with `tiff pages all`); () = first pages
+    videos: tuple = ()  # clips, in order: a video file, a frame folder, a multi-frame file, or a tuple of frames
 
     def frame(self, k: int) -> int:
         return self.frames[k] if k < len(self.frames) else 0
@@ -39,12 +44,14 @@ class Rows(Sequence):
     standardised comes from the cache instead of being decoded and resized again.
 
     ``instruction``, ``system``, ``resize`` and ``window`` are the plan's (data.instruction, data.system,
-    images.resize, images.window). Rows stored in a `datasets` dataset come through ``image_getter`` (dataset index ->
-    RGB images) and, for conversations, ``messages_getter`` (dataset index -> messages with numbered image parts).
+    images.resize, images.window); ``video`` is plan["video"] (None: the model's family has no video, and a row
+    with clips cannot be opened: VT458). Rows stored in a `datasets` dataset come through ``image_getter`` (dataset
+    index -> RGB images) and, for conversations, ``messages_getter`` (dataset index -> messages with numbered
+    image parts).
     """
 
     def __init__(self, records: Sequence[Record], *, description: str, instruction: str, system: str | None,
-                 resize: dict, window: dict | None, source=None,
+                 resize: dict, window: dict | None, source=None, video: dict | None = None,
                  image_getter: Callable[[int], list] | None = None,
                  messages_getter: Callable[[int], list] | None = None, cache=None):
         self._records = list(records)
@@ -53,6 +60,7 @@ class Rows(Sequence):
         self.system = system
         self.resize = resize
         self.window = window
+        self.video = video
         self.source = source  # the SourceInfo read, or None (no evaluation data)
         self.cache = cache
         self._image_getter = image_getter
@@ -69,6 +77,7 @@ class Rows(Sequence):
             return {"messages": self._conversation(rec)}
         images = self._open_images(rec)
         user = [{"type": "text", "text": self.instruction}] + [{"type": "image", "image": im} for im in images]
+        user += [self._open_clip(rec, k) for k in range(len(rec.videos))]
         messages = []
         if self.system:
             messages.append({"role": "system", "content": [{"type": "text", "text": self.system}]})
@@ -106,6 +115,11 @@ class Rows(Sequence):
         """The image files of row i ([] for a row stored in a `datasets` dataset, or a text-only row)."""
         return list(self._records[i].images)
 
+    def videos(self, i: int) -> list:
+        """The clips of row i, in order: video files, frame folders, multi-frame files (Paths) or tuples of frame
+        files ([] for a row without video)."""
+        return list(self._records[i].videos)
+
     def frames(self, i: int) -> list[int]:
         """The page of each of row i's images (0 = the first page; only multi-page TIFFs have others)."""
         rec = self._records[i]
@@ -130,8 +144,8 @@ class Rows(Sequence):
         """The rows at ``indices`` (in that order), sharing everything else."""
         return Rows([self._records[j] for j in indices], description=description or self.description,
                     instruction=self.instruction, system=self.system, resize=self.resize, window=self.window,
-                    source=self.source, image_getter=self._image_getter, messages_getter=self._messages_getter,
-                    cache=self.cache)
+                    source=self.source, video=self.video, image_getter=self._image_getter,
+                    messages_getter=self._messages_getter, cache=self.cache)
 
     # --- internals --------------------------------------------------------------------------------------------
 
@@ -143,6 +157,17 @@ class Rows(Sequence):
             if image is not None:
                 return image
         return standardise(open_image(path, rec.origin, frame=frame, window=self.window), self.resize)
+
+    def _open_clip(self, rec: Record, k: int) -> dict:
+        """Clip k of a record as the video part Unsloth's collator reads (vtc.runtime.video.Clip.part())."""
+        if self.video is None:  # the data check reports it first (VT458); a run never gets here
+            from vtc.diagnostics import VtcError
+            from vtc.runtime.video import no_video_family
+
+            raise VtcError(no_video_family(None, rec.origin))
+        from vtc.runtime.video import read_clip
+
+        return read_clip(rec.videos[k], self.video, rec.origin, window=self.window).part()
 
     def _stored_images(self, rec: Record) -> list:
         return [standardise(im, self.resize) for im in self._image_getter(rec.index)]
@@ -169,6 +194,8 @@ class Rows(Sequence):
                 if part["type"] == "image":
                     k = part["image"]
                     parts.append({"type": "image", "image": self._open_file(rec, k) if opened is None else opened[k]})
+                elif part["type"] == "video":
+                    parts.append(self._open_clip(rec, part["video"]))
                 else:
                     parts.append({"type": "text", "text": part["text"]})
             out.append({"role": m["role"], "content": parts})
