@@ -246,10 +246,10 @@ def _open(path: Path, resize: dict, folder: bool, plan: dict | None = None):
             from vtc.runtime.video import name_of, no_video_family, read_clip
 
             if plan["video"] is None:
-                d = no_video_family(plan.get("model", {}).get("family"), Span(str(path)))
+                d = no_video_family(plan["model"]["family"], Span(str(path)))
                 return None, replace(d, message=f"{name_of(path)} is a video clip, but this run's model reads images "
                                                 "only", help=d.help.split(", or remove")[0] if d.help else None)
-            window = (plan.get("images") or {}).get("window")
+            window = plan["images"]["window"]
             return read_clip(path, plan["video"], Span(str(path)), window=window).part(), None
         return standardise(open_image(path), resize), None
     except VtcError as exc:

@@ -228,33 +228,30 @@ def _messages(turns: list[tuple[str, Any]], images: list, r: RowWhere,
             raise r.fail("VT446", f": turn {i + 1} ({role}) is empty", "write the turn's text, or remove the turn")
         out.append({"role": role, "content": parts})
     first = next((m for m in out if m["role"] == "user"), None)
-    image_slots = [p for m in out for p in m["content"] if p["type"] == "image" and p["image"] is None]
-    video_slots = [p for m in out for p in m["content"] if p["type"] == "video" and p["video"] is None]
-    if not video_slots and videos and first is not None:  # after the images placed at the start, if any
-        added = [{"type": "video", "video": None} for _ in videos]
-        first["content"][:0] = added
-        video_slots = added
-    if not image_slots and images and first is not None:
-        added = [{"type": "image", "image": None} for _ in images]
-        first["content"][:0] = added
-        image_slots = added
-    for kind, slots, listed_refs, noun in (("image", image_slots, images, "image"),
-                                           ("video", video_slots, videos, "video")):
-        if len(slots) != len(listed_refs):
-            n, m = len(slots), len(listed_refs)
-            raise r.fail("VT442", f" has {n} <{kind}> placeholder{'s' * (n != 1)} but {m} {noun}{'s' * (m != 1)}",
-                         f"write one <{kind}> in the text for each {noun} of the row (its `{noun}s` list), in order "
+    listed = {"image": images, "video": videos}
+    slots = {}
+    # A kind with no placeholder gets the row's list of it at the start of the first user turn: the clips go in
+    # first, then the images before them, so that the turn starts with the images.
+    for kind in ("video", "image"):
+        slots[kind] = [p for m in out for p in m["content"] if p["type"] == kind and p[kind] is None]
+        if not slots[kind] and listed[kind] and first is not None:
+            slots[kind] = [{"type": kind, kind: None} for _ in listed[kind]]
+            first["content"][:0] = slots[kind]
+    for kind in ("image", "video"):
+        if len(slots[kind]) != len(listed[kind]):
+            n, m = len(slots[kind]), len(listed[kind])
+            raise r.fail("VT442", f" has {n} <{kind}> placeholder{'s' * (n != 1)} but {m} {kind}{'s' * (m != 1)}",
+                         f"write one <{kind}> in the text for each {kind} of the row (its `{kind}s` list), in order "
                          "(or remove the extra placeholders)")
-    refs, clip_refs, listed, listed_clips = [], [], iter(images), iter(videos)
+    refs: dict[str, list] = {"image": [], "video": []}
+    unplaced = {kind: iter(listed[kind]) for kind in listed}
     for m in out:
         for p in m["content"]:
-            if p["type"] == "image":
-                refs.append(next(listed) if p["image"] is None else p["image"][1])
-                p["image"] = len(refs) - 1
-            elif p["type"] == "video":
-                clip_refs.append(next(listed_clips) if p["video"] is None else p["video"][1])
-                p["video"] = len(clip_refs) - 1
-    return out, refs, clip_refs
+            kind = p["type"]
+            if kind in refs:
+                refs[kind].append(next(unplaced[kind]) if p[kind] is None else p[kind][1])
+                p[kind] = len(refs[kind]) - 1
+    return out, refs["image"], refs["video"]
 
 
 def clip(ref: Any, folder: Path, images_folder: Path | None, roots: list[Path], r: RowWhere) -> Path | tuple:

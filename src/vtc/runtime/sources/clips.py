@@ -2,7 +2,6 @@
 
     VIDEO_SUFFIXES                      the video files vtc reads (vtc.runtime.video's, PyAV decodes them)
     MULTI_FRAME_SUFFIXES                .dcm, .tif, .tiff: clips when the recipe has a `video` clause
-    is_video_name(name) -> bool         a video file's name
     clip_mode(video) -> bool            plan["video"]["multi_frame_files"] == "clips" (the recipe has `video ...`)
     is_clip_path(path, clips) -> bool   a video file, a folder (of frames), or with ``clips`` a .dcm/.tif/.tiff
     frame_folder_problem(folder, root, where, label) -> Diagnostic | None
@@ -25,14 +24,10 @@ from vtc.runtime.video import VIDEO_SUFFIXES, folder_frames
 MULTI_FRAME_SUFFIXES = (".dcm", ".tif", ".tiff")
 
 
-def is_video_name(name: str | Path) -> bool:
-    return os.path.splitext(str(name))[1].lower() in VIDEO_SUFFIXES
-
-
 def clip_mode(video: dict | None) -> bool:
     """Whether every multi-frame file (.dcm, .tif, .tiff) and every frame folder of the data is a clip: the
     recipe has a `video` clause (plan video.multi_frame_files == "clips")."""
-    return bool(video) and video.get("multi_frame_files") == "clips"
+    return video is not None and video["multi_frame_files"] == "clips"
 
 
 def is_clip_path(path: Path, clips: bool = False) -> bool:

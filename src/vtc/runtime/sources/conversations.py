@@ -24,6 +24,10 @@ from vtc.runtime.sources.files import BadLine, read_json_rows, real_folder
 from vtc.runtime.sources.request import Request
 from vtc.runtime.sources.rows import Record, Rows
 
+# A media part that names no file and finds none left in the row's list: what is wrong, what to write.
+NO_FILE = {"image": ("an image part names no image", 'give the part an image: {"type": "image", "image": "img.png"}'),
+           "video": ("a video part names no clip", 'give the part a clip: {"type": "video", "video": "clip.mp4"}')}
+
 FORMAT = ('{"messages": [{"role": "user", "content": [{"type": "text", "text": "..."}, '
           '{"type": "image", "image": "img.png"}]}, {"role": "assistant", "content": [{"type": "text", '
           '"text": "..."}]}]}')
@@ -59,15 +63,15 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
     messages = row.get("messages", row.get("conversations"))
     if not isinstance(messages, list) or not messages:
         raise bad("the row has no `messages` list")
-    extra = row.get("images") or []
-    if isinstance(extra, str):
-        extra = [extra]
-    extra_videos = row.get("videos") or []
-    if isinstance(extra_videos, str):
-        extra_videos = [extra_videos]
+    listed = {}  # the row's `images` and `videos` lists: what a part naming no file takes, in order
+    for kind in ("image", "video"):
+        given = row.get(f"{kind}s") or []
+        listed[kind] = [given] if isinstance(given, str) else given
     files: list[Path] = []
     clips: list = []
-    placeholders = video_placeholders = 0
+    found = {"image": files, "video": clips}  # the resolved files of each kind; a part holds an index into it
+    resolve = {"image": chats.image, "video": chats.clip}
+    used = {"image": 0, "video": 0}
     out = []
     for m in messages:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
@@ -94,26 +98,19 @@ def record(row: Any, folder: Path, span: Span, images_folder: Path | None = None
                         '"clip.mp4"}, or write `format sharegpt` after `from` if the row\'s `videos` list holds '
                         "the clips"))
                 parts.append({"type": "text", "text": part["text"]})
-            elif kind == "image" or (isinstance(part, dict) and "image" in part and kind is None):
-                ref = part.get("image") or part.get("path") or part.get("url")
+                continue
+            if kind is None and isinstance(part, dict):  # an untyped part: {"image": ...} or {"video": ...}
+                kind = next((k for k in found if k in part), None)
+            if isinstance(kind, str) and kind in found:
+                ref = part.get(kind) or part.get("path") or part.get("url")
                 if ref is None:
-                    if placeholders >= len(extra):
-                        raise bad("an image part names no image, and the row's `images` list has no more",
-                                  'give the part an image: {"type": "image", "image": "img.png"}')
-                    ref = extra[placeholders]
-                    placeholders += 1
-                files.append(chats.image(ref, folder, images_folder, roots, chats.RowWhere(span)))
-                parts.append({"type": "image", "image": len(files) - 1})
-            elif kind == "video" or (isinstance(part, dict) and "video" in part and kind is None):
-                ref = part.get("video") or part.get("path") or part.get("url")
-                if ref is None:
-                    if video_placeholders >= len(extra_videos):
-                        raise bad("a video part names no clip, and the row's `videos` list has no more",
-                                  'give the part a clip: {"type": "video", "video": "clip.mp4"}')
-                    ref = extra_videos[video_placeholders]
-                    video_placeholders += 1
-                clips.append(chats.clip(ref, folder, images_folder, roots, chats.RowWhere(span)))
-                parts.append({"type": "video", "video": len(clips) - 1})
+                    if used[kind] >= len(listed[kind]):
+                        problem, fix = NO_FILE[kind]
+                        raise bad(f"{problem}, and the row's `{kind}s` list has no more", fix)
+                    ref = listed[kind][used[kind]]
+                    used[kind] += 1
+                found[kind].append(resolve[kind](ref, folder, images_folder, roots, chats.RowWhere(span)))
+                parts.append({"type": kind, kind: len(found[kind]) - 1})
             else:
                 raise bad(f"unknown content part {json.dumps(part)[:60]}", 'parts are {"type": "text", '
                           '"text": ...}, {"type": "image", "image": ...} or {"type": "video", "video": ...}')

@@ -36,7 +36,7 @@ from typing import Any, Iterator
 from vtc.confine import VIRTUAL_ROOTS, Refused, confine, open_regular, read_confined, read_regular
 from vtc.diagnostics import Diagnostic, Span, VtcError, error
 from vtc.runtime.images import IMAGE_EXTENSIONS, is_image_file
-from vtc.runtime.sources.clips import is_video_name
+from vtc.runtime.video import is_video_file
 
 # Size limits of the text files a reader holds whole in memory (anything larger is refused, VT438, before it is read):
 # - a caption is one answer: the longest radiology report or page transcription is a few KB; 1 MB (some 150,000
@@ -333,7 +333,7 @@ def list_files(folder: Path, *, images: bool = False, media: bool = False) -> li
     found = entries(folder)
     if images or media:
         found = [e for e in found if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
-                 or (media and is_video_name(e.name))]
+                 or (media and is_video_file(e.name))]
     return [Path(e.path) for e in found if not _is_dir(e)]
 
 
@@ -354,7 +354,7 @@ def walk_images(folder: Path, *, videos: bool = False) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder, onerror=fail):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
-            if not f.startswith(".") and (is_image_file(f) or (videos and is_video_name(f))):
+            if not f.startswith(".") and (is_image_file(f) or (videos and is_video_file(f))):
                 out.append(Path(dirpath) / f)
     return out
 
