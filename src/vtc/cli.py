@@ -218,6 +218,53 @@ def fmt(files, check_only, fmt):
     sys.exit(1 if failed else 0)
 
 
+@cli.command("diff", context_settings=CONTEXT)
+@click.argument("sides", nargs=-1, required=True, metavar="OLD NEW")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True,
+              help="text for people, markdown for a pull-request comment, json for CI.")
+@click.option("--textconv", is_flag=True, help="Print the resolved view of one recipe (git's diff driver: "
+                                               "`git config diff.vtc.textconv \"vtc diff --textconv\"`).")
+def diff(sides, fmt, textconv):
+    """What changes for the run between two recipes, plans or run folders (docs/diff.md).
+
+    Exit code 0 when nothing changes for the run, 1 when something does, 2 when a side cannot be read or compiled.
+
+    \b
+    Examples:
+        vtc diff old.vt new.vt
+        vtc diff HEAD~1 recipe.vt                  # the file in HEAD~1 against the file now
+        vtc diff main:recipes/x.vt recipes/x.vt --format markdown
+        vtc diff runs/x/run-001 runs/x/run-002     # plans, recorded inputs and metrics
+    """
+    from vtc import diff as D
+    from vtc.diagnostics import VtcError
+
+    if textconv:
+        if len(sides) != 1:
+            raise click.UsageError("--textconv takes one recipe file")
+        click.echo(D.textconv(sides[0]), nl=False)
+        return  # exit 0 whatever the recipe holds: git stops the whole diff on a textconv that fails
+    if len(sides) != 2:
+        raise click.UsageError("give two sides: OLD NEW (recipes, plans, run folders, or REV:path)")
+    try:
+        old, new = D.sides(*sides)
+    except VtcError as exc:
+        _emit(exc.diagnostics, {}, "json" if fmt == "json" else "text")
+        sys.exit(2)
+    if old.plan is None or new.plan is None:  # the problems of the side(s) that do not compile, as `vtc check`
+        failed = [side for side in (old, new) if side.plan is None]
+        _emit([d for side in failed for d in side.diagnostics], {k: v for side in failed for k, v in
+                                                                 side.sources.items()},
+              "json" if fmt == "json" else "text")
+        sys.exit(2)
+    result = D.compare(old, new)
+    if result["_problems"] and fmt != "json":  # a run folder's file that cannot be read (the recipes' own
+        _emit(result["_problems"], {}, "text")   # warnings are `vtc check`'s job, not repeated here)
+    render = {"text": D.render_text, "markdown": D.render_markdown, "json": D.render_json}[fmt]
+    click.echo(render(result), nl=False)
+    sys.exit(1 if D.differs(result) else 0)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--plan", "of_plan", is_flag=True, help="The schema of a plan (what `vtc plan --json` writes and "
               "`vtc run` reads) instead of a recipe document's.")
@@ -584,6 +631,23 @@ def report(run_dir, review, worst, fmt):
         path, n = queue
         click.echo(f"{n} worst row{'s' * (n != 1)} written to {printable(str(path))}: correct the `expected` column "
                    "(docs/running.md, \"The run report\")", err=True)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--stdio", is_flag=True, help="Speak the protocol over stdin and stdout (the only transport, and the "
+                                            "default).")
+def lsp(stdio):
+    """The language server for .vt files (LSP over stdio) for any editor: diagnostics as you type, completion,
+    hover, go to an include, formatting, quick fixes (docs/editors.md). Needs the `lsp` extra."""
+    from vtc.lsp import missing_server
+
+    problem = missing_server()
+    if problem is not None:
+        _emit([problem], {}, "text")
+        sys.exit(1)
+    from vtc.lsp.server import serve
+
+    serve()
 
 
 def main() -> None:

@@ -2189,6 +2189,76 @@ CODES: dict[str, Code] = _entries(
         " --> shapes/train/metadata.jsonl:1\n"
         "  = help: `vtc preview` shows the row as the model sees it; write `without responses_only` to train on "
         "the whole text, or use a model whose chat template writes the family's markers (`vtc plan` shows them)"),
+    _situation(
+        "VT574", "error", "not in a git repository",
+        "`vtc diff` was given a git revision (`HEAD~1 recipe.vt`, `main:recipe.vt`), and it reads revisions with "
+        "git: the current folder must be inside the recipe's git repository, and git must be installed. Outside "
+        "one, compare two files (`git show` the old one into a file first).",
+        "`vtc diff HEAD~1:recipe.vt recipe.vt` in a folder that is not a git repository",
+        "error[VT574]: cannot read HEAD~1:recipe.vt: /home/me/recipes is not inside a git repository\n"
+        " --> HEAD~1:recipe.vt\n"
+        "  = help: run `vtc diff` inside the recipe's repository, or compare two files"),
+    _situation(
+        "VT575", "error", "unknown git revision",
+        "The revision given to `vtc diff` (before the `:` of `REV:path`, or alone before a file) names no commit of "
+        "this repository: a branch, tag or commit that does not exist here (not fetched yet, or misspelt), or "
+        "`HEAD~5` in a repository of three commits. A revision that starts with `-` is refused (git would read it "
+        "as an option).",
+        "`vtc diff mian:recipe.vt recipe.vt` (for `main`)",
+        "error[VT575]: unknown git revision `mian`\n"
+        " --> mian:recipe.vt\n"
+        "  = help: name a commit, a branch or a tag that this repository has (`git log --oneline` lists the "
+        "commits)"),
+    _situation(
+        "VT576", "error", "file not in that revision",
+        "`vtc diff REV:path` (or `vtc diff REV file`) names a file that the revision does not have: it was added "
+        "after that commit, renamed, or the path is written from the wrong folder (in `REV:path` the path is "
+        "relative to the repository's top unless it starts with `./`; `vtc diff REV file` takes it from the "
+        "current folder, as `git diff` does). Also when the path there is a folder, a link or too large a file, "
+        "or lies outside the repository.",
+        "`vtc diff HEAD~1:xray.vt recipes/xray.vt`, the file being recipes/xray.vt",
+        "error[VT576]: HEAD~1:xray.vt: there is no file xray.vt in HEAD~1\n"
+        " --> HEAD~1:xray.vt\n"
+        "  = help: `git ls-tree -r --name-only HEAD~1` lists its files; a path in `REV:path` is relative to the "
+        "repository's top (or to this folder when it starts with ./)"),
+    _situation(
+        "VT577", "error", "a revision without a file",
+        "`vtc diff REV FILE` compares FILE as the revision has it with FILE now; here the second argument is not a "
+        "file either (another revision, or `REV:path` after a revision alone), so there is no file to compare. "
+        "Name the file, in one of the forms git uses.",
+        "`vtc diff HEAD~1 main`",
+        "error[VT577]: `HEAD~1` is a git revision, and `main` is not a file to compare\n"
+        " --> HEAD~1\n"
+        "  = help: name the file: `vtc diff HEAD~1 recipe.vt`, or `vtc diff HEAD~1:recipe.vt main:recipe.vt`"),
+    _situation(
+        "VT578", "warning", "a run folder file unreadable",
+        "`vtc diff` of two run folders reads each one's manifest.json (library versions, the model's revision, the "
+        "data's fingerprint) and eval.json (the metrics before and after), and one of them is there but cannot be "
+        "read: not JSON (cut short by a full disk, edited by hand), not a regular file, or too large. The diff "
+        "leaves out what the file holds and says so; the plans are still compared.",
+        "a run folder whose eval.json was cut short",
+        "warning[VT578]: cannot read runs/x/run-002/eval.json: Expecting value: line 1 column 1 (char 0)\n"
+        " --> runs/x/run-002/eval.json\n"
+        "  = help: the diff leaves out what eval.json holds; `vtc report runs/x/run-002` reads the folder too"),
+    _situation(
+        "VT566", "error", "the language server is not installed",
+        "`vtc lsp` (the language server that editors start for .vt files) needs pygls, which comes with the `lsp` "
+        "extra and is not part of the compiler's three dependencies. Install it in the environment whose `vtc` the "
+        "editor starts (docs/editors.md).",
+        "`vtc lsp` where only `pip install vtc` was run",
+        "error[VT566]: `vtc lsp` needs pygls, which is not installed here (No module named 'pygls')\n"
+        "  = help: install the language server's extra: pip install 'vtc[lsp]' (in the environment whose `vtc` "
+        "your editor starts)"),
+    _situation(
+        "VT567", "error", "the language server failed on a file",
+        "Analysing the buffer raised inside vtc (a bug): the editor shows this on the file's first line instead of "
+        "the server stopping, and the server goes on answering. `vtc check` on the saved file may say more; please "
+        "report the recipe.",
+        "a buffer that makes the compiler raise an exception (none is known)",
+        "error[VT567]: vtc lsp could not analyse this file: RuntimeError: ...\n"
+        " --> recipe.vt:1:1\n"
+        "  = help: this is a bug in vtc; `vtc check` on the saved file may say more; please report it with the "
+        "recipe"),
 )
 
 

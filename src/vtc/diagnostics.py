@@ -80,6 +80,9 @@ class Diagnostic:
     help: str | None = None
     # Further places worth showing (e.g. the first of two conflicting clauses), each with a short label.
     related: tuple[tuple[Span, str], ...] = field(default=())
+    # The word that should replace the text at ``span`` when the help says "did you mean `x`?" (x), for an editor's
+    # quick fix (vtc lsp); None when there is no one-word fix. Not part of the JSON form.
+    suggestion: str | None = None
 
     @property
     def is_error(self) -> bool:

@@ -13,7 +13,7 @@ import re
 
 from vtc.compiler import estimates as E
 from vtc.compiler.resolve import DEFAULTS, Lora, Resolved, Sourced, micro_batches
-from vtc.diagnostics import Diagnostic, did_you_mean, error, note, warning
+from vtc.diagnostics import Diagnostic, did_you_mean, error, note, suggest, warning
 
 # Unsloth advises 300-1000 px for vision fine-tuning (unsloth#1326): above, image tokens (and activations) grow with
 # the area and run out of memory; below, Qwen-VL's 28 px tokens and Llama's 560 px tiles lose the detail that
@@ -83,7 +83,7 @@ def _projector_and_rates(r: Resolved) -> list[Diagnostic]:
             hint = did_you_mean(part, RATE_PARTS)
             out.append(error("VT213", f"`{part}` is not a part that can have a learning rate of its own", span,
                              (hint + " " if hint else "") + "write `learning rate 2e-4, vision 2e-5, projector 1e-4`"
-                             " (parts: vision, projector, language)"))
+                             " (parts: vision, projector, language)", suggestion=suggest(part, RATE_PARTS)))
             continue
         if part in first:
             out.append(error("VT215", f"`{part}` has two learning rates in one `learning rate` clause", span,

@@ -473,7 +473,7 @@ def _pixel_amounts(state, named: list) -> dict | None:
             forms = "a whole number (200000), with k or m (200k, 1.2m), or a product (256x28x28)"
             state.diagnostics.append(error(
                 "VT208", f"`{_shown_amount(value.text)}` is not a number of pixels", value.span,
-                f"did you mean `{close}`? A pixel amount is {forms}" if close else f"write {forms}"))
+                f"did you mean `{close}`? A pixel amount is {forms}" if close else f"write {forms}", suggestion=close))
         amounts[name] = pixels
     return None if bad else amounts
 

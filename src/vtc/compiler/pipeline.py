@@ -289,7 +289,8 @@ def _model_problems(document: dict, spans: dict, base_dir: str) -> list[Diagnost
         local = read_config(beside)
     _found, problems = resolve_model(name, load_registry(), local, beside_recipe=beside)
     makers = {"error": error, "warning": warning, "note": note}
-    return [makers[p.severity](p.code, p.message, spans.get("/model"), p.help) for p in problems]
+    return [makers[p.severity](p.code, p.message, spans.get("/model"), p.help, suggestion=p.suggestion)
+            for p in problems]
 
 
 def valid_part(document: dict) -> dict | None:

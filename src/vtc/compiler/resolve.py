@@ -400,7 +400,8 @@ def resolve(document: dict, spans: dict[str, Span], registry: Registry, base_dir
         local_config = read_config(beside)
     found, problems = resolve_model(name.value, registry, local_config, beside_recipe=beside)
     makers = {"error": error, "warning": warning, "note": note}
-    diagnostics = [makers[p.severity](p.code, p.message, name.span, p.help) for p in problems]
+    diagnostics = [makers[p.severity](p.code, p.message, name.span, p.help, suggestion=p.suggestion)
+                   for p in problems]
     method = get("/method", DEFAULTS["method"])
     flags = {flag: get(f"/flags/{flag}", default) for flag, default in DEFAULTS["flags"].items()}
     family = found["family"] if found else None
@@ -836,7 +837,7 @@ def _data_format(written: Sourced, diagnostics: list[Diagnostic]) -> Sourced:
         "VT204", f"unknown data format `{written.value}`", written.span,
         (f"did you mean `format {close}`? " if close else "")
         + "the formats are sharegpt (LLaMA-Factory, ms-swift, Axolotl), llava, prompt_completion (TRL), messages "
-          "(typed parts); leave `format` out to detect it from the rows"))
+          "(typed parts); leave `format` out to detect it from the rows", suggestion=close))
     return Sourced(DEFAULTS["data.format"], "default")
 
 
@@ -890,7 +891,9 @@ def _data_source(clause: str, source: Sourced, split: Sourced, base_dir: str,
             diagnostics.append(warning(
                 "VT401", f"`{clause} {value}`: there is no folder {where}, though {first}/ is there; vtc run will "
                          f"read `{value}` as a Hugging Face Hub dataset",
-                source.span, f"{folder} if you meant the Hub dataset, write `hf://{value}` (this warning then goes)"))
+                source.span, f"{folder} if you meant the Hub dataset, write `hf://{value}` (this warning then goes)",
+                # The fix replaces the written path (quoted or not) with the folder's, when it needs no quotes.
+                suggestion=f"./{first}/{close}" if close and re.fullmatch(r"[\w.+-]+", close) else None))
     return DataSource(source=source, kind=Sourced(kind, "derived"), split=split,
                       format=format or Sourced(DEFAULTS["data.format"], "default"))
 

@@ -125,8 +125,9 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
     def next_clause(after: int) -> int | None:
         return next_clause_start(code, after)
 
-    def problem(vt: str, message: str, span: Span, help: str, start: int, resume: int | None) -> Problem:
-        return Problem((error(vt, message, span, help=help),), start, resume)
+    def problem(vt: str, message: str, span: Span, help: str, start: int, resume: int | None,
+                suggestion: str | None = None) -> Problem:
+        return Problem((error(vt, message, span, help=help, suggestion=suggestion),), start, resume)
 
     if kind == "char" and text == "\\":
         # A Windows path: `from C:\Users\me\xrays`. Say so, with the path in forward slashes.
@@ -174,7 +175,7 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
         else:
             help_text = f"write it like `{example}`"
         return problem("VT012", f"expected {wanted} after `{_clip(so_far)}`, found `{_clip(text)}`", span_at(pos, end),
-                       help_text, clause_start, next_clause(end))
+                       help_text, clause_start, next_clause(end), suggestion=None if without else close)
 
     # The clause so far is complete (or no clause has started): the thing at pos cannot start a clause.
     unexpected = f"unexpected `{_clip(text)}` after `{_clip(so_far)}`"
@@ -189,8 +190,11 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
                            f"separate several values with commas, like `{example}`; or, if `{_clip(text)}` starts a "
                            f"new clause, did you mean `{guess}`?", pos, next_clause(end))
         if guess or (clause is None and (text[0].isalpha() or text[0] == "_")):
-            return problem("VT010", f"unknown clause `{_clip(text)}`", span_at(pos, end),
-                           _clause_help(text, guess, code[pos:]), pos, next_clause(end))
+            help_text = _clause_help(text, guess, code[pos:])
+            # A one-word clause keyword for one misspelled word is a quick fix (vtc lsp); `learnin rate` is not.
+            fix = guess if guess and " " not in guess and help_text.startswith("did you mean") else None
+            return problem("VT010", f"unknown clause `{_clip(text)}`", span_at(pos, end), help_text, pos,
+                           next_clause(end), suggestion=fix)
     if clause is None:  # a number, a string or a stray keyword at the start of a clause
         return problem("VT010", f"a clause cannot start with `{_clip(text)}`", span_at(pos, end),
                        f"each clause starts with a keyword, like `{ONE_LINE_EXAMPLE}`", pos, next_clause(end))
@@ -209,7 +213,7 @@ def explain(exc, code: str, number: int, file: str) -> Problem:
         help_text = f"after `{_clip(so_far)}` comes {options} or a new clause, like `{example}`"
     else:
         help_text = f"`{clause}` takes one value, like `{example}`"
-    return problem("VT013", unexpected, span_at(pos, end), help_text, pos, next_clause(end))
+    return problem("VT013", unexpected, span_at(pos, end), help_text, pos, next_clause(end), suggestion=close)
 
 
 def next_clause_start(code: str, after: int) -> int | None:

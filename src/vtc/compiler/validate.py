@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from vtc import schema_engine
-from vtc.diagnostics import Diagnostic, Span, did_you_mean, error
+from vtc.diagnostics import Diagnostic, Span, did_you_mean, error, suggest
 from vtc.schema_engine import pointer
 
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
@@ -125,17 +125,20 @@ def validate(document: dict, spans: dict[str, Span], engine: str = "fast") -> li
                 thing = "option" if path == ("flags",) else f"{title} setting" if path else "clause"
                 hint = did_you_mean(extra, props)
                 out.append(error("VT101", f"unknown {thing} `{extra}`", where,
-                                 hint or "write one of: " + ", ".join(f"`{p}`" for p in props)))
+                                 hint or "write one of: " + ", ".join(f"`{p}`" for p in props),
+                                 suggestion=suggest(extra, props)))
         elif keyword == "enum":
             choices = [str(c) for c in node["enum"]]
             meant = _SYNONYMS.get(title, {}).get(str(instance).lower())
             hint = f"did you mean `{meant}`?" if meant in choices else did_you_mean(str(instance), choices)
+            fix = meant if meant in choices else suggest(str(instance), choices)
             if title == "projector" and _is_number(instance):  # `learning rate 2e-4, vision 2e-5 projector 1e-4`
                 hint = (f"for the projector's learning rate, put a comma before `projector`: `learning rate ..., "
                         f"projector {_shown(instance)}`; without it, `projector` starts a clause of its own "
                         "(`projector full` or `projector lora`)")
+                fix = None
             out.append(error("VT102", f"unknown {title} `{_shown(instance)}`", span,
-                             hint or "write one of: " + ", ".join(f"`{c}`" for c in choices)))
+                             hint or "write one of: " + ", ".join(f"`{c}`" for c in choices), suggestion=fix))
         elif keyword == "type":
             expected = _KIND.get(node["type"], node["type"])
             example = _EXAMPLE.get(title)

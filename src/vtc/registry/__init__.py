@@ -130,6 +130,7 @@ class Problem:
     severity: str  # "error" | "warning" | "note"
     message: str
     help: str | None = None
+    suggestion: str | None = None  # the registry name a misspelled one most likely means (Diagnostic.suggestion)
 
 
 def resolve_model(name: str, registry: Registry, local_config: str | None = None, *,
@@ -143,7 +144,7 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
     from_pretrained gets for hub and local: the name, `hf://` dropped), family (or None), entry (registry model entry
     or None), hub (4bit/16bit ids or None).
     """
-    from vtc.diagnostics import did_you_mean
+    from vtc.diagnostics import did_you_mean, suggest
 
     problems: list[Problem] = []
     found = registry.lookup(name)
@@ -205,7 +206,7 @@ def resolve_model(name: str, registry: Registry, local_config: str | None = None
     problems.append(Problem(
         "VT201", "error", f"unknown model `{name}`",
         (hint + " " if hint else "") + "write a registry name (e.g. `qwen2.5-vl`), a Hugging Face id "
-        "(`org/name`) or a local folder (`./my-model`)"))
+        "(`org/name`) or a local folder (`./my-model`)", suggest(name, registry.names())))
     return None, problems
 
 
