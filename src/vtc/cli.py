@@ -294,10 +294,11 @@ def cache(ctx):
 
     \b
     Examples:
-        vtc cache                  # where, how many, how big: images, then compiled code by library versions
-        vtc cache clear            # remove every cached image (they are made again when needed)
+        vtc cache                  # where, how many, how big: images, clips, then compiled code by library versions
+        vtc cache clear            # remove every cached image and clip (they are made again when needed)
+        vtc cache clear clips      # only the clips (sampled, sized video frames)
         vtc cache clear compiled   # remove the compiled code (the next GPU run compiles again, ~1 min)
-        vtc cache clear all        # both
+        vtc cache clear all        # all three
     """
     if ctx.invoked_subcommand is None:
         from vtc.runtime.cache import ImageCache
@@ -307,6 +308,12 @@ def cache(ctx):
         click.echo(f"image cache: {c.root}")
         click.echo(f"  {entries:,} image{'s' * (entries != 1)}, {_bytes(size)} (cap {_bytes(c.limit)}; "
                    "set VTC_CACHE_MAX, e.g. 20G, to change it)")
+        from vtc.runtime.cache import ClipCache
+
+        clips = ClipCache()
+        entries, size = clips.stats()
+        click.echo(f"clip cache: {clips.root}")
+        click.echo(f"  {entries:,} clip{'s' * (entries != 1)}, {_bytes(size)} (cap {_bytes(clips.limit)})")
         _show_compiled()
 
 
@@ -334,17 +341,23 @@ def _show_compiled() -> None:
 
 
 @cache.command("clear", context_settings=CONTEXT)
-@click.argument("what", type=click.Choice(["images", "compiled", "all"]), default="images")
+@click.argument("what", type=click.Choice(["images", "clips", "compiled", "all"]), required=False)
 def cache_clear(what):
-    """Remove every cached image (the default), the compiled code, or all.
+    """Remove every cached image and clip (the default), only the images or the clips, the compiled code, or all.
 
     Compiled code that a running run uses is kept (said so)."""
-    if what in ("images", "all"):
+    if what in (None, "images", "all"):
         from vtc.runtime.cache import ImageCache
 
         c = ImageCache()
         entries, size = c.clear()
         click.echo(f"removed {entries:,} cached image{'s' * (entries != 1)} ({_bytes(size)}) from {c.root}")
+    if what in (None, "clips", "all"):
+        from vtc.runtime.cache import ClipCache
+
+        c = ClipCache()
+        entries, size = c.clear()
+        click.echo(f"removed {entries:,} cached clip{'s' * (entries != 1)} ({_bytes(size)}) from {c.root}")
     if what in ("compiled", "all"):
         from vtc.runtime import compile_cache as CC
 

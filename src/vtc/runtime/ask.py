@@ -250,7 +250,7 @@ def _open(path: Path, resize: dict, folder: bool, plan: dict | None = None):
                 return None, replace(d, message=f"{name_of(path)} is a video clip, but this run's model reads images "
                                                 "only", help=d.help.split(", or remove")[0] if d.help else None)
             window = plan["images"]["window"]
-            return read_clip(path, plan["video"], Span(str(path)), window=window).part(), None
+            return read_clip(path, plan["video"], Span(str(path)), window=window, cache=True).part(), None
         return standardise(open_image(path), resize), None
     except VtcError as exc:
         return None, _for_ask(exc.diagnostics[0], folder)

@@ -12,6 +12,10 @@ Where: ``<cache root>/images/`` (the root is vtc.paths.cache_root(): $VTC_CACHE,
 $VTC_CACHE_MAX (like ``20G``, ``500M``), default 10 GiB; after each preparation the least recently used entries go
 until the cache is under the cap. ``vtc cache`` shows the size, ``vtc cache clear`` empties it.
 
+The clip cache (ClipCache, ``<cache root>/clips/``, or $VTC_CLIP_CACHE) is the same machinery for clips: an entry
+is the sampled, sized frames of one clip (one PNG a frame) and a JSON with their timing, keyed by
+vtc.runtime.video.clip_key (the clip's content and the plan's video settings); the rules below hold for it too.
+
 A stat index per dataset (``<root>/index/``, ImageCache.read_index / write_index) remembers each source file's
 size, mtime, ctime and inode with its content hash and check result, so that a check over unchanged files reads none
 of them (git's rule: any write changes the ctime). Clearing or trimming the cache drops the indexes.
@@ -72,6 +76,19 @@ def cache_dir() -> Path:
     from vtc.paths import image_cache_dir
 
     return image_cache_dir()
+
+
+def clip_cache_dir() -> Path:
+    """The clip cache folder: $VTC_CLIP_CACHE, else ``clips`` inside $VTC_IMAGE_CACHE when that is set (one variable
+    moves both caches: another disk, a test's folder; the image cache lists only its own two-letter folders), else
+    <vtc cache root>/clips."""
+    if os.environ.get("VTC_CLIP_CACHE"):
+        return Path(os.environ["VTC_CLIP_CACHE"]).expanduser()
+    if os.environ.get("VTC_IMAGE_CACHE"):
+        return Path(os.environ["VTC_IMAGE_CACHE"]).expanduser() / "clips"
+    from vtc.paths import cache_root
+
+    return cache_root() / "clips"
 
 
 def parse_size(text: str) -> int:
@@ -169,15 +186,7 @@ class ImageCache:
 
     def load(self, key: str):
         """The cached standardised image (RGB PIL image), or None."""
-        from PIL import Image
-
-        _, image_path = self._paths(key)
-        try:
-            with Image.open(image_path) as im:
-                im.load()
-                return im.convert("RGB") if im.mode != "RGB" else im.copy()
-        except (OSError, ValueError, SyntaxError, EOFError):
-            return None
+        return _load_png(self._paths(key)[1])
 
     def put(self, key: str, meta: dict, image=None) -> None:
         """Store an entry: the standardised image first, then its JSON (whose presence means "complete")."""
@@ -288,6 +297,81 @@ class ImageCache:
                     yield entry, entry.stat()
                 except OSError:
                     continue
+
+
+class ClipCache(ImageCache):
+    """Sampled, sized clips (vtc.runtime.video.read_clip's frames), in the image cache's machinery: an entry is
+    ``<key>.json`` (fps, indices, times, size, frame count) and one lossless PNG a frame, ``<key>.<n>.png``, the PNGs
+    renamed into place before the JSON (the JSON's presence still means "complete"; trimming groups the files of a
+    key, removes the JSON first, and counts the JSON's time as the entry's last use). Where: clip_cache_dir(); the
+    same cap as the image cache ($VTC_CACHE_MAX), kept by each cache for its own folder.
+
+    A process trims after its first write and then after every hundredth of the cap it wrote (so that a run over
+    many clips lists the folder rarely, and the cache exceeds the cap by at most 1 % a writing process)."""
+
+    def __init__(self, root: str | Path | None = None, limit: int | None = None):
+        super().__init__(clip_cache_dir() if root is None else root, limit)
+        self._written: int | None = None  # bytes written since this object's last trim; None: never trimmed
+        self._lock = threading.Lock()
+
+    def frame_path(self, key: str, n: int) -> Path:
+        return self.root / key[:2] / f"{key}.{int(n)}.png"
+
+    def load_frames(self, key: str, count: int) -> list | None:
+        """The ``count`` cached frames of an entry (RGB PIL images), or None when any is missing or unreadable (a
+        trim or a clear in between, a truncated file): the caller decodes the clip instead."""
+        frames = []
+        for n in range(int(count)):
+            image = _load_png(self.frame_path(key, n))
+            if image is None:
+                return None
+            frames.append(image)
+        return frames
+
+    def put_frames(self, key: str, meta: dict, frames: list) -> None:
+        """Store an entry: every frame's PNG, then the JSON (with ``frames``: how many); then trim when due."""
+        meta_path = self._paths(key)[0]
+        _make_folder(meta_path.parent)
+        written = 0
+        for n, frame in enumerate(frames):
+            path = self.frame_path(key, n)
+            _atomic(path, lambda f, frame=frame: frame.save(f, format="PNG", compress_level=1))
+            try:
+                written += path.stat().st_size
+            except OSError:  # removed by another process already
+                pass
+        data = json.dumps({**meta, "frames": len(frames)}, sort_keys=True).encode("utf-8")
+        _atomic(meta_path, lambda f: f.write(data))
+        with self._lock:
+            due = self._written is None or self._written + written >= self.limit // 100
+            self._written = 0 if due else self._written + written
+        if due:
+            self.trim()
+
+
+_CLIP_CACHES: dict[tuple, ClipCache] = {}
+
+
+def default_clip_cache() -> ClipCache:
+    """The clip cache of this process for the current $VTC_CLIP_CACHE / $VTC_CACHE / $VTC_CACHE_MAX (one object, so
+    that its trimming schedule holds across calls)."""
+    root, limit = clip_cache_dir(), max_bytes()
+    cache = _CLIP_CACHES.get((str(root), limit))
+    if cache is None:
+        cache = _CLIP_CACHES[(str(root), limit)] = ClipCache(root, limit)
+    return cache
+
+
+def _load_png(path: Path):
+    """An RGB PIL image from a cache PNG, or None (missing, truncated, unreadable)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB") if im.mode != "RGB" else im.copy()
+    except (OSError, ValueError, SyntaxError, EOFError):
+        return None
 
 
 def _unlink(path: str) -> None:

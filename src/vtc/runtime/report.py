@@ -219,8 +219,9 @@ REVIEW_COLUMNS = ("image", "question", "expected", "before", "after", "score", "
 
 
 def write_review(run_dir, csv_path, worst: int = REVIEW_WORST) -> tuple[Path, int]:
-    """The ``worst`` worst evaluation rows as CSV, for an expert to correct (edit `expected`). VT563 when the run
-    has no evaluation rows; VT562 when the file cannot be written."""
+    """The ``worst`` worst evaluation rows as CSV, for an expert to correct (edit `expected`). Column `image`: the
+    row's image files and then its clips (a clip's file or frame folder, or its first frame and how many follow),
+    separated by ";". VT563 when the run has no evaluation rows; VT562 when the file cannot be written."""
     from vtc.diagnostics import Span, VtcError, error
 
     folder = check_run_folder(run_dir)
@@ -237,8 +238,8 @@ def write_review(run_dir, csv_path, worst: int = REVIEW_WORST) -> tuple[Path, in
             w = csv.writer(f)
             w.writerow(REVIEW_COLUMNS)
             for r in rows:
-                images = r.get("images") or []
-                w.writerow([";".join(images), r.get("question") or "", r.get("expected") or "",
+                files = [str(p) for p in r.get("images") or []] + [_clip_name(c) for c in r.get("videos") or []]
+                w.writerow([";".join(files), r.get("question") or "", r.get("expected") or "",
                             "" if r.get("before") is None else r["before"], r.get("after") or "",
                             "" if r["score_after"] is None else f"{r['score_after']:.4g}",
                             "yes" if r["regression"] else "", r.get("origin") or ""])
@@ -295,7 +296,8 @@ def render(folder: Path, *, explain=None, sources: dict | None = None) -> str:
                         ("predictions.jsonl", run.predictions)):
         if not value:
             missing.append(name)
-    thumbs, sizes, row_json = _gallery(rows, video=run.plan.get("video"))
+    thumbs, sizes, row_json = _gallery(rows, video=run.plan.get("video"),
+                                       window=(run.plan.get("images") or {}).get("window"))
     sections = [
         _section("run", "The run", _run_section(run, explain, sources, missing)),
         _section("metrics", "Before and after", _metrics_section(run, rows)),
@@ -586,11 +588,13 @@ def svg_bars(counts: list[tuple[str, int]], colour: str = "#0969da", width: int 
 
 # --- gallery ---------------------------------------------------------------------------------------------------
 
-def _gallery(rows: list[dict], video: dict | None = None) -> tuple[list[str], dict, list[dict]]:
+def _gallery(rows: list[dict], video: dict | None = None,
+             window: dict | None = None) -> tuple[list[str], dict, list[dict]]:
     """Thumbnails (one per distinct image, 96 px JPEG data: URIs; plus 512 px copies for a small set), the image
     sizes seen, and the rows as the page's JSON. A video row (predictions' "videos": its clips) gets a strip of its
     first clip's sampled frames instead (row key "v": up to STRIP_FRAMES thumbnails, evenly chosen among the frames
-    the model saw, sampled with the plan's video settings; "t" is the first, "b" a 512 px strip of them all)."""
+    the model saw, sampled with the plan's video settings and DICOM ``window``, read from the clip cache that the
+    run filled; "t" is the first, "b" a 512 px strip of them all)."""
     thumbs: list[str] = []
     index: dict[str, int] = {}
     big: dict[str, int] = {}
@@ -604,7 +608,7 @@ def _gallery(rows: list[dict], video: dict | None = None) -> tuple[list[str], di
         t = b = None
         strip = None
         if clips and video:
-            strip = _strip(r["videos"][0], video, with_big, thumbs)
+            strip = _strip(r["videos"][0], video, with_big, thumbs, window)
         if strip is not None:
             t, b = strip[0][0], strip[1]
         elif first is not None:
@@ -639,15 +643,17 @@ def _clip_name(clip) -> str:
     return str(clip)
 
 
-def _strip(clip, video: dict, with_big: bool, thumbs: list[str]) -> tuple[list[int], int | None] | None:
+def _strip(clip, video: dict, with_big: bool, thumbs: list[str],
+           window: dict | None = None) -> tuple[list[int], int | None] | None:
     """A clip's strip: the indices (into ``thumbs``, appended here) of up to STRIP_FRAMES thumbnails of its sampled
     frames, and of a 512 px strip of them side by side (with_big), or None when the clip cannot be read now (gone
-    since the run, PyAV missing): the gallery then says "no image"."""
+    since the run, PyAV missing): the gallery then says "no image". The frames come from the clip cache (the run
+    put them there: the same content and settings give the same entry), decoded only when it does not hold them."""
     try:
         from vtc.runtime.video import read_clip
 
         source = tuple(clip) if isinstance(clip, list) else clip
-        frames = read_clip(source, video).frames
+        frames = read_clip(source, video, window=window, cache=True).frames
     except Exception:  # a clip gone or unreadable since the run: the gallery says so, the report is still written
         return None
     if not frames:

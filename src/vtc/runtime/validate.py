@@ -329,7 +329,7 @@ def _scan_rows(rows, plan: dict, cache, workers, seen: dict, report: DataReport,
     file_rows = [i for i in range(len(rows)) if rows.images(i)]
     report.text_only_rows += sum(1 for i in range(len(rows)) if not rows.images(i) and not rows.in_dataset(i)
                                  and not _videos(rows, i))
-    out.extend(_scan_clips(rows, plan, report, workers))
+    out.extend(_scan_clips(rows, plan, report, workers, use_cache=cache is not None))
 
     def tasks():
         for i in file_rows:
@@ -411,10 +411,11 @@ def _clip_key(clip) -> str | tuple:
     return tuple(str(p) for p in clip) if isinstance(clip, (tuple, list)) else str(clip)
 
 
-def _scan_clips(rows, plan: dict, report: DataReport, workers: int | None = None) -> list[Diagnostic]:
+def _scan_clips(rows, plan: dict, report: DataReport, workers: int | None = None,
+                use_cache: bool = True) -> list[Diagnostic]:
     """The clips of ``rows`` checked (vtc.runtime.video.check_clip), each once for the whole scan; its diagnostics
     given to every row that names it (errors make the row bad). A clip in a family without video: VT458 once a
-    row, nothing decoded."""
+    row, nothing decoded. ``use_cache``: the checked clips go to the clip cache (read from it when there)."""
     import dataclasses
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -447,7 +448,7 @@ def _scan_clips(rows, plan: dict, report: DataReport, workers: int | None = None
         key, clip = item
         info: dict = {}
         found = check_clip(clip, video, first_span[key], max_length=max_length, geometry=geometry, window=window,
-                           info=info)
+                           info=info, cache=use_cache)
         return key, {"diagnostics": found, "info": info}
 
     # Clips are checked in threads (PyAV and pillow decode and resize outside the GIL), results in order.

@@ -2,8 +2,10 @@
 files, the optional extra `pip install 'vtc[video]'`; pydicom for DICOM, `vtc[dicom]`). No torch.
 
     probe(source, span) -> ClipInfo          frames, frame rate, duration, size, kind; VtcError on every problem
-    read_clip(source, video, span, window)   -> Clip: the frames a run reads (vtc.registry.sample_frames), each at
-                                             the plan's frame size (vtc.registry.frame_size), RGB
+    read_clip(source, video, span, window,   -> Clip: the frames a run reads (vtc.registry.sample_frames), each at
+              cache=None)                    the plan's frame size (vtc.registry.frame_size), RGB; with ``cache``
+                                             (a ClipCache, or True) from the clip cache when it holds them
+    clip_key(source, video, window)          -> the clip cache key: the clip's content + the settings (or None)
     check_clip(source, video, span, ...)     -> [Diagnostic]: the data check's problems of one clip (VT450-VT458)
 
 A clip source is:
@@ -25,6 +27,11 @@ Frames of a clip whose count is odd are not padded here: Qwen-VL's processor rep
 patch is 2), and vtc.registry.video_tokens counts that.
 
 PyAV is imported inside functions only; without it a video file is VT451, naming the extra.
+
+The clip cache (vtc.runtime.cache.ClipCache, docs/video.md "The clip cache"): a clip read with ``cache`` is stored
+as its sampled, sized frames (lossless PNG) and their timing, keyed by clip_key; a later read of the same content
+with the same settings loads them instead of probing and decoding (pixel for pixel the same frames). Rows (when
+their image cache is set: a run), the data check, `vtc ask` and the report read through it.
 """
 
 from __future__ import annotations
@@ -339,10 +346,102 @@ def _window_help(info: ClipInfo, video: dict) -> str:
             "or remove the row")
 
 
-def read_clip(source, video: dict, span: Span | None = None, window: dict | None = None) -> Clip:
+def read_clip(source, video: dict, span: Span | None = None, window: dict | None = None, cache=None) -> Clip:
     """The clip's sampled frames (vtc.registry.sample_frames), each sized to vtc.registry.frame_size of the clip's
     size under ``video["resize"]``, as RGB PIL images. ``window``: the plan's images.window (DICOM windowing).
-    Raises VtcError as probe does, and VT454 for a window outside the clip."""
+    ``cache``: a vtc.runtime.cache.ClipCache (or True: the default one) to read the clip from when it holds it, and
+    to store it in when not (clip_key); None or False: decode. Raises VtcError as probe does, and VT454 for a window
+    outside the clip (a cached clip is one that read without a problem, and raises nothing)."""
+    if cache is True:
+        from vtc.runtime.cache import default_clip_cache
+
+        cache = default_clip_cache()
+    key = clip_key(source, video, window) if cache else None
+    if key is not None:
+        clip = _cached(cache, key, source)
+        if clip is not None:
+            return clip
+    clip = _read_clip(source, video, span, window)
+    if key is not None:
+        try:
+            cache.put_frames(key, {"fps": clip.fps, "indices": clip.indices, "times": clip.times,
+                                   "size": list(clip.size)}, clip.frames)
+        except OSError:  # a full or read-only disk: the clip is still read, only not kept
+            pass
+    return clip
+
+
+def _cached(cache, key: str, source) -> Clip | None:
+    meta = cache.meta(key, touch=True)
+    if not meta:
+        return None
+    try:
+        count, fps, indices, times = int(meta["frames"]), float(meta["fps"]), list(meta["indices"]), meta["times"]
+        size = (int(meta["size"][0]), int(meta["size"][1]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None  # an entry of another layout: decoded again, and written over
+    frames = cache.load_frames(key, count)
+    if frames is None or count != len(indices):
+        return None
+    return Clip(frames=frames, fps=fps, indices=[int(i) for i in indices], times=[float(t) for t in times],
+                source=source, size=size)
+
+
+# Bump when read_clip gives other frames for the same clip and settings (another resampling filter, another frame
+# order rule, ...): old clip cache entries are then never used.
+CLIP_CACHE_VERSION = 1
+# (path, size, mtime, ctime, inode) -> content digest: within a process each file is hashed once while unchanged
+# (any write changes the ctime), so an epoch over cached clips reads no clip file.
+_DIGESTS: dict[tuple, str] = {}
+
+
+def clip_key(source, video: dict, window: dict | None = None) -> str | None:
+    """The clip cache key of a clip read with ``video`` (the plan's video block; all of it: every setting there can
+    change the frames) and ``window`` (the DICOM window): a hash of the clip's content -- a file's bytes, or each
+    frame's bytes (and suffix) in order for a folder or a frame list -- with the settings and CLIP_CACHE_VERSION.
+    None when the content cannot be hashed safely (a missing or special file, a frame linking outside its folder,
+    an empty folder): the caller decodes, and the decoder reports the problem."""
+    import hashlib
+    import json
+
+    try:
+        inside = None
+        if isinstance(source, (tuple, list)):
+            files, kind = [Path(p) for p in source], "list"
+        elif Path(source).is_dir():
+            inside = Path(source)
+            files, kind = folder_frames(inside), "folder"
+        else:
+            files, kind = [Path(source)], "file"
+        if not files:
+            return None
+        h = hashlib.blake2b(digest_size=20)
+        settings = json.dumps({"video": video, "window": window}, sort_keys=True, separators=(",", ":"), default=str)
+        h.update(f"clip|{CLIP_CACHE_VERSION}|{settings}|{kind}".encode())
+        for path in files:
+            if inside is not None:
+                from vtc.confine import outside
+
+                if outside(path, inside):
+                    return None
+            h.update(f"|{path.suffix.lower()}:{_digest(path)}".encode())
+        return h.hexdigest()
+    except Exception:  # whatever stops hashing (gone, a FIFO, unreadable) is for the decoder to report
+        return None
+
+
+def _digest(path: Path) -> str:
+    from vtc.runtime.cache import digest_file
+
+    st = path.stat()
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    digest = _DIGESTS.get(memo)
+    if digest is None:
+        digest = _DIGESTS[memo] = digest_file(path)
+    return digest
+
+
+def _read_clip(source, video: dict, span: Span | None, window: dict | None) -> Clip:
     from vtc.registry import frame_size
 
     where = span or Span(str(source))
@@ -433,7 +532,7 @@ def no_video_family(family: str | None, span: Span) -> Diagnostic:
 
 def check_clip(source, video: dict | None, span: Span | None = None, max_length: int | None = None,
                geometry: dict | None = None, *, window: dict | None = None, family: str | None = None,
-               info: dict | None = None) -> list[Diagnostic]:
+               info: dict | None = None, cache=True) -> list[Diagnostic]:
     """The data check's problems with one clip (each with the row's ``span``):
 
     errors    VT410 missing, VT437 not a regular file, VT450 unreadable / truncated / not a clip, VT451 PyAV missing,
@@ -443,8 +542,10 @@ def check_clip(source, video: dict | None, span: Span | None = None, max_length:
     warnings  VT455 far longer than the cap (sampled below the chosen rate), VT457 more tokens than ``max_length``
               (needs ``geometry``, the model's patch geometry)
 
-    The sampled frames are decoded (so a frame that does not decode is found here, not in the run). ``info``, when
-    given, receives what was measured: frames, fps, duration, size, sampled, frame_size, tokens."""
+    The sampled frames are decoded (so a frame that does not decode is found here, not in the run) and kept in the
+    clip cache (``cache``: as read_clip's; default the default clip cache), so that the run reads them from there;
+    a clip already cached with the same content and settings is not decoded again. ``info``, when given, receives
+    what was measured: frames, fps, duration, size, sampled, frame_size, tokens."""
     where = span or Span(str(source))
     if video is None:
         return [no_video_family(family, where)]
@@ -463,7 +564,7 @@ def check_clip(source, video: dict | None, span: Span | None = None, max_length:
                       help=f"sample faster (`video {math.ceil(1 / seconds - 1e-9):g} fps` takes one frame "
                            "of it), widen the window, or remove the row")]
     try:
-        clip = read_clip(source, video, where, window=window)
+        clip = read_clip(source, video, where, window=window, cache=cache)
     except VtcError as exc:
         return list(exc.diagnostics)
     if info is not None:

@@ -41,7 +41,8 @@ class Rows(Sequence):
 
     Images are opened on each access (never the whole dataset in RAM). With ``rows.cache`` set (an
     vtc.runtime.cache.ImageCache, as validate.validate_for_run sets it), an image that preparation already
-    standardised comes from the cache instead of being decoded and resized again.
+    standardised comes from the cache instead of being decoded and resized again, and a clip from the clip cache
+    (vtc.runtime.cache.default_clip_cache) once it was read with the same settings.
 
     ``instruction``, ``system``, ``resize`` and ``window`` are the plan's (data.instruction, data.system,
     images.resize, images.window); ``video`` is plan["video"] (None: the model's family has no video, and a row
@@ -167,7 +168,10 @@ class Rows(Sequence):
             raise VtcError(no_video_family(None, rec.origin))
         from vtc.runtime.video import read_clip
 
-        return read_clip(rec.videos[k], self.video, rec.origin, window=self.window).part()
+        # With the image cache set (a run: validate.validate_for_run), clips come from the clip cache too: decoded
+        # once (by the data check, which fills it), then read as PNGs each epoch and evaluation.
+        cache = True if self.cache is not None else None
+        return read_clip(rec.videos[k], self.video, rec.origin, window=self.window, cache=cache).part()
 
     def _stored_images(self, rec: Record) -> list:
         return [standardise(im, self.resize) for im in self._image_getter(rec.index)]
