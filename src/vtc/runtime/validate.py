@@ -429,7 +429,7 @@ def _scan_clips(rows, plan: dict, report: DataReport, workers: int | None = None
     out: list[Diagnostic] = []
     video = plan["video"]
     if video is None:
-        family = (plan.get("model") or {}).get("family")
+        family = plan["model"]["family"]
         for i in clip_rows:
             d = no_video_family(family, rows.origin(i))
             out.append(d)
@@ -437,9 +437,9 @@ def _scan_clips(rows, plan: dict, report: DataReport, workers: int | None = None
         return out
     checks = report.clip_checks
     todo = {_clip_key(c): c for i in clip_rows for c in _videos(rows, i) if _clip_key(c) not in checks}
-    max_length = (plan.get("training") or {}).get("max_length")
-    geometry = (plan.get("model") or {}).get("geometry")
-    window = (plan.get("images") or {}).get("window")
+    max_length = plan["training"]["max_length"]
+    geometry = plan["model"]["geometry"]
+    window = plan["images"]["window"]
     first_span = {}
     for i in clip_rows:
         for c in _videos(rows, i):

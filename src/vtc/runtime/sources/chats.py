@@ -264,12 +264,7 @@ def clip(ref: Any, folder: Path, images_folder: Path | None, roots: list[Path], 
             raise r.fail("VT414", ": a video given as frames lists no frame", 'write "videos": ["clip.mp4"], or '
                          'the clip\'s frames: "videos": [["f0.png", "f1.png"]]')
         return tuple(image(f, folder, images_folder, roots, r) for f in ref)
-    if not isinstance(ref, str) or not ref:
-        raise r.fail("VT414", ": a video must be a file or folder path", 'write "videos": ["clips/1.mp4"] (paths '
-                     "relative to the data file)")
-    if ref.startswith(("http://", "https://", "ftp://")):
-        raise r.fail("VT445", f" names a video by URL: {ref[:120]}",
-                     "download the video into the data folder and give its path (relative to the data file)")
+    _path_given(ref, "video", "a file or folder path", '"videos": ["clips/1.mp4"]', r)
     if ref.startswith("data:"):
         raise r.fail("VT414", ": a video given as data (base64) is not read", "save the video as a file in the "
                      "data folder and give its path")
@@ -286,17 +281,22 @@ def clip(ref: Any, folder: Path, images_folder: Path | None, roots: list[Path], 
     return image(ref, folder, images_folder, roots, r)
 
 
+def _path_given(ref: Any, noun: str, must_be: str, example: str, r: RowWhere) -> None:
+    """A row's image or clip reference must be a path: VT414 when it is no text, VT445 when it is a URL."""
+    a = "an" if noun[0] in "aeiou" else "a"
+    if not isinstance(ref, str) or not ref:
+        raise r.fail("VT414", f": {a} {noun} must be {must_be}", f"write {example} (paths relative to the data file)")
+    if ref.startswith(("http://", "https://", "ftp://")):
+        raise r.fail("VT445", f" names {a} {noun} by URL: {ref[:120]}",
+                     f"download the {noun} into the data folder and give its path (relative to the data file)")
+
+
 def image(ref: Any, folder: Path, images_folder: Path | None, roots: list[Path], r: RowWhere) -> Path:
     """A row's image: a path (relative to the images folder, else the data file's folder, and inside one of them),
     or base64 data (`data:image/png;base64,...`), decoded to a file of its own. URLs are refused (VT445)."""
     if isinstance(ref, dict):
         ref = ref.get("path") or ref.get("image") or ref.get("url")
-    if not isinstance(ref, str) or not ref:
-        raise r.fail("VT414", ": an image must be a file path", 'write "images": ["img/1.png"] (paths relative to '
-                     "the data file)")
-    if ref.startswith(("http://", "https://", "ftp://")):
-        raise r.fail("VT445", f" names an image by URL: {ref[:120]}",
-                     "download the image into the data folder and give its path (relative to the data file)")
+    _path_given(ref, "image", "a file path", '"images": ["img/1.png"]', r)
     if ref.startswith("data:"):
         return _inline(ref, r)
     p = Path(os.path.expanduser(ref))
